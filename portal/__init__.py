@@ -1,0 +1,87 @@
+"""The Flask application: `create_app` reads as the table of contents of the portal."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from portal import config as settings
+from portal.extensions import csrf, db, login_manager, migrate
+from portal.theming import ThemedFlask
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    app = ThemedFlask(__name__)
+    configure_settings(app, test_config)
+    configure_logging(app)
+    configure_extensions(app)
+    configure_sites(app)
+    configure_theming(app)
+    register_blueprints(app)
+    register_error_handlers(app)
+    register_cli(app)
+    return app
+
+
+def configure_settings(app: Flask, test_config: dict[str, Any] | None) -> None:
+    app.config.from_mapping(settings.load(test_config))
+    if app.config["PROXY_FIX"]:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
+
+
+def configure_logging(app: Flask) -> None:
+    if not app.debug and not app.testing:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def configure_extensions(app: Flask) -> None:
+    from flask_sqlalchemy.session import Session
+
+    from tenants import isolation
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(settings.ROOT / "migrations"))
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Please sign in to continue."
+    isolation.install(Session)
+
+
+def configure_sites(app: Flask) -> None:
+    from portal import sites
+
+    sites.init_app(app)
+
+
+def configure_theming(app: Flask) -> None:
+    from portal import theming
+
+    theming.init_app(app)
+
+
+def register_blueprints(app: Flask) -> None:
+    from portal import auth, console, merchant, platform
+
+    for blueprint, prefix in (
+        (auth.bp, None),
+        (platform.bp, "/platform"),
+        (console.bp, "/console"),
+        (merchant.bp, "/merchant"),
+    ):
+        app.register_blueprint(blueprint, url_prefix=prefix)
+
+
+def register_error_handlers(app: Flask) -> None:
+    from portal import errors
+
+    errors.init_app(app)
+
+
+def register_cli(app: Flask) -> None:
+    from portal import cli
+
+    cli.init_app(app)

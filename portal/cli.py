@@ -1,0 +1,117 @@
+"""Command line: `flask tenants ...`, `flask platform ...`, `flask demo load`, `flask worker`."""
+
+from __future__ import annotations
+
+import click
+import sqlalchemy as sa
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from core.db import db
+from portal import invitations, jobs, theming
+from tenants import accounts, provisioning
+from tenants.audit import Actor
+from tenants.errors import InvalidInput
+from tenants.isolation import platform_scope
+from tenants.models import Tenant
+
+tenants_cli = AppGroup("tenants", help="Provision and list tenants.")
+platform_cli = AppGroup("platform", help="Platform administrators.")
+demo_cli = AppGroup("demo", help="Demo data for development.")
+
+
+def _theme_colors():
+    return {name: theme.colors for name, theme in theming.themes().items()}
+
+
+@tenants_cli.command("create")
+@click.option("--name", required=True, help="Display name, e.g. 'Acme Payments'.")
+@click.option("--slug", required=True, help="Lower-case id; the portal is at <slug>.<platform domain>.")
+@click.option("--domain", "domains", multiple=True, help="A custom domain (repeatable); the first is primary.")
+@click.option("--theme", default="default", show_default=True, help="Theme folder name.")
+@click.option("--admin-email", required=True, help="The tenant admin, who receives an invitation.")
+@click.option("--time-zone", default="UTC", show_default=True)
+def create_tenant(name, slug, domains, theme, admin_email, time_zone):
+    """Provision a tenant and e-mail its admin an invitation link."""
+    spec = provisioning.TenantSpec(name=name, slug=slug, admin_email=admin_email, theme=theme,
+                                   domains=list(domains), time_zone=time_zone)
+    with platform_scope(db.session):
+        try:
+            tenant, admin = provisioning.provision_tenant(spec, Actor.system(), _theme_colors())
+        except InvalidInput as exc:
+            raise click.ClickException(f"{exc.field}: {exc.message}" if exc.field else exc.message) from exc
+        link = invitations.send_invitation(tenant, admin)
+    click.echo(f"created tenant {tenant.slug} ({tenant.id})")
+    click.echo(f"invitation for {admin.email}: {link}")
+
+
+@tenants_cli.command("list")
+def list_tenants():
+    """List every tenant with its status and hosts."""
+    with platform_scope(db.session):
+        rows = db.session.execute(sa.select(Tenant).order_by(Tenant.slug)).scalars().all()
+        click.echo(f"{'slug':<20} {'status':<10} {'name':<30} domains")
+        for tenant in rows:
+            domains = ", ".join(d.domain for d in tenant.domains) or "-"
+            click.echo(f"{tenant.slug:<20} {tenant.status:<10} {tenant.name:<30} {domains}")
+
+
+def _set_status(slug: str, status: str) -> None:
+    with platform_scope(db.session):
+        tenant = db.session.execute(sa.select(Tenant).where(Tenant.slug == slug)).scalar_one_or_none()
+        if tenant is None:
+            raise click.ClickException(f"no tenant with slug {slug!r}; see `flask tenants list`")
+        provisioning.set_tenant_status(tenant, status, Actor.system())
+    click.echo(f"{slug}: {status}")
+
+
+@tenants_cli.command("suspend")
+@click.argument("slug")
+def suspend_tenant(slug):
+    """Suspend a tenant: its portal shows a notice and nobody can sign in."""
+    _set_status(slug, "suspended")
+
+
+@tenants_cli.command("reactivate")
+@click.argument("slug")
+def reactivate_tenant(slug):
+    """Reactivate a suspended tenant."""
+    _set_status(slug, "active")
+
+
+@platform_cli.command("create-admin")
+@click.option("--email", required=True)
+@click.password_option()
+def create_admin(email, password):
+    """Create a platform admin, or set the password of an existing one."""
+    user = accounts.create_platform_admin(email, password)
+    click.echo(f"platform admin {user.email} ready")
+
+
+@demo_cli.command("load")
+def load_demo():
+    """Load the demo data (idempotent) and print the addresses and logins."""
+    from portal import demo
+
+    demo.load()
+    demo.print_logins()
+
+
+@click.command("worker")
+@click.option("--queue", "queues", multiple=True, help="Queues to work (default: all).")
+@click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
+@click.option("--with-scheduler/--without-scheduler", default=True, show_default=True)
+def worker(queues, burst, with_scheduler):
+    """Run an RQ worker inside the app context."""
+    from rq import SimpleWorker
+
+    names = queues or jobs.QUEUES
+    w = SimpleWorker([jobs.queue(name) for name in names], connection=jobs.redis_connection(),
+                     job_class=jobs.AppJob)
+    current_app.logger.info("worker on queues %s", ", ".join(names))
+    w.work(burst=burst, with_scheduler=with_scheduler)
+
+
+def init_app(app: Flask) -> None:
+    for command in (tenants_cli, platform_cli, demo_cli, worker):
+        app.cli.add_command(command)

@@ -1,0 +1,79 @@
+"""Demo data for `make run`: a platform admin, two tenants in different themes, two merchants
+each, every account with a known password. Loading twice changes nothing."""
+
+from __future__ import annotations
+
+import click
+import sqlalchemy as sa
+
+from core.db import db
+from portal import theming
+from portal.sites import platform_base_url, tenant_base_url
+from tenants import accounts, provisioning
+from tenants.audit import Actor
+from tenants.isolation import platform_scope, tenant_context
+from tenants.models import Tenant, TenantBrand, User
+
+PASSWORD = "demo-password-1"
+PLATFORM_ADMIN = "admin@platform.example.com"
+TENANTS = [
+    {
+        "spec": provisioning.TenantSpec(name="Acme Pay", slug="acme", admin_email="admin@acme.example.com", theme="default"),
+        "brand": {"primary_color": "#1d4ed8", "accent_color": "#f59e0b", "support_email": "help@acme.example.com"},
+        "merchants": [("Acme Coffee Roasters", "owner@coffee.example.com"), ("Acme Bike Repair", "owner@bikes.example.com")],
+    },
+    {
+        "spec": provisioning.TenantSpec(name="Dragon Pay 龙付", slug="dragon", admin_email="admin@dragon.example.com",
+                                        theme="midnight", time_zone="Asia/Shanghai", default_locale="zh"),
+        "brand": {"primary_color": "#dc2626", "accent_color": "#facc15", "support_email": "help@dragon.example.com"},
+        "merchants": [("Dragon Noodle House", "owner@noodles.example.com"), ("Dragon Tea Shop", "owner@tea.example.com")],
+    },
+]
+
+
+def load() -> None:
+    accounts.create_platform_admin(PLATFORM_ADMIN, PASSWORD, "Platform Admin")
+    colors = {name: theme.colors for name, theme in theming.themes().items()}
+    for entry in TENANTS:
+        spec = entry["spec"]
+        with platform_scope(db.session):
+            tenant = db.session.execute(sa.select(Tenant).where(Tenant.slug == spec.slug)).scalar_one_or_none()
+            if tenant is None:
+                tenant, admin = provisioning.provision_tenant(spec, Actor.system(), colors)
+            tenant_id = tenant.id
+        with tenant_context(db.session, tenant_id):
+            _ensure_password(tenant_id, spec.admin_email)
+            for stage in ("draft", "published"):
+                row = db.session.execute(
+                    sa.select(TenantBrand).where(TenantBrand.tenant_id == tenant_id, TenantBrand.stage == stage)
+                ).scalar_one()
+                for key, value in entry["brand"].items():
+                    setattr(row, key, value)
+            db.session.commit()
+            for name, owner_email in entry["merchants"]:
+                exists = db.session.execute(
+                    sa.select(User).where(User.tenant_id == tenant_id, User.email == owner_email)
+                ).scalar_one_or_none()
+                if exists is None:
+                    provisioning.create_merchant(tenant_id, name, owner_email, Actor.system())
+                _ensure_password(tenant_id, owner_email)
+
+
+def _ensure_password(tenant_id, email: str) -> None:
+    user = db.session.execute(sa.select(User).where(User.tenant_id == tenant_id, User.email == email)).scalar_one()
+    if not user.has_password:
+        accounts.set_password(user, PASSWORD)
+        db.session.commit()
+
+
+def print_logins() -> None:
+    with platform_scope(db.session):
+        lines = [f"  platform console  {platform_base_url()}/login   {PLATFORM_ADMIN} / {PASSWORD}"]
+        for entry in TENANTS:
+            spec = entry["spec"]
+            tenant = db.session.execute(sa.select(Tenant).where(Tenant.slug == spec.slug)).scalar_one()
+            base = tenant_base_url(tenant)
+            lines.append(f"  {tenant.name:<16}  {base}/login   {spec.admin_email} / {PASSWORD}  (tenant admin)")
+            for _, owner in entry["merchants"]:
+                lines.append(f"  {'':<16}  {base}/login   {owner} / {PASSWORD}  (merchant owner)")
+    click.echo("Demo logins:\n" + "\n".join(lines))

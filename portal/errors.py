@@ -1,0 +1,52 @@
+"""Error pages and the headers every response carries.
+
+An unknown host gets a plain page that names no tenant and no platform. Error pages on a
+tenant's host wear the tenant's brand; a suspended tenant's host shows only the notice.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, g, make_response, render_template
+from flask_wtf.csrf import CSRFError
+
+from portal import theming
+
+MESSAGES = {
+    400: ("Bad request", "The request could not be understood."),
+    403: ("Not allowed", "Your account is not allowed to open this page."),
+    404: ("Page not found", "There is no page at this address."),
+    405: ("Not allowed", "This page does not accept that kind of request."),
+    413: ("Too large", "The upload is larger than allowed."),
+    500: ("Something went wrong", "We could not complete the request. Please try again."),
+}
+
+
+def _render_error(code: int, title: str, message: str):
+    site = getattr(g, "site", None)
+    if site is None or not (site.is_tenant or site.is_platform):
+        # Unknown host: nothing about tenants, themes or the platform.
+        return make_response(render_template("errors/plain.html", code=code, title=title, message=message), code)
+    return make_response(theming.render("errors/error.html", code=code, title=title, message=message), code)
+
+
+def suspended_response():
+    return make_response(theming.render("errors/suspended.html"), 403)
+
+
+def init_app(app: Flask) -> None:
+    for code, (title, message) in MESSAGES.items():
+        app.register_error_handler(code, lambda exc, c=code, t=title, m=message: _render_error(c, t, m))
+
+    @app.errorhandler(CSRFError)
+    def _csrf_error(exc):
+        return _render_error(400, "Form expired", "The form was missing its security token or it expired. "
+                             "Go back, reload the page and submit again.")
+
+    @app.after_request
+    def _security_headers(response):
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if app.config["HTTPS"]:
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+        return response

@@ -1,0 +1,43 @@
+"""Invitation and password-reset e-mails: a signed link on the right host, in the right brand."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import current_app
+
+from portal import mail
+from portal.sites import PLATFORM_BRAND, BrandView, platform_base_url, tenant_base_url
+from tenants import branding, tokens
+from tenants.models import PlatformUser, Tenant, User
+
+
+def _link(base: str, path: str, purpose: str, account) -> str:
+    return f"{base}{path}/{tokens.make(current_app.config['SECRET_KEY'], purpose, account)}"
+
+
+def _host(base_url: str) -> str:
+    return urlsplit(base_url).hostname or "localhost"
+
+
+def send_invitation(tenant: Tenant, user: User) -> str:
+    """E-mail `user` a link to set a password on `tenant`'s host. Returns the link."""
+    base = tenant_base_url(tenant)
+    link = _link(base, "/invitation", "invitation", user)
+    brand = BrandView.of(branding.brand(tenant.id, "published"))
+    days = current_app.config["INVITATION_MAX_AGE"] // 86400
+    mail.send(user.email, "invitation", brand, _host(base), link=link, user=user, days=days,
+              role=user.role, merchant=user.merchant)
+    return link
+
+
+def send_password_reset(account: User | PlatformUser, tenant: Tenant | None) -> str:
+    """E-mail `account` a password-reset link on its own host. Returns the link."""
+    if tenant is None:
+        base, brand = platform_base_url(), PLATFORM_BRAND
+    else:
+        base, brand = tenant_base_url(tenant), BrandView.of(branding.brand(tenant.id, "published"))
+    link = _link(base, "/password/reset", "password-reset", account)
+    minutes = current_app.config["PASSWORD_RESET_MAX_AGE"] // 60
+    mail.send(account.email, "password_reset", brand, _host(base), link=link, minutes=minutes)
+    return link

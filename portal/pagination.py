@@ -1,0 +1,54 @@
+"""Keyset pagination for lists: newest first, by (created_at, id), with an opaque cursor."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from core.db import db
+
+
+@dataclass
+class Page:
+    items: list[Any]
+    next_cursor: str | None
+
+
+def _encode(created_at: datetime, ident: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{ident}".encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> tuple[datetime, uuid.UUID] | None:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, ident = raw.split("|", 1)
+        return datetime.fromisoformat(stamp), uuid.UUID(ident)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def newest_first(statement: sa.Select, model, cursor: str | None, size: int) -> Page:
+    """One page of `statement` ordered by `model.created_at DESC, model.id DESC`."""
+    position = _decode(cursor) if cursor else None
+    if position is not None:
+        statement = statement.where(sa.tuple_(model.created_at, model.id) < sa.tuple_(*position))
+    rows = db.session.execute(
+        statement.order_by(model.created_at.desc(), model.id.desc()).limit(size + 1)
+    ).scalars().all()
+    items = list(rows[:size])
+    more = len(rows) > size
+    return Page(items, _encode(items[-1].created_at, items[-1].id) if more and items else None)
+
+
+def search_term(value: str | None) -> str | None:
+    """A user's search text as an ILIKE pattern (wildcards in the text are taken literally)."""
+    text = (value or "").strip()
+    if not text:
+        return None
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"

@@ -1,0 +1,120 @@
+"""The platform console: tenants (list, provision, detail, suspend), for platform admins only.
+
+Only on the platform host, whose requests run in platform scope (the named cross-tenant path).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import sqlalchemy as sa
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+
+from core.db import db
+from portal import invitations, theming
+from portal.access import host_guard, platform_admin_required
+from portal.forms import ActionForm, TenantForm, field_error
+from portal.pagination import newest_first, search_term
+from portal.sites import current_actor, tenant_base_url
+from tenants import provisioning
+from tenants.errors import InvalidInput
+from tenants.models import AuditEvent, Tenant, User
+
+bp = Blueprint("platform", __name__, template_folder="templates")
+bp.before_request(host_guard("platform"))
+
+
+def _theme_choices():
+    return [(name, theme.label) for name, theme in theming.themes().items()]
+
+
+@bp.route("/")
+@platform_admin_required
+def tenants():
+    statement = sa.select(Tenant)
+    pattern = search_term(request.args.get("q"))
+    if pattern:
+        statement = statement.where(sa.or_(Tenant.name.ilike(pattern), Tenant.slug.ilike(pattern)))
+    status = request.args.get("status")
+    if status in ("active", "suspended"):
+        statement = statement.where(Tenant.status == status)
+    page = newest_first(statement, Tenant, request.args.get("after"), 25)
+    return render_template("platform/tenants.html", page=page, q=request.args.get("q", ""), status=status or "",
+                           base_url=tenant_base_url)
+
+
+@bp.route("/tenants/new", methods=["GET", "POST"])
+@platform_admin_required
+def new_tenant():
+    form = TenantForm()
+    form.theme.choices = _theme_choices()
+    if form.validate_on_submit():
+        spec = provisioning.TenantSpec(
+            name=form.name.data, slug=form.slug.data, admin_email=form.admin_email.data,
+            theme=form.theme.data, domains=form.domains.data or "",
+        )
+        try:
+            tenant, admin = provisioning.provision_tenant(
+                spec, current_actor(), {name: theme.colors for name, theme in theming.themes().items()}
+            )
+        except InvalidInput as exc:
+            field_error(form, exc)
+        else:
+            invitations.send_invitation(tenant, admin)
+            flash(f"Tenant {tenant.name} is ready. An invitation went to {admin.email}.", "success")
+            return redirect(url_for("platform.tenant", tenant_id=tenant.id))
+    return render_template("platform/new_tenant.html", form=form), 200 if not form.errors else 422
+
+
+def _get_tenant(tenant_id: uuid.UUID) -> Tenant:
+    tenant = db.session.get(Tenant, tenant_id)
+    if tenant is None:
+        abort(404)
+    return tenant
+
+
+@bp.route("/tenants/<uuid:tenant_id>")
+@platform_admin_required
+def tenant(tenant_id: uuid.UUID):
+    item = _get_tenant(tenant_id)
+    admins = db.session.execute(
+        sa.select(User).where(User.tenant_id == item.id, User.role == "admin").order_by(User.created_at)
+    ).scalars().all()
+    events = db.session.execute(
+        sa.select(AuditEvent).where(AuditEvent.tenant_id == item.id)
+        .order_by(AuditEvent.created_at.desc()).limit(20)
+    ).scalars().all()
+    return render_template("platform/tenant.html", tenant=item, admins=admins, events=events,
+                           action_form=ActionForm(), base_url=tenant_base_url(item))
+
+
+@bp.route("/tenants/<uuid:tenant_id>/status", methods=["POST"])
+@platform_admin_required
+def set_status(tenant_id: uuid.UUID):
+    item = _get_tenant(tenant_id)
+    form = ActionForm()
+    status = request.form.get("status")
+    if form.validate_on_submit() and status in ("active", "suspended"):
+        provisioning.set_tenant_status(item, status, current_actor())
+        flash(f"{item.name} is now {status}.", "success")
+    else:
+        flash("Choose active or suspended.", "error")
+    return redirect(url_for("platform.tenant", tenant_id=item.id))
+
+
+@bp.route("/tenants/<uuid:tenant_id>/admins/<uuid:user_id>/invite", methods=["POST"])
+@platform_admin_required
+def resend_invitation(tenant_id: uuid.UUID, user_id: uuid.UUID):
+    item = _get_tenant(tenant_id)
+    user = db.session.execute(
+        sa.select(User).where(User.tenant_id == item.id, User.id == user_id, User.role == "admin")
+    ).scalar_one_or_none()
+    if user is None:
+        abort(404)
+    if ActionForm().validate_on_submit():
+        if user.has_password:
+            flash(f"{user.email} has already set a password.", "error")
+        else:
+            invitations.send_invitation(item, user)
+            flash(f"A new invitation went to {user.email}.", "success")
+    return redirect(url_for("platform.tenant", tenant_id=item.id))

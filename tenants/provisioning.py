@@ -1,0 +1,192 @@
+"""Provisioning tenants (platform scope only) and their people: staff, merchants, merchant users."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy.exc import IntegrityError
+
+from core.db import db
+from tenants import audit
+from tenants.errors import InvalidInput
+from tenants.isolation import in_platform_scope, tenant_context
+from tenants.models import MERCHANT_ROLES, TENANT_ROLES, Merchant, Tenant, TenantBrand, TenantDomain, User
+
+SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$")
+RESERVED_SLUGS = frozenset({"www", "admin", "platform", "api", "static", "mail", "app", "console"})
+
+
+@dataclass(frozen=True)
+class ThemeColors:
+    primary: str
+    accent: str
+
+
+@dataclass
+class TenantSpec:
+    name: str
+    slug: str
+    admin_email: str
+    theme: str = "default"
+    domains: Sequence[str] = field(default_factory=list)
+    time_zone: str = "UTC"
+    default_locale: str = "en"
+
+
+def normalise_email(value: str, field_name: str = "email") -> str:
+    try:
+        return validate_email(value.strip(), check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        raise InvalidInput(f"{value!r} is not a valid e-mail address.", field_name) from exc
+
+
+def parse_domains(text: str | Sequence[str]) -> list[str]:
+    """Split a comma/space/newline separated list into normalised host names."""
+    items = re.split(r"[\s,]+", text) if isinstance(text, str) else list(text)
+    domains = []
+    for item in items:
+        name = item.strip().lower().rstrip(".")
+        if not name:
+            continue
+        if not DOMAIN_RE.match(name):
+            raise InvalidInput(f"{item!r} is not a valid domain name.", "domains")
+        if name not in domains:
+            domains.append(name)
+    return domains
+
+
+def provision_tenant(spec: TenantSpec, actor: audit.Actor, themes: Mapping[str, ThemeColors]) -> tuple[Tenant, User]:
+    """Create a tenant with its domains, brand (draft and published) and first admin. Commits.
+
+    The admin has no password yet: the caller sends the invitation link.
+    """
+    if not in_platform_scope():
+        raise PermissionError("provisioning a tenant needs platform scope")
+    name = spec.name.strip()
+    slug = spec.slug.strip().lower()
+    if not name:
+        raise InvalidInput("Give the tenant a name.", "name")
+    if not SLUG_RE.match(slug):
+        raise InvalidInput("Use lower-case letters, digits and hyphens (at most 63).", "slug")
+    if slug in RESERVED_SLUGS:
+        raise InvalidInput(f"'{slug}' is reserved; choose another slug.", "slug")
+    if spec.theme not in themes:
+        raise InvalidInput(f"Unknown theme '{spec.theme}'.", "theme")
+    admin_email = normalise_email(spec.admin_email, "admin_email")
+    domains = parse_domains(spec.domains)
+
+    if db.session.execute(sa.select(Tenant.id).where(Tenant.slug == slug)).first():
+        raise InvalidInput(f"The slug '{slug}' is taken.", "slug")
+    taken = db.session.execute(sa.select(TenantDomain.domain).where(TenantDomain.domain.in_(domains))).scalars().all()
+    if taken:
+        raise InvalidInput(f"Domain already in use: {', '.join(sorted(taken))}.", "domains")
+
+    tenant = Tenant(id=uuid.uuid4(), name=name, slug=slug, time_zone=spec.time_zone, default_locale=spec.default_locale)
+    db.session.add(tenant)
+    db.session.flush()
+    for index, domain in enumerate(domains):
+        db.session.add(TenantDomain(tenant_id=tenant.id, domain=domain, is_primary=index == 0))
+    colors = themes[spec.theme]
+    for stage in ("draft", "published"):
+        db.session.add(
+            TenantBrand(
+                tenant_id=tenant.id,
+                stage=stage,
+                display_name=name,
+                theme=spec.theme,
+                primary_color=colors.primary,
+                accent_color=colors.accent,
+            )
+        )
+    admin = User(tenant_id=tenant.id, email=admin_email, name="", role="admin")
+    db.session.add(admin)
+    audit.record(
+        tenant.id,
+        actor,
+        "tenant.provisioned",
+        "tenant",
+        tenant.id,
+        {"name": {"after": name}, "slug": {"after": slug}, "domains": {"after": domains},
+         "theme": {"after": spec.theme}, "admin_email": {"after": admin_email}},
+    )
+    try:
+        db.session.commit()
+    except IntegrityError as exc:
+        db.session.rollback()
+        raise InvalidInput("The slug or a domain was taken in the meantime; try again.", "slug") from exc
+    return tenant, admin
+
+
+def set_tenant_status(tenant: Tenant, status: str, actor: audit.Actor) -> None:
+    """Suspend or reactivate a tenant. Suspended: its portal shows a notice, nobody signs in. Commits."""
+    if not in_platform_scope():
+        raise PermissionError("changing a tenant's status needs platform scope")
+    if status not in ("active", "suspended"):
+        raise InvalidInput(f"Unknown status {status!r}.", "status")
+    if tenant.status == status:
+        return
+    before = tenant.status
+    tenant.status = status
+    tenant.suspended_at = datetime.now(UTC) if status == "suspended" else None
+    action = "tenant.suspended" if status == "suspended" else "tenant.reactivated"
+    audit.record(tenant.id, actor, action, "tenant", tenant.id, {"status": {"before": before, "after": status}})
+    db.session.commit()
+
+
+def invite_user(
+    tenant_id: uuid.UUID, email: str, role: str, actor: audit.Actor, merchant_id: uuid.UUID | None = None, name: str = ""
+) -> User:
+    """Add a user without a password to a tenant (staff) or to one of its merchants. Commits.
+
+    The caller sends the invitation link; until it is used the user cannot sign in.
+    """
+    allowed = MERCHANT_ROLES if merchant_id else TENANT_ROLES
+    if role not in allowed:
+        raise InvalidInput(f"Choose a role among: {', '.join(allowed)}.", "role")
+    email = normalise_email(email)
+    with tenant_context(db.session, tenant_id):
+        exists = db.session.execute(
+            sa.select(User.id).where(User.tenant_id == tenant_id, User.email == email)
+        ).first()
+        if exists:
+            raise InvalidInput(f"{email} already has an account here.", "email")
+        user = User(tenant_id=tenant_id, email=email, name=name.strip(), role=role, merchant_id=merchant_id)
+        db.session.add(user)
+        db.session.flush()
+        audit.record(tenant_id, actor, "user.invited", "user", user.id,
+                     {"email": {"after": email}, "role": {"after": role},
+                      "merchant_id": {"after": str(merchant_id) if merchant_id else None}})
+        try:
+            db.session.commit()
+        except IntegrityError as exc:
+            db.session.rollback()
+            raise InvalidInput(f"{email} already has an account here.", "email") from exc
+    return user
+
+
+def create_merchant(tenant_id: uuid.UUID, name: str, owner_email: str, actor: audit.Actor) -> tuple[Merchant, User]:
+    """Create a merchant under a tenant with its owner (invited, no password yet). Commits."""
+    name = name.strip()
+    if not name:
+        raise InvalidInput("Give the merchant a name.", "name")
+    owner_email = normalise_email(owner_email, "owner_email")
+    with tenant_context(db.session, tenant_id):
+        if db.session.execute(sa.select(User.id).where(User.tenant_id == tenant_id, User.email == owner_email)).first():
+            raise InvalidInput(f"{owner_email} already has an account here.", "owner_email")
+        merchant = Merchant(tenant_id=tenant_id, id=uuid.uuid4(), name=name)
+        db.session.add(merchant)
+        db.session.flush()
+        owner = User(tenant_id=tenant_id, email=owner_email, role="owner", merchant_id=merchant.id)
+        db.session.add(owner)
+        db.session.flush()
+        audit.record(tenant_id, actor, "merchant.created", "merchant", merchant.id,
+                     {"name": {"after": name}, "owner_email": {"after": owner_email}})
+        db.session.commit()
+    return merchant, owner

@@ -1,0 +1,291 @@
+"""Test fixtures: a real PostgreSQL database built by the migrations, a real Redis, the app,
+clients bound to a host (platform or a tenant), factories that take the tenant explicitly.
+
+`DATABASE_URL` names the server (the CI's, or the embedded one `make test` starts); the suite
+creates its own database `payplat_test` on it. Every test starts from empty tables and an
+empty Redis database.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from redis import Redis
+from sqlalchemy.engine import make_url
+
+from core.db import db
+from portal import create_app, jobs, theming
+from portal.config import sqlalchemy_url
+from tenants import accounts, provisioning
+from tenants.audit import Actor
+from tenants.isolation import platform_scope, tenant_context
+from tenants.models import Merchant, Tenant, User
+
+PASSWORD = "correct-horse-battery"
+TEST_DATABASE = "payplat_test"
+TEST_REDIS_DB = 15
+
+
+def _server_url() -> str:
+    import os
+
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        pytest.exit("DATABASE_URL is not set: run the suite with `make test`", returncode=2)
+    return url
+
+
+def _redis_url() -> str:
+    import os
+
+    url = make_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0").replace("redis://", "postgresql://", 1))
+    return url.set(database=str(TEST_REDIS_DB)).render_as_string(hide_password=False).replace(
+        "postgresql://", "redis://", 1
+    )
+
+
+@pytest.fixture(scope="session")
+def owner_url() -> str:
+    """The test database, as its owner (the role the migrations run as)."""
+    server = make_url(sqlalchemy_url(_server_url()))
+    admin = server.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{TEST_DATABASE}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{TEST_DATABASE}"')
+    return server.set(database=TEST_DATABASE).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def app(owner_url, tmp_path_factory):
+    instance = tmp_path_factory.mktemp("instance")
+    application = create_app(
+        {
+            "TESTING": True,
+            "DATABASE_URL": owner_url,
+            "REDIS_URL": _redis_url(),
+            "INSTANCE_DIR": instance,
+            "MAIL_DIR": instance / "mail",
+            "UPLOAD_DIR": instance / "uploads",
+            "MAIL_BACKEND": "file",
+            "PLATFORM_DOMAIN": "localhost",
+            "PLATFORM_HOST": "localhost",
+            "PUBLIC_PORT": "",
+        }
+    )
+    with application.app_context():
+        from flask_migrate import upgrade
+
+        upgrade()
+    yield application
+    with application.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def owner_engine(owner_url, app):
+    engine = sa.create_engine(owner_url, poolclass=sa.pool.NullPool)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def tenant_tables(app) -> list[str]:
+    """Every table with a tenant_id column, from the models' metadata."""
+    return sorted(t.name for t in db.metadata.sorted_tables if "tenant_id" in t.c)
+
+
+@pytest.fixture(autouse=True)
+def clean_state(request, app, owner_engine):
+    """Empty tables, Redis and the mail folder before each test."""
+    tables = ", ".join(t.name for t in db.metadata.sorted_tables)
+    with owner_engine.begin() as conn:
+        conn.exec_driver_sql(f"TRUNCATE {tables} CASCADE")
+    Redis.from_url(app.config["REDIS_URL"]).flushdb()
+    shutil.rmtree(app.config["MAIL_DIR"], ignore_errors=True)
+    yield
+
+
+@pytest.fixture
+def ctx(app):
+    """An app context for calling use cases directly."""
+    with app.app_context():
+        yield
+        db.session.remove()
+
+
+# --- factories ---------------------------------------------------------------------------
+
+
+@dataclass
+class TenantInfo:
+    id: uuid.UUID
+    slug: str
+    host: str
+    admin_email: str
+
+
+class Factory:
+    """Creates tenants, merchants and users through the real use cases."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def tenant(self, slug: str, theme: str = "default", domains=(), name: str | None = None,
+               admin_email: str | None = None) -> TenantInfo:
+        with self.app.app_context():
+            colors = {n: t.colors for n, t in theming.themes().items()}
+            spec = provisioning.TenantSpec(
+                name=name or slug.title(), slug=slug, admin_email=admin_email or f"admin@{slug}.example.com",
+                theme=theme, domains=list(domains),
+            )
+            with platform_scope(db.session):
+                tenant, admin = provisioning.provision_tenant(spec, Actor.system(), colors)
+                tenant_id, email_ = tenant.id, admin.email
+            with tenant_context(db.session, tenant_id):
+                user = db.session.execute(sa.select(User).where(User.tenant_id == tenant_id)).scalar_one()
+                accounts.set_password(user, PASSWORD)
+                db.session.commit()
+            db.session.remove()
+        return TenantInfo(tenant_id, slug, f"{slug}.localhost", email_)
+
+    def user(self, tenant: TenantInfo, email_: str, role: str, merchant_id=None, password: str | None = PASSWORD):
+        with self.app.app_context():
+            user = provisioning.invite_user(tenant.id, email_, role, Actor.system(), merchant_id=merchant_id)
+            with tenant_context(db.session, tenant.id):
+                user = db.session.merge(user)
+                if password:
+                    accounts.set_password(user, password)
+                db.session.commit()
+                user_id = user.id
+            db.session.remove()
+        return user_id
+
+    def merchant(self, tenant: TenantInfo, name: str, owner_email: str, password: str | None = PASSWORD):
+        with self.app.app_context():
+            merchant, owner = provisioning.create_merchant(tenant.id, name, owner_email, Actor.system())
+            merchant_id = merchant.id
+            with tenant_context(db.session, tenant.id):
+                owner = db.session.merge(owner)
+                if password:
+                    accounts.set_password(owner, password)
+                db.session.commit()
+            db.session.remove()
+        return merchant_id
+
+    def platform_admin(self, email_: str = "root@platform.example.com") -> str:
+        with self.app.app_context():
+            accounts.create_platform_admin(email_, PASSWORD)
+            db.session.remove()
+        return email_
+
+    def get_tenant(self, slug: str) -> Tenant:
+        with self.app.app_context(), platform_scope(db.session):
+            tenant = db.session.execute(sa.select(Tenant).where(Tenant.slug == slug)).scalar_one()
+            db.session.expunge(tenant)
+            return tenant
+
+    def merchant_row(self, tenant: TenantInfo, merchant_id) -> Merchant:
+        with self.app.app_context(), tenant_context(db.session, tenant.id):
+            return db.session.get(Merchant, (tenant.id, merchant_id))
+
+
+@pytest.fixture
+def make(app) -> Factory:
+    return Factory(app)
+
+
+# --- clients -----------------------------------------------------------------------------
+
+CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"|name="csrf_token" value="([^"]+)"')
+
+
+class SiteClient:
+    """A browser-like test client on one host: keeps cookies, fills in CSRF tokens."""
+
+    def __init__(self, app, host: str):
+        self.host = host
+        self.client = app.test_client()
+        self.base_url = f"http://{host}"
+
+    def get(self, path: str, **kwargs):
+        return self.client.get(path, base_url=self.base_url, **kwargs)
+
+    def post(self, path: str, data=None, **kwargs):
+        return self.client.post(path, base_url=self.base_url, data=data, **kwargs)
+
+    def csrf_token(self, page: str = "/login") -> str:
+        html = self.get(page).get_data(as_text=True)
+        match = CSRF_RE.search(html)
+        assert match, f"no CSRF token on {page}"
+        return match.group(1) or match.group(2)
+
+    def submit(self, path: str, data: dict | None = None, form_page: str | None = None, **kwargs):
+        """POST like a browser would: with the CSRF token of the page that shows the form."""
+        payload = dict(data or {})
+        payload["csrf_token"] = self.csrf_token(form_page or path)
+        return self.post(path, data=payload, **kwargs)
+
+    def login(self, email_: str, password: str = PASSWORD):
+        return self.submit("/login", {"email": email_, "password": password})
+
+
+@pytest.fixture
+def site(app):
+    """`site("acme.localhost")` -> a client on that host."""
+
+    def build(host: str) -> SiteClient:
+        return SiteClient(app, host)
+
+    return build
+
+
+# --- jobs and mail -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def run_jobs(app):
+    """Work every queued job with a real RQ worker (burst mode) and return how many ran."""
+    from rq import SimpleWorker
+
+    def work() -> int:
+        with app.app_context():
+            queues = [jobs.queue(name) for name in jobs.QUEUES]
+            worker = SimpleWorker(queues, connection=jobs.redis_connection(), job_class=jobs.AppJob)
+            worker.work(burst=True, with_scheduler=False)
+            return worker.successful_job_count
+
+    return work
+
+
+@pytest.fixture
+def outbox(app, run_jobs):
+    """Deliver queued mail and return the messages written by the file backend."""
+
+    def read() -> list[email.message.EmailMessage]:
+        run_jobs()
+        folder = Path(app.config["MAIL_DIR"])
+        if not folder.exists():
+            return []
+        files = sorted(folder.glob("*.eml"), key=lambda p: p.stat().st_mtime)
+        return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default) for p in files]
+
+    return read
+
+
+def text_of(message) -> str:
+    return message.get_body(preferencelist=("plain",)).get_content()
+
+
+def link_in(message) -> str:
+    match = re.search(r"https?://\S+", text_of(message))
+    assert match, "no link in the e-mail"
+    return match.group(0)
