@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
 import re
 import shutil
 import uuid
@@ -31,13 +32,12 @@ from tenants.isolation import platform_scope, tenant_context
 from tenants.models import Merchant, Tenant, User
 
 PASSWORD = "correct-horse-battery"
-TEST_DATABASE = "payplat_test"
-TEST_REDIS_DB = 15
+# Overridable so that two suites can run side by side on one server.
+TEST_DATABASE = os.environ.get("PAYPLAT_TEST_DATABASE", "payplat_test")
+TEST_REDIS_DB = int(os.environ.get("PAYPLAT_TEST_REDIS_DB", "15"))
 
 
 def _server_url() -> str:
-    import os
-
     url = os.environ.get("DATABASE_URL")
     if not url:
         pytest.exit("DATABASE_URL is not set: run the suite with `make test`", returncode=2)
@@ -45,8 +45,6 @@ def _server_url() -> str:
 
 
 def _redis_url() -> str:
-    import os
-
     url = make_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0").replace("redis://", "postgresql://", 1))
     return url.set(database=str(TEST_REDIS_DB)).render_as_string(hide_password=False).replace(
         "postgresql://", "redis://", 1
