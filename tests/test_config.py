@@ -1,0 +1,39 @@
+"""Configuration: safe development defaults, refusals in production."""
+
+import pytest
+
+from portal import config, create_app
+
+
+def test_production_refuses_the_development_secret_key(monkeypatch):
+    monkeypatch.delenv("PAYPLAT_SECRET_KEY", raising=False)
+    with pytest.raises(config.ConfigError, match="development secret key"):
+        create_app({"ENV": "production", "DATABASE_URL": "postgresql://owner@db.example.com/pay"})
+
+
+def test_production_starts_with_a_real_secret_and_secure_cookies(monkeypatch):
+    monkeypatch.setenv("PAYPLAT_SECRET_KEY", "x" * 48)
+    monkeypatch.setenv("PAYPLAT_ENV", "production")
+    app = create_app({"DATABASE_URL": "postgresql://owner@db.example.com/pay"})
+    assert app.config["SESSION_COOKIE_SECURE"] is True
+    assert app.config["SESSION_COOKIE_HTTPONLY"] is True
+    assert app.config["SESSION_COOKIE_SAMESITE"] == "Lax"
+    assert app.config["PREFERRED_URL_SCHEME"] == "https"
+
+
+def test_missing_database_url_names_the_setting(monkeypatch):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    with pytest.raises(config.ConfigError, match="DATABASE_URL is not set"):
+        config.load({})
+
+
+def test_app_connects_as_the_unprivileged_role_of_the_owner_url():
+    loaded = config.load({"DATABASE_URL": "postgres://owner:pw@db.example.com:5433/pay"})
+    assert loaded["DATABASE_URL"] == "postgresql+psycopg://owner:pw@db.example.com:5433/pay"
+    assert loaded["SQLALCHEMY_DATABASE_URI"] == "postgresql+psycopg://payplat_app@db.example.com:5433/pay"
+
+
+def test_bad_number_setting_is_reported(monkeypatch):
+    monkeypatch.setenv("PAYPLAT_LOGIN_LOCKOUT_ATTEMPTS", "five")
+    with pytest.raises(config.ConfigError, match="PAYPLAT_LOGIN_LOCKOUT_ATTEMPTS"):
+        config.load({"DATABASE_URL": "postgresql://owner@db.example.com/pay"})
