@@ -36,16 +36,24 @@ def platform_admin_required(view):
 def tenant_role_required(*roles: str):
     """Tenant staff (not merchant users) with one of `roles` (all staff roles when empty)."""
     return _require(
-        lambda user: user.scope == "tenant" and not user.is_merchant_user and (not roles or user.role in roles)
-        and user.tenant_id == g.tenant.id
+        lambda user: (
+            user.scope == "tenant"
+            and not user.is_merchant_user
+            and (not roles or user.role in roles)
+            and user.tenant_id == g.tenant.id
+        )
     )
 
 
 def merchant_role_required(*roles: str):
     """A merchant's user with one of `roles` (owner, staff; all when empty)."""
     return _require(
-        lambda user: user.scope == "tenant" and user.is_merchant_user and (not roles or user.role in roles)
-        and user.tenant_id == g.tenant.id
+        lambda user: (
+            user.scope == "tenant"
+            and user.is_merchant_user
+            and (not roles or user.role in roles)
+            and user.tenant_id == g.tenant.id
+        )
     )
 
 

@@ -33,8 +33,9 @@ def _theme_colors():
 @click.option("--time-zone", default="UTC", show_default=True)
 def create_tenant(name, slug, domains, theme, admin_email, time_zone):
     """Provision a tenant and e-mail its admin an invitation link."""
-    spec = provisioning.TenantSpec(name=name, slug=slug, admin_email=admin_email, theme=theme,
-                                   domains=list(domains), time_zone=time_zone)
+    spec = provisioning.TenantSpec(
+        name=name, slug=slug, admin_email=admin_email, theme=theme, domains=list(domains), time_zone=time_zone
+    )
     with platform_scope(db.session):
         try:
             tenant, admin = provisioning.provision_tenant(spec, Actor.system(), _theme_colors())
@@ -106,8 +107,7 @@ def worker(queues, burst, with_scheduler):
     from rq import SimpleWorker
 
     names = queues or jobs.QUEUES
-    w = SimpleWorker([jobs.queue(name) for name in names], connection=jobs.redis_connection(),
-                     job_class=jobs.AppJob)
+    w = SimpleWorker([jobs.queue(name) for name in names], connection=jobs.redis_connection(), job_class=jobs.AppJob)
     current_app.logger.info("worker on queues %s", ", ".join(names))
     w.work(burst=burst, with_scheduler=with_scheduler)
 

@@ -116,7 +116,9 @@ def load(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     }
     config.update(overrides)
     config["DATABASE_URL"] = sqlalchemy_url(config["DATABASE_URL"])
-    config["SQLALCHEMY_DATABASE_URI"] = sqlalchemy_url(config.get("APP_DATABASE_URL") or config["SQLALCHEMY_DATABASE_URI"])
+    config["SQLALCHEMY_DATABASE_URI"] = sqlalchemy_url(
+        config.get("APP_DATABASE_URL") or config["SQLALCHEMY_DATABASE_URI"]
+    )
     if not config["PLATFORM_HOST"]:
         config["PLATFORM_HOST"] = config["PLATFORM_DOMAIN"]
     if config["ENV"] == "production" and config["SECRET_KEY"] == DEV_SECRET_KEY:

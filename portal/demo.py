@@ -18,15 +18,29 @@ PASSWORD = "demo-password-1"
 PLATFORM_ADMIN = "admin@platform.example.com"
 TENANTS = [
     {
-        "spec": provisioning.TenantSpec(name="Acme Pay", slug="acme", admin_email="admin@acme.example.com", theme="default"),
+        "spec": provisioning.TenantSpec(
+            name="Acme Pay", slug="acme", admin_email="admin@acme.example.com", theme="default"
+        ),
         "brand": {"primary_color": "#1d4ed8", "accent_color": "#f59e0b", "support_email": "help@acme.example.com"},
-        "merchants": [("Acme Coffee Roasters", "owner@coffee.example.com"), ("Acme Bike Repair", "owner@bikes.example.com")],
+        "merchants": [
+            ("Acme Coffee Roasters", "owner@coffee.example.com"),
+            ("Acme Bike Repair", "owner@bikes.example.com"),
+        ],
     },
     {
-        "spec": provisioning.TenantSpec(name="Dragon Pay 龙付", slug="dragon", admin_email="admin@dragon.example.com",
-                                        theme="midnight", time_zone="Asia/Shanghai", default_locale="zh"),
+        "spec": provisioning.TenantSpec(
+            name="Dragon Pay 龙付",
+            slug="dragon",
+            admin_email="admin@dragon.example.com",
+            theme="midnight",
+            time_zone="Asia/Shanghai",
+            default_locale="zh",
+        ),
         "brand": {"primary_color": "#dc2626", "accent_color": "#facc15", "support_email": "help@dragon.example.com"},
-        "merchants": [("Dragon Noodle House", "owner@noodles.example.com"), ("Dragon Tea Shop", "owner@tea.example.com")],
+        "merchants": [
+            ("Dragon Noodle House", "owner@noodles.example.com"),
+            ("Dragon Tea Shop", "owner@tea.example.com"),
+        ],
     },
 ]
 

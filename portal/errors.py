@@ -39,8 +39,11 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(CSRFError)
     def _csrf_error(exc):
-        return _render_error(400, "Form expired", "The form was missing its security token or it expired. "
-                             "Go back, reload the page and submit again.")
+        return _render_error(
+            400,
+            "Form expired",
+            "The form was missing its security token or it expired. Go back, reload the page and submit again.",
+        )
 
     @app.after_request
     def _security_headers(response):

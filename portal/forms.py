@@ -27,7 +27,9 @@ class ForgotPasswordForm(FlaskForm):
 
 class SetPasswordForm(FlaskForm):
     password = PasswordField("New password", validators=[DataRequired()])
-    confirm = PasswordField("Repeat the password", validators=[DataRequired(), EqualTo("password", "The two passwords differ.")])
+    confirm = PasswordField(
+        "Repeat the password", validators=[DataRequired(), EqualTo("password", "The two passwords differ.")]
+    )
 
     def validate_password(self, field):
         problem = passwords.password_problem(field.data or "")
@@ -37,13 +39,22 @@ class SetPasswordForm(FlaskForm):
 
 class TenantForm(FlaskForm):
     name = StringField("Name", validators=[DataRequired(), Length(max=200)])
-    slug = StringField("Slug", validators=[DataRequired(), Length(max=63)],
-                       description="Lower-case letters, digits and hyphens; the portal is at <slug>.<platform domain>.")
-    domains = TextAreaField("Custom domains", validators=[Optional(), Length(max=2000)],
-                            description="One per line; the first is the primary domain. Leave empty to use the subdomain only.")
+    slug = StringField(
+        "Slug",
+        validators=[DataRequired(), Length(max=63)],
+        description="Lower-case letters, digits and hyphens; the portal is at <slug>.<platform domain>.",
+    )
+    domains = TextAreaField(
+        "Custom domains",
+        validators=[Optional(), Length(max=2000)],
+        description="One per line; the first is the primary domain. Leave empty to use the subdomain only.",
+    )
     theme = SelectField("Theme")
-    admin_email = EmailField("Admin e-mail", validators=[DataRequired(), Length(max=254)],
-                             description="Receives an invitation link to set a password.")
+    admin_email = EmailField(
+        "Admin e-mail",
+        validators=[DataRequired(), Length(max=254)],
+        description="Receives an invitation link to set a password.",
+    )
 
 
 class BrandForm(FlaskForm):
@@ -55,8 +66,11 @@ class BrandForm(FlaskForm):
 
 
 class LogoForm(FlaskForm):
-    logo = FileField("Logo", validators=[FileRequired("Choose an image file.")],
-                     description="PNG, JPEG, GIF or WebP, at most 512 KiB and 2000 pixels a side.")
+    logo = FileField(
+        "Logo",
+        validators=[FileRequired("Choose an image file.")],
+        description="PNG, JPEG, GIF or WebP, at most 512 KiB and 2000 pixels a side.",
+    )
 
 
 class InviteUserForm(FlaskForm):
@@ -67,8 +81,11 @@ class InviteUserForm(FlaskForm):
 
 class MerchantForm(FlaskForm):
     name = StringField("Merchant name", validators=[DataRequired(), Length(max=200)])
-    owner_email = EmailField("Owner e-mail", validators=[DataRequired(), Length(max=254)],
-                             description="Receives an invitation link to set a password.")
+    owner_email = EmailField(
+        "Owner e-mail",
+        validators=[DataRequired(), Length(max=254)],
+        description="Receives an invitation link to set a password.",
+    )
 
 
 def field_error(form, exc) -> None:

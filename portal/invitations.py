@@ -26,8 +26,17 @@ def send_invitation(tenant: Tenant, user: User) -> str:
     link = _link(base, "/invitation", "invitation", user)
     brand = BrandView.of(branding.brand(tenant.id, "published"))
     days = current_app.config["INVITATION_MAX_AGE"] // 86400
-    mail.send(user.email, "invitation", brand, _host(base), link=link, user=user, days=days,
-              role=user.role, merchant=user.merchant)
+    mail.send(
+        user.email,
+        "invitation",
+        brand,
+        _host(base),
+        link=link,
+        user=user,
+        days=days,
+        role=user.role,
+        merchant=user.merchant,
+    )
     return link
 
 

@@ -6,6 +6,7 @@ Jobs themselves live beside the code they run (`portal/mail.py`, later `clearing
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from flask import current_app
@@ -45,8 +46,6 @@ class AppJob(Job):
     """Runs in the worker's app context with the job's tenant restored."""
 
     def perform(self) -> Any:
-        import uuid
-
         tenant = self.meta.get("tenant_id")
         try:
             if tenant:

@@ -37,9 +37,9 @@ def newest_first(statement: sa.Select, model, cursor: str | None, size: int) -> 
     position = _decode(cursor) if cursor else None
     if position is not None:
         statement = statement.where(sa.tuple_(model.created_at, model.id) < sa.tuple_(*position))
-    rows = db.session.execute(
-        statement.order_by(model.created_at.desc(), model.id.desc()).limit(size + 1)
-    ).scalars().all()
+    rows = (
+        db.session.execute(statement.order_by(model.created_at.desc(), model.id.desc()).limit(size + 1)).scalars().all()
+    )
     items = list(rows[:size])
     more = len(rows) > size
     return Page(items, _encode(items[-1].created_at, items[-1].id) if more and items else None)

@@ -31,8 +31,15 @@ class BrandView:
 
     @classmethod
     def of(cls, row: TenantBrand, is_preview: bool = False) -> BrandView:
-        return cls(row.display_name, row.theme, row.primary_color, row.accent_color,
-                   row.support_email, row.logo_file, is_preview)
+        return cls(
+            row.display_name,
+            row.theme,
+            row.primary_color,
+            row.accent_color,
+            row.support_email,
+            row.logo_file,
+            is_preview,
+        )
 
 
 PLATFORM_BRAND = BrandView("Payment Platform", "default", "#334155", "#0ea5e9", None, None)
@@ -47,8 +54,9 @@ def init_app(app: Flask) -> None:
 def resolve_site():
     isolation.reset(db.session)
     g.tenant = None
-    site = hosts.resolve(db.session, request.host, current_app.config["PLATFORM_HOST"],
-                         current_app.config["PLATFORM_DOMAIN"])
+    site = hosts.resolve(
+        db.session, request.host, current_app.config["PLATFORM_HOST"], current_app.config["PLATFORM_DOMAIN"]
+    )
     g.site = site
     if request.endpoint in ("theme_static",):
         return None

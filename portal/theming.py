@@ -151,8 +151,13 @@ def init_app(app: Flask) -> None:
 
     @app.context_processor
     def _theme_globals():
-        return {"theme_static": theme_static, "logo_url": logo_url, "site": getattr(g, "site", None),
-                "brand": getattr(g, "brand", None), "tenant": getattr(g, "tenant", None)}
+        return {
+            "theme_static": theme_static,
+            "logo_url": logo_url,
+            "site": getattr(g, "site", None),
+            "brand": getattr(g, "brand", None),
+            "tenant": getattr(g, "tenant", None),
+        }
 
 
 def template_exists(theme: str, name: str) -> bool:

@@ -78,8 +78,24 @@ class EmbeddedRedis:
         self.port = free_port()
         log(f"starting embedded Redis on 127.0.0.1:{self.port} (data in {folder})")
         self.process = subprocess.Popen(
-            [str(binary), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(folder),
-             "--save", "60", "1", "--appendonly", "no", "--daemonize", "no", "--logfile", str(folder / "redis.log")],
+            [
+                str(binary),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(folder),
+                "--save",
+                "60",
+                "1",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--logfile",
+                str(folder / "redis.log"),
+            ],
             start_new_session=True,
         )
         wait_for(self._answers, "embedded Redis")

@@ -56,7 +56,9 @@ def clean_values(values: dict[str, Any], themes: Collection[str]) -> dict[str, A
     return cleaned
 
 
-def save_draft(tenant_id: uuid.UUID, values: dict[str, Any], themes: Collection[str], actor: audit.Actor) -> TenantBrand:
+def save_draft(
+    tenant_id: uuid.UUID, values: dict[str, Any], themes: Collection[str], actor: audit.Actor
+) -> TenantBrand:
     """Validate and store the draft brand (the logo is set by `store_logo`). Commits."""
     cleaned = clean_values(values, themes)
     draft = brand(tenant_id, "draft")
@@ -102,8 +104,9 @@ def store_logo(tenant_id: uuid.UUID, data: bytes, upload_dir: Path, max_bytes: i
     draft = brand(tenant_id, "draft")
     before = draft.logo_file
     draft.logo_file = name
-    audit.record(tenant_id, actor, "brand.logo_uploaded", "brand", tenant_id,
-                 {"logo_file": {"before": before, "after": name}})
+    audit.record(
+        tenant_id, actor, "brand.logo_uploaded", "brand", tenant_id, {"logo_file": {"before": before, "after": name}}
+    )
     db.session.commit()
     return name
 

@@ -89,9 +89,7 @@ class TenantBrand(TenantOwned, db.Model):
     primary_color: Mapped[str] = mapped_column(sa.String(7))
     accent_color: Mapped[str] = mapped_column(sa.String(7))
     support_email: Mapped[str | None] = mapped_column(sa.String(254))
-    updated_at: Mapped[datetime] = mapped_column(
-        sa.DateTime(timezone=True), server_default=_now(), onupdate=_now()
-    )
+    updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=_now(), onupdate=_now())
 
     __table_args__ = (
         sa.CheckConstraint("stage IN ('draft', 'published')", name="stage"),
@@ -162,8 +160,7 @@ class User(PasswordAccount, TenantOwned, db.Model):
     merchant_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
 
     merchant: Mapped[Merchant | None] = relationship(
-        primaryjoin="and_(foreign(User.tenant_id) == Merchant.tenant_id,"
-        " foreign(User.merchant_id) == Merchant.id)",
+        primaryjoin="and_(foreign(User.tenant_id) == Merchant.tenant_id, foreign(User.merchant_id) == Merchant.id)",
         viewonly=True,
         lazy="joined",
     )

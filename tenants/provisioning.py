@@ -19,7 +19,9 @@ from tenants.isolation import in_platform_scope, tenant_context
 from tenants.models import MERCHANT_ROLES, TENANT_ROLES, Merchant, Tenant, TenantBrand, TenantDomain, User
 
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$")
+DOMAIN_RE = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$"
+)
 RESERVED_SLUGS = frozenset({"www", "admin", "platform", "api", "static", "mail", "app", "console"})
 
 
@@ -113,8 +115,13 @@ def provision_tenant(spec: TenantSpec, actor: audit.Actor, themes: Mapping[str, 
         "tenant.provisioned",
         "tenant",
         tenant.id,
-        {"name": {"after": name}, "slug": {"after": slug}, "domains": {"after": domains},
-         "theme": {"after": spec.theme}, "admin_email": {"after": admin_email}},
+        {
+            "name": {"after": name},
+            "slug": {"after": slug},
+            "domains": {"after": domains},
+            "theme": {"after": spec.theme},
+            "admin_email": {"after": admin_email},
+        },
     )
     try:
         db.session.commit()
@@ -141,7 +148,12 @@ def set_tenant_status(tenant: Tenant, status: str, actor: audit.Actor) -> None:
 
 
 def invite_user(
-    tenant_id: uuid.UUID, email: str, role: str, actor: audit.Actor, merchant_id: uuid.UUID | None = None, name: str = ""
+    tenant_id: uuid.UUID,
+    email: str,
+    role: str,
+    actor: audit.Actor,
+    merchant_id: uuid.UUID | None = None,
+    name: str = "",
 ) -> User:
     """Add a user without a password to a tenant (staff) or to one of its merchants. Commits.
 
@@ -152,17 +164,24 @@ def invite_user(
         raise InvalidInput(f"Choose a role among: {', '.join(allowed)}.", "role")
     email = normalise_email(email)
     with tenant_context(db.session, tenant_id):
-        exists = db.session.execute(
-            sa.select(User.id).where(User.tenant_id == tenant_id, User.email == email)
-        ).first()
+        exists = db.session.execute(sa.select(User.id).where(User.tenant_id == tenant_id, User.email == email)).first()
         if exists:
             raise InvalidInput(f"{email} already has an account here.", "email")
         user = User(tenant_id=tenant_id, email=email, name=name.strip(), role=role, merchant_id=merchant_id)
         db.session.add(user)
         db.session.flush()
-        audit.record(tenant_id, actor, "user.invited", "user", user.id,
-                     {"email": {"after": email}, "role": {"after": role},
-                      "merchant_id": {"after": str(merchant_id) if merchant_id else None}})
+        audit.record(
+            tenant_id,
+            actor,
+            "user.invited",
+            "user",
+            user.id,
+            {
+                "email": {"after": email},
+                "role": {"after": role},
+                "merchant_id": {"after": str(merchant_id) if merchant_id else None},
+            },
+        )
         try:
             db.session.commit()
         except IntegrityError as exc:
@@ -186,7 +205,13 @@ def create_merchant(tenant_id: uuid.UUID, name: str, owner_email: str, actor: au
         owner = User(tenant_id=tenant_id, email=owner_email, role="owner", merchant_id=merchant.id)
         db.session.add(owner)
         db.session.flush()
-        audit.record(tenant_id, actor, "merchant.created", "merchant", merchant.id,
-                     {"name": {"after": name}, "owner_email": {"after": owner_email}})
+        audit.record(
+            tenant_id,
+            actor,
+            "merchant.created",
+            "merchant",
+            merchant.id,
+            {"name": {"after": name}, "owner_email": {"after": owner_email}},
+        )
         db.session.commit()
     return merchant, owner

@@ -46,8 +46,10 @@ def _server_url() -> str:
 
 def _redis_url() -> str:
     url = make_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0").replace("redis://", "postgresql://", 1))
-    return url.set(database=str(TEST_REDIS_DB)).render_as_string(hide_password=False).replace(
-        "postgresql://", "redis://", 1
+    return (
+        url.set(database=str(TEST_REDIS_DB))
+        .render_as_string(hide_password=False)
+        .replace("postgresql://", "redis://", 1)
     )
 
 
@@ -137,13 +139,17 @@ class Factory:
     def __init__(self, app):
         self.app = app
 
-    def tenant(self, slug: str, theme: str = "default", domains=(), name: str | None = None,
-               admin_email: str | None = None) -> TenantInfo:
+    def tenant(
+        self, slug: str, theme: str = "default", domains=(), name: str | None = None, admin_email: str | None = None
+    ) -> TenantInfo:
         with self.app.app_context():
             colors = {n: t.colors for n, t in theming.themes().items()}
             spec = provisioning.TenantSpec(
-                name=name or slug.title(), slug=slug, admin_email=admin_email or f"admin@{slug}.example.com",
-                theme=theme, domains=list(domains),
+                name=name or slug.title(),
+                slug=slug,
+                admin_email=admin_email or f"admin@{slug}.example.com",
+                theme=theme,
+                domains=list(domains),
             )
             with platform_scope(db.session):
                 tenant, admin = provisioning.provision_tenant(spec, Actor.system(), colors)

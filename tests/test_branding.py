@@ -4,13 +4,18 @@ import io
 
 import pytest
 import sqlalchemy as sa
+from conftest import text_of
 from PIL import Image
 
-from conftest import text_of
 from tenants.models import AuditEvent, TenantBrand
 
-GOOD = {"display_name": "Acme Payments", "theme": "midnight", "primary_color": "#112233",
-        "accent_color": "#ffcc00", "support_email": "help@acme.example.com"}
+GOOD = {
+    "display_name": "Acme Payments",
+    "theme": "midnight",
+    "primary_color": "#112233",
+    "accent_color": "#ffcc00",
+    "support_email": "help@acme.example.com",
+}
 
 
 @pytest.fixture
@@ -23,9 +28,13 @@ def admin(make, site):
 
 def _brand(owner_engine, tenant_id, stage):
     with owner_engine.connect() as conn:
-        return conn.execute(
-            sa.select(TenantBrand.__table__).where(TenantBrand.tenant_id == tenant_id, TenantBrand.stage == stage)
-        ).mappings().one()
+        return (
+            conn.execute(
+                sa.select(TenantBrand.__table__).where(TenantBrand.tenant_id == tenant_id, TenantBrand.stage == stage)
+            )
+            .mappings()
+            .one()
+        )
 
 
 def _png(color=(200, 30, 30), size=(60, 30)) -> bytes:
@@ -66,16 +75,28 @@ def test_draft_preview_and_publish(admin, owner_engine, site):
 
 def test_logo_upload_is_checked_by_content(admin, owner_engine, site):
     tenant, client = admin
-    fake = client.submit("/console/branding/logo", {"logo": (io.BytesIO(b"#!/bin/sh\necho hi"), "logo.png")},
-                         form_page="/console/branding", follow_redirects=True)
+    fake = client.submit(
+        "/console/branding/logo",
+        {"logo": (io.BytesIO(b"#!/bin/sh\necho hi"), "logo.png")},
+        form_page="/console/branding",
+        follow_redirects=True,
+    )
     assert "not an image we can read" in fake.get_data(as_text=True)
-    too_big = client.submit("/console/branding/logo", {"logo": (io.BytesIO(_png(size=(2500, 10))), "wide.png")},
-                            form_page="/console/branding", follow_redirects=True)
+    too_big = client.submit(
+        "/console/branding/logo",
+        {"logo": (io.BytesIO(_png(size=(2500, 10))), "wide.png")},
+        form_page="/console/branding",
+        follow_redirects=True,
+    )
     assert "larger than 2000 pixels" in too_big.get_data(as_text=True)
     assert _brand(owner_engine, tenant.id, "draft")["logo_file"] is None
 
-    ok = client.submit("/console/branding/logo", {"logo": (io.BytesIO(_png()), "../../etc/passwd")},
-                       form_page="/console/branding", follow_redirects=True)
+    ok = client.submit(
+        "/console/branding/logo",
+        {"logo": (io.BytesIO(_png()), "../../etc/passwd")},
+        form_page="/console/branding",
+        follow_redirects=True,
+    )
     assert "Logo added to the draft." in ok.get_data(as_text=True)
     name = _brand(owner_engine, tenant.id, "draft")["logo_file"]
     assert name and "/" not in name and name.endswith(".png")
@@ -91,12 +112,18 @@ def test_logo_upload_is_checked_by_content(admin, owner_engine, site):
 def test_logo_size_limit(admin, app, owner_engine):
     tenant, client = admin
     limit = app.config["LOGO_MAX_BYTES"]
-    noise = Image.frombytes("RGB", (600, 600), bytes(range(256)) * (600 * 600 * 3 // 256) + b"\0" * (600 * 600 * 3 % 256))
+    noise = Image.frombytes(
+        "RGB", (600, 600), bytes(range(256)) * (600 * 600 * 3 // 256) + b"\0" * (600 * 600 * 3 % 256)
+    )
     out = io.BytesIO()
     noise.save(out, format="BMP")
     assert len(out.getvalue()) > limit
-    page = client.submit("/console/branding/logo", {"logo": (io.BytesIO(out.getvalue()), "big.bmp")},
-                         form_page="/console/branding", follow_redirects=True)
+    page = client.submit(
+        "/console/branding/logo",
+        {"logo": (io.BytesIO(out.getvalue()), "big.bmp")},
+        form_page="/console/branding",
+        follow_redirects=True,
+    )
     assert f"larger than {limit // 1024} KiB" in page.get_data(as_text=True)
     assert _brand(owner_engine, tenant.id, "draft")["logo_file"] is None
 

@@ -91,11 +91,17 @@ def test_update_cannot_move_a_row_to_another_tenant(app, ctx, two_tenants):
 def test_tenant_cannot_create_rows_for_others_or_new_tenants(app, ctx, two_tenants, table):
     a, b = two_tenants
     statements = {
-        "tenants": ("INSERT INTO tenants (id, slug, name, status, time_zone, default_locale) "
-                    "VALUES (:i, 'gamma', 'Gamma', 'active', 'UTC', 'en')"),
-        "tenant_domains": "INSERT INTO tenant_domains (tenant_id, domain, is_primary) VALUES (:b, 'evil.example.com', false)",
-        "users": ("INSERT INTO users (tenant_id, id, email, name, role, is_active) "
-                  "VALUES (:b, :i, 'x@example.com', '', 'admin', true)"),
+        "tenants": (
+            "INSERT INTO tenants (id, slug, name, status, time_zone, default_locale) "
+            "VALUES (:i, 'gamma', 'Gamma', 'active', 'UTC', 'en')"
+        ),
+        "tenant_domains": (
+            "INSERT INTO tenant_domains (tenant_id, domain, is_primary) VALUES (:b, 'evil.example.com', false)"
+        ),
+        "users": (
+            "INSERT INTO users (tenant_id, id, email, name, role, is_active) "
+            "VALUES (:b, :i, 'x@example.com', '', 'admin', true)"
+        ),
     }
     with _app_connection(app) as conn, conn.begin():
         _set_tenant(conn, a.id)
@@ -131,9 +137,7 @@ def test_tenant_setting_is_transaction_local(app, ctx, two_tenants):
 def test_app_role_owns_nothing_and_cannot_bypass_rls(app, ctx):
     with db.engine.connect() as conn:
         role = conn.execute(sa.text("SELECT current_user")).scalar()
-        flags = conn.execute(
-            sa.text("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
-        ).one()
+        flags = conn.execute(sa.text("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")).one()
         owned = conn.execute(
             sa.text("SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tableowner = current_user")
         ).scalar()

@@ -11,7 +11,6 @@ from sqlalchemy.engine import make_url
 from core.db import db
 from portal import create_app
 
-SCRATCH = "payplat_test_migrations"
 
 
 @pytest.fixture
@@ -64,6 +63,7 @@ def test_models_and_migrations_agree(owner_engine):
 def test_tenant_for_host_resolves_domains_and_subdomains_only(app, make, owner_engine, ctx):
     tenant = make.tenant("acme", domains=["pay.acme-shop.example.com"])
     with db.engine.connect() as conn:
+
         def lookup(host):
             return conn.execute(sa.text("SELECT tenant_for_host(:h, 'localhost')"), {"h": host}).scalar()
 

@@ -2,12 +2,17 @@
 
 import pytest
 import sqlalchemy as sa
-
 from conftest import PASSWORD, link_in
+
 from tenants.models import AuditEvent, Tenant
 
-NEW = {"name": "Nova Pay", "slug": "nova", "domains": "pay.nova.example.com\nnova-pay.example.com",
-       "theme": "midnight", "admin_email": "Boss@Nova.example.com"}
+NEW = {
+    "name": "Nova Pay",
+    "slug": "nova",
+    "domains": "pay.nova.example.com\nnova-pay.example.com",
+    "theme": "midnight",
+    "admin_email": "Boss@Nova.example.com",
+}
 
 
 @pytest.fixture
@@ -30,8 +35,9 @@ def test_provision_a_tenant_in_the_console(platform, outbox, site, owner_engine)
     # The invitee sets a password on the tenant's own host, then signs in there.
     tenant_site = site("pay.nova.example.com")
     path = link.split("pay.nova.example.com", 1)[1]
-    done = tenant_site.submit(path, {"password": "a-brand-new-secret", "confirm": "a-brand-new-secret"},
-                              follow_redirects=True)
+    done = tenant_site.submit(
+        path, {"password": "a-brand-new-secret", "confirm": "a-brand-new-secret"}, follow_redirects=True
+    )
     assert "Your password is set" in done.get_data(as_text=True)
     console = tenant_site.login("boss@nova.example.com", "a-brand-new-secret")
     assert console.status_code == 302 and console.location.endswith("/console/")
@@ -101,15 +107,20 @@ def test_suspend_and_reactivate(platform, make, site, owner_engine):
     tenant = make.tenant("acme", name="Acme Pay")
     user_site = site("acme.localhost")
     assert user_site.login(tenant.admin_email).status_code == 302
-    suspended = platform.submit(f"/platform/tenants/{tenant.id}/status", {"status": "suspended"},
-                                form_page=f"/platform/tenants/{tenant.id}", follow_redirects=True)
+    suspended = platform.submit(
+        f"/platform/tenants/{tenant.id}/status",
+        {"status": "suspended"},
+        form_page=f"/platform/tenants/{tenant.id}",
+        follow_redirects=True,
+    )
     assert "Acme Pay is now suspended." in suspended.get_data(as_text=True)
     # Signed-in users are out, and nobody can sign in.
     page = user_site.get("/console/")
     assert page.status_code == 403 and "This portal is suspended" in page.get_data(as_text=True)
     assert site("acme.localhost").get("/login").status_code == 403
-    platform.submit(f"/platform/tenants/{tenant.id}/status", {"status": "active"},
-                    form_page=f"/platform/tenants/{tenant.id}")
+    platform.submit(
+        f"/platform/tenants/{tenant.id}/status", {"status": "active"}, form_page=f"/platform/tenants/{tenant.id}"
+    )
     assert site("acme.localhost").login(tenant.admin_email).status_code == 302
     with owner_engine.connect() as conn:
         actions = conn.execute(sa.select(AuditEvent.action).order_by(AuditEvent.created_at)).scalars().all()
@@ -126,8 +137,22 @@ def test_platform_console_needs_a_platform_admin(site, make):
 
 def test_cli_create_list_suspend(app, outbox, owner_engine):
     runner = app.test_cli_runner()
-    created = runner.invoke(args=["tenants", "create", "--name", "Cli Pay", "--slug", "clipay", "--theme", "midnight",
-                                  "--admin-email", "admin@clipay.example.com", "--domain", "pay.clipay.example.com"])
+    created = runner.invoke(
+        args=[
+            "tenants",
+            "create",
+            "--name",
+            "Cli Pay",
+            "--slug",
+            "clipay",
+            "--theme",
+            "midnight",
+            "--admin-email",
+            "admin@clipay.example.com",
+            "--domain",
+            "pay.clipay.example.com",
+        ]
+    )
     assert created.exit_code == 0, created.output
     assert "created tenant clipay" in created.output
     assert "http://pay.clipay.example.com/invitation/" in created.output
@@ -135,7 +160,9 @@ def test_cli_create_list_suspend(app, outbox, owner_engine):
     assert mail["To"] == "admin@clipay.example.com"
     listed = runner.invoke(args=["tenants", "list"])
     assert "clipay" in listed.output and "active" in listed.output and "pay.clipay.example.com" in listed.output
-    again = runner.invoke(args=["tenants", "create", "--name", "X", "--slug", "clipay", "--admin-email", "a@x.example.com"])
+    again = runner.invoke(
+        args=["tenants", "create", "--name", "X", "--slug", "clipay", "--admin-email", "a@x.example.com"]
+    )
     assert again.exit_code != 0 and "slug: The slug 'clipay' is taken." in again.output
     assert runner.invoke(args=["tenants", "suspend", "clipay"]).exit_code == 0
     assert "suspended" in runner.invoke(args=["tenants", "list"]).output
@@ -144,7 +171,8 @@ def test_cli_create_list_suspend(app, outbox, owner_engine):
 
 
 def test_cli_create_admin_then_sign_in(app, site):
-    result = app.test_cli_runner().invoke(args=["platform", "create-admin", "--email", "ops@platform.example.com"],
-                                          input=f"{PASSWORD}\n{PASSWORD}\n")
+    result = app.test_cli_runner().invoke(
+        args=["platform", "create-admin", "--email", "ops@platform.example.com"], input=f"{PASSWORD}\n{PASSWORD}\n"
+    )
     assert result.exit_code == 0, result.output
     assert site("localhost").login("ops@platform.example.com").status_code == 302

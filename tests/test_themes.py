@@ -3,11 +3,10 @@
 import shutil
 
 import pytest
+from conftest import SiteClient
 
 from core.db import db
 from portal import create_app
-
-from conftest import SiteClient
 
 
 def test_each_tenant_gets_its_own_theme_and_cache_does_not_mix_them(make, site):
@@ -42,9 +41,15 @@ def test_a_theme_template_that_does_not_compile_falls_back(app, owner_url, make,
     (broken / "static").mkdir()
     (broken / "theme.toml").write_text('name = "Broken"\n[colors]\nprimary = "#000000"\naccent = "#ffffff"\n')
     (broken / "templates" / "auth" / "login.html").write_text("{% extends 'base.html' %}{% block content %}{% if %}")
-    other = create_app({**{k: app.config[k] for k in ("TESTING", "REDIS_URL", "MAIL_DIR", "UPLOAD_DIR")},
-                        "DATABASE_URL": owner_url, "THEMES_DIR": themes,
-                        "PLATFORM_DOMAIN": "localhost", "PLATFORM_HOST": "localhost"})
+    other = create_app(
+        {
+            **{k: app.config[k] for k in ("TESTING", "REDIS_URL", "MAIL_DIR", "UPLOAD_DIR")},
+            "DATABASE_URL": owner_url,
+            "THEMES_DIR": themes,
+            "PLATFORM_DOMAIN": "localhost",
+            "PLATFORM_HOST": "localhost",
+        }
+    )
     other.config["PROPAGATE_EXCEPTIONS"] = False
     Factory = type(make)
     Factory(other).tenant("brk", theme="broken", name="Broken Brand")
@@ -75,8 +80,17 @@ def test_brand_values_are_escaped(app, make, site, theme):
     with app.app_context(), tenant_context(db.session, tenant.id):
         from portal import theming
 
-        branding.save_draft(tenant.id, {"display_name": "<script>alert(1)</script>", "primary_color": "#112233",
-                                        "accent_color": "#445566", "theme": theme}, theming.themes(), Actor.system())
+        branding.save_draft(
+            tenant.id,
+            {
+                "display_name": "<script>alert(1)</script>",
+                "primary_color": "#112233",
+                "accent_color": "#445566",
+                "theme": theme,
+            },
+            theming.themes(),
+            Actor.system(),
+        )
         branding.publish(tenant.id, Actor.system())
         db.session.remove()
     html = site("acme.localhost").get("/login").get_data(as_text=True)

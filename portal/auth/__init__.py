@@ -90,10 +90,13 @@ def login():
     error = None
     if form.validate_on_submit():
         if g.site.is_platform:
-            result = accounts.sign_in_platform_user(form.email.data, form.password.data, request.remote_addr, _lockout())
+            result = accounts.sign_in_platform_user(
+                form.email.data, form.password.data, request.remote_addr, _lockout()
+            )
         else:
-            result = accounts.sign_in_tenant_user(g.tenant, form.email.data, form.password.data,
-                                                  request.remote_addr, _lockout())
+            result = accounts.sign_in_tenant_user(
+                g.tenant, form.email.data, form.password.data, request.remote_addr, _lockout()
+            )
         if result.ok:
             login_user(result.account)
             return redirect(_safe_next(request.args.get("next")) or home_for(result.account))
@@ -118,7 +121,9 @@ def forgot_password():
     if form.validate_on_submit():
         email = form.email.data.strip().lower()
         if g.site.is_platform:
-            account = db.session.execute(sa.select(PlatformUser).where(PlatformUser.email == email)).scalar_one_or_none()
+            account = db.session.execute(
+                sa.select(PlatformUser).where(PlatformUser.email == email)
+            ).scalar_one_or_none()
         else:
             account = db.session.execute(
                 sa.select(User).where(User.tenant_id == g.tenant.id, User.email == email)
@@ -155,11 +160,21 @@ def _set_password_view(purpose: str, token: str, max_age: int, template: str, do
 
 @bp.route("/password/reset/<token>", methods=["GET", "POST"])
 def reset_password(token: str):
-    return _set_password_view("password-reset", token, current_app.config["PASSWORD_RESET_MAX_AGE"],
-                              "auth/reset_password.html", "Your password is changed. Sign in with the new one.")
+    return _set_password_view(
+        "password-reset",
+        token,
+        current_app.config["PASSWORD_RESET_MAX_AGE"],
+        "auth/reset_password.html",
+        "Your password is changed. Sign in with the new one.",
+    )
 
 
 @bp.route("/invitation/<token>", methods=["GET", "POST"])
 def accept_invitation(token: str):
-    return _set_password_view("invitation", token, current_app.config["INVITATION_MAX_AGE"],
-                              "auth/accept_invitation.html", "Your password is set. Sign in to continue.")
+    return _set_password_view(
+        "invitation",
+        token,
+        current_app.config["INVITATION_MAX_AGE"],
+        "auth/accept_invitation.html",
+        "Your password is set. Sign in to continue.",
+    )

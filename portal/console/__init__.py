@@ -63,9 +63,15 @@ def branding_edit():
             return redirect(url_for("console.branding_edit"))
     published = branding.brand(g.tenant.id, "published")
     status = 422 if form.errors or form.form_errors else 200
-    return theming.render("console/branding.html", form=form, logo_form=LogoForm(), action_form=ActionForm(),
-                          draft=draft, published=published,
-                          has_changes=draft.values() != published.values()), status
+    return theming.render(
+        "console/branding.html",
+        form=form,
+        logo_form=LogoForm(),
+        action_form=ActionForm(),
+        draft=draft,
+        published=published,
+        has_changes=draft.values() != published.values(),
+    ), status
 
 
 @bp.route("/branding/logo", methods=["POST"])
@@ -75,8 +81,13 @@ def branding_logo():
     if form.validate_on_submit():
         data = form.logo.data.read(current_app.config["LOGO_MAX_BYTES"] + 1)
         try:
-            branding.store_logo(g.tenant.id, data, current_app.config["UPLOAD_DIR"],
-                                current_app.config["LOGO_MAX_BYTES"], current_actor())
+            branding.store_logo(
+                g.tenant.id,
+                data,
+                current_app.config["UPLOAD_DIR"],
+                current_app.config["LOGO_MAX_BYTES"],
+                current_actor(),
+            )
         except InvalidInput as exc:
             flash(exc.message, "error")
         else:
@@ -101,8 +112,9 @@ def branding_preview():
 def branding_publish():
     if ActionForm().validate_on_submit():
         diff = branding.publish(g.tenant.id, current_actor())
-        flash("The brand is published." if diff else "Nothing changed: the draft equals the published brand.",
-              "success")
+        flash(
+            "The brand is published." if diff else "Nothing changed: the draft equals the published brand.", "success"
+        )
     return redirect(url_for("console.branding_edit"))
 
 
@@ -121,8 +133,9 @@ def users():
     form = _staff_invite_form()
     if form.validate_on_submit():
         try:
-            user = provisioning.invite_user(g.tenant.id, form.email.data, form.role.data, current_actor(),
-                                            name=form.name.data or "")
+            user = provisioning.invite_user(
+                g.tenant.id, form.email.data, form.role.data, current_actor(), name=form.name.data or ""
+            )
         except InvalidInput as exc:
             field_error(form, exc)
         else:
@@ -176,8 +189,14 @@ def set_user_active(user_id: uuid.UUID):
         if item.id == current_actor().id:
             flash("You cannot disable your own account.", "error")
         elif item.is_active != active:
-            audit.record(g.tenant.id, current_actor(), "user.enabled" if active else "user.disabled", "user", item.id,
-                         {"is_active": {"before": item.is_active, "after": active}})
+            audit.record(
+                g.tenant.id,
+                current_actor(),
+                "user.enabled" if active else "user.disabled",
+                "user",
+                item.id,
+                {"is_active": {"before": item.is_active, "after": active}},
+            )
             item.is_active = active
             db.session.commit()
             flash(f"{item.email} is {'enabled' if active else 'disabled'}.", "success")
@@ -196,8 +215,9 @@ def merchants():
             abort(403)
         if form.validate_on_submit():
             try:
-                merchant, owner = provisioning.create_merchant(g.tenant.id, form.name.data, form.owner_email.data,
-                                                               current_actor())
+                merchant, owner = provisioning.create_merchant(
+                    g.tenant.id, form.name.data, form.owner_email.data, current_actor()
+                )
             except InvalidInput as exc:
                 field_error(form, exc)
             else:
@@ -221,9 +241,13 @@ def merchant(merchant_id: uuid.UUID):
     ).scalar_one_or_none()
     if item is None:
         abort(404)
-    members = db.session.execute(
-        sa.select(User).where(User.tenant_id == g.tenant.id, User.merchant_id == item.id).order_by(User.created_at)
-    ).scalars().all()
+    members = (
+        db.session.execute(
+            sa.select(User).where(User.tenant_id == g.tenant.id, User.merchant_id == item.id).order_by(User.created_at)
+        )
+        .scalars()
+        .all()
+    )
     return theming.render("console/merchant.html", merchant=item, members=members)
 
 
@@ -236,8 +260,13 @@ def audit_log():
     statement = sa.select(AuditEvent)
     pattern = search_term(request.args.get("q"))
     if pattern:
-        statement = statement.where(sa.or_(AuditEvent.action.ilike(pattern), AuditEvent.actor_email.ilike(pattern),
-                                           AuditEvent.object_id.ilike(pattern)))
+        statement = statement.where(
+            sa.or_(
+                AuditEvent.action.ilike(pattern),
+                AuditEvent.actor_email.ilike(pattern),
+                AuditEvent.object_id.ilike(pattern),
+            )
+        )
     page = newest_first(statement, AuditEvent, request.args.get("after"), current_app.config["PAGE_SIZE"])
     return theming.render("console/audit.html", page=page, q=request.args.get("q", ""))
 

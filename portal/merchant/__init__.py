@@ -7,7 +7,7 @@ withdrawals arrive with the payment-core and clearing issues.
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import Blueprint, flash, redirect, url_for
+from flask import Blueprint, flash, g, redirect, url_for
 from flask_login import current_user
 
 from core.db import db
@@ -24,10 +24,15 @@ bp.before_request(host_guard("tenant"))
 
 
 def _team():
-    return db.session.execute(
-        sa.select(User).where(User.tenant_id == current_user.tenant_id, User.merchant_id == current_user.merchant_id)
-        .order_by(User.created_at)
-    ).scalars().all()
+    return (
+        db.session.execute(
+            sa.select(User)
+            .where(User.tenant_id == current_user.tenant_id, User.merchant_id == current_user.merchant_id)
+            .order_by(User.created_at)
+        )
+        .scalars()
+        .all()
+    )
 
 
 @bp.route("/")
@@ -43,13 +48,17 @@ def team():
     form.role.choices = [(role, role.title()) for role in MERCHANT_ROLES]
     if form.validate_on_submit():
         try:
-            user = provisioning.invite_user(current_user.tenant_id, form.email.data, form.role.data, current_actor(),
-                                            merchant_id=current_user.merchant_id, name=form.name.data or "")
+            user = provisioning.invite_user(
+                current_user.tenant_id,
+                form.email.data,
+                form.role.data,
+                current_actor(),
+                merchant_id=current_user.merchant_id,
+                name=form.name.data or "",
+            )
         except InvalidInput as exc:
             field_error(form, exc)
         else:
-            from flask import g
-
             invitations.send_invitation(g.tenant, user)
             flash(f"An invitation went to {user.email}.", "success")
             return redirect(url_for("merchant.team"))

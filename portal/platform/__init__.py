@@ -39,8 +39,9 @@ def tenants():
     if status in ("active", "suspended"):
         statement = statement.where(Tenant.status == status)
     page = newest_first(statement, Tenant, request.args.get("after"), current_app.config["PAGE_SIZE"])
-    return render_template("platform/tenants.html", page=page, q=request.args.get("q", ""), status=status or "",
-                           base_url=tenant_base_url)
+    return render_template(
+        "platform/tenants.html", page=page, q=request.args.get("q", ""), status=status or "", base_url=tenant_base_url
+    )
 
 
 @bp.route("/tenants/new", methods=["GET", "POST"])
@@ -50,8 +51,11 @@ def new_tenant():
     form.theme.choices = _theme_choices()
     if form.validate_on_submit():
         spec = provisioning.TenantSpec(
-            name=form.name.data, slug=form.slug.data, admin_email=form.admin_email.data,
-            theme=form.theme.data, domains=form.domains.data or "",
+            name=form.name.data,
+            slug=form.slug.data,
+            admin_email=form.admin_email.data,
+            theme=form.theme.data,
+            domains=form.domains.data or "",
         )
         try:
             tenant, admin = provisioning.provision_tenant(
@@ -77,15 +81,31 @@ def _get_tenant(tenant_id: uuid.UUID) -> Tenant:
 @platform_admin_required
 def tenant(tenant_id: uuid.UUID):
     item = _get_tenant(tenant_id)
-    admins = db.session.execute(
-        sa.select(User).where(User.tenant_id == item.id, User.role == "admin").order_by(User.created_at)
-    ).scalars().all()
-    events = db.session.execute(
-        sa.select(AuditEvent).where(AuditEvent.tenant_id == item.id)
-        .order_by(AuditEvent.created_at.desc()).limit(20)
-    ).scalars().all()
-    return render_template("platform/tenant.html", tenant=item, admins=admins, events=events,
-                           action_form=ActionForm(), base_url=tenant_base_url(item))
+    admins = (
+        db.session.execute(
+            sa.select(User).where(User.tenant_id == item.id, User.role == "admin").order_by(User.created_at)
+        )
+        .scalars()
+        .all()
+    )
+    events = (
+        db.session.execute(
+            sa.select(AuditEvent)
+            .where(AuditEvent.tenant_id == item.id)
+            .order_by(AuditEvent.created_at.desc())
+            .limit(20)
+        )
+        .scalars()
+        .all()
+    )
+    return render_template(
+        "platform/tenant.html",
+        tenant=item,
+        admins=admins,
+        events=events,
+        action_form=ActionForm(),
+        base_url=tenant_base_url(item),
+    )
 
 
 @bp.route("/tenants/<uuid:tenant_id>/status", methods=["POST"])
