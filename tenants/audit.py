@@ -33,6 +33,11 @@ def changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def created(**fields: Any) -> dict[str, Any]:
+    """The change set of a new object: every field with only an `after` value."""
+    return {key: {"after": value} for key, value in fields.items()}
+
+
 def record(
     tenant_id: uuid.UUID,
     actor: Actor,

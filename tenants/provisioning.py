@@ -115,13 +115,7 @@ def provision_tenant(spec: TenantSpec, actor: audit.Actor, themes: Mapping[str, 
         "tenant.provisioned",
         "tenant",
         tenant.id,
-        {
-            "name": {"after": name},
-            "slug": {"after": slug},
-            "domains": {"after": domains},
-            "theme": {"after": spec.theme},
-            "admin_email": {"after": admin_email},
-        },
+        audit.created(name=name, slug=slug, domains=domains, theme=spec.theme, admin_email=admin_email),
     )
     try:
         db.session.commit()
@@ -176,11 +170,7 @@ def invite_user(
             "user.invited",
             "user",
             user.id,
-            {
-                "email": {"after": email},
-                "role": {"after": role},
-                "merchant_id": {"after": str(merchant_id) if merchant_id else None},
-            },
+            audit.created(email=email, role=role, merchant_id=str(merchant_id) if merchant_id else None),
         )
         try:
             db.session.commit()
@@ -211,7 +201,29 @@ def create_merchant(tenant_id: uuid.UUID, name: str, owner_email: str, actor: au
             "merchant.created",
             "merchant",
             merchant.id,
-            {"name": {"after": name}, "owner_email": {"after": owner_email}},
+            audit.created(name=name, owner_email=owner_email),
         )
         db.session.commit()
     return merchant, owner
+
+
+def set_user_active(user: User, active: bool, actor: audit.Actor) -> bool:
+    """Enable or disable a user's sign-in; returns whether anything changed. Commits.
+
+    Nobody disables their own account, so a tenant cannot lock out its last admin by mistake.
+    """
+    if actor.id == user.id and not active:
+        raise InvalidInput("You cannot disable your own account.", "active")
+    if user.is_active == active:
+        return False
+    audit.record(
+        user.tenant_id,
+        actor,
+        "user.enabled" if active else "user.disabled",
+        "user",
+        user.id,
+        {"is_active": {"before": user.is_active, "after": active}},
+    )
+    user.is_active = active
+    db.session.commit()
+    return True

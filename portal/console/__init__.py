@@ -17,7 +17,7 @@ from portal.access import host_guard, tenant_role_required
 from portal.forms import ActionForm, BrandForm, InviteUserForm, LoginForm, LogoForm, MerchantForm, field_error
 from portal.pagination import newest_first, search_term
 from portal.sites import current_actor
-from tenants import audit, branding, provisioning
+from tenants import branding, provisioning
 from tenants.errors import InvalidInput
 from tenants.models import TENANT_ROLES, AuditEvent, Merchant, User
 
@@ -186,20 +186,11 @@ def set_user_active(user_id: uuid.UUID):
     item = _get_user(user_id)
     active = request.form.get("active") == "1"
     if ActionForm().validate_on_submit():
-        if item.id == current_actor().id:
-            flash("You cannot disable your own account.", "error")
-        elif item.is_active != active:
-            audit.record(
-                g.tenant.id,
-                current_actor(),
-                "user.enabled" if active else "user.disabled",
-                "user",
-                item.id,
-                {"is_active": {"before": item.is_active, "after": active}},
-            )
-            item.is_active = active
-            db.session.commit()
-            flash(f"{item.email} is {'enabled' if active else 'disabled'}.", "success")
+        try:
+            if provisioning.set_user_active(item, active, current_actor()):
+                flash(f"{item.email} is {'enabled' if active else 'disabled'}.", "success")
+        except InvalidInput as exc:
+            flash(exc.message, "error")
     return redirect(url_for("console.user", user_id=item.id))
 
 
