@@ -1,0 +1,317 @@
+"""Every route that takes an id refuses another tenant's id.
+
+`ROUTES` below lists every URL rule with a variable. A new route with an id that is not in the
+table fails `test_every_route_with_a_variable_is_in_the_table`, naming it: add it to the table
+with how to build its URL from the signed-in side's own objects and from another tenant's.
+
+For each route: A's admin, signed in on A's host, requests the URL built with B's ids and gets
+404 (or the refusal named in the table); B's data is unchanged and nobody at B got an e-mail.
+As controls, the same route with A's own ids is not refused, and B's ids on B's host, by B's
+admin, are not refused either (so B's ids are real and the 404 means something).
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+import sqlalchemy as sa
+from conftest import PASSWORD
+from PIL import Image
+
+from core.db import db
+from tenants import branding, tokens
+from tenants.audit import Actor
+from tenants.isolation import tenant_context
+from tenants.models import User
+
+NEW_PASSWORD = "a-brand-new-password-42"
+
+
+@dataclass
+class Side:
+    """One tenant and the ids of its objects."""
+
+    id: uuid.UUID
+    host: str
+    admin_email: str
+    admin: uuid.UUID
+    pending: uuid.UUID  # invited staff, no password yet
+    pending_email: str
+    merchant: uuid.UUID
+    owner: uuid.UUID
+    logo: str
+    reset_token: str  # a password-reset link of the admin
+    invitation_token: str  # the invitation link of `pending`
+
+
+@dataclass
+class World:
+    a: Side
+    b: Side
+    platform_admin: str
+
+
+@dataclass(frozen=True)
+class Route:
+    """How to call one route: as whom, with which method and form data, and with which ids.
+
+    `own(world)`: URL values naming objects of the signed-in side (tenant A, or any real tenant
+    for the platform console). `foreign(world)`: a list of URL values that must be refused.
+    """
+
+    who: str  # "tenant" (A's admin on A's host) | "platform" (platform admin on the platform host)
+    method: str
+    own: Callable[[World], dict]
+    foreign: Callable[[World], list[dict]]
+    data: dict = field(default_factory=dict)
+    refused: int = 404
+    refused_text: str = "Page not found"
+
+
+ROUTES: dict[str, Route] = {
+    # A logo file name of tenant B asked for on A's host.
+    "brand_logo": Route("tenant", "GET", lambda w: {"name": w.a.logo}, lambda w: [{"name": w.b.logo}]),
+    # Links carry a signed token, not a bare id: another tenant's token is an invalid link (400)
+    # and never changes B's account (the POST carries a new password).
+    "auth.reset_password": Route(
+        "tenant",
+        "POST",
+        lambda w: {"token": w.a.reset_token},
+        lambda w: [{"token": w.b.reset_token}],
+        data={"password": NEW_PASSWORD, "confirm": NEW_PASSWORD},
+        refused=400,
+        refused_text="This link has already been used or is no longer valid.",
+    ),
+    "auth.accept_invitation": Route(
+        "tenant",
+        "POST",
+        lambda w: {"token": w.a.invitation_token},
+        lambda w: [{"token": w.b.invitation_token}],
+        data={"password": NEW_PASSWORD, "confirm": NEW_PASSWORD},
+        refused=400,
+        refused_text="This link has already been used or is no longer valid.",
+    ),
+    "console.user": Route(
+        "tenant",
+        "GET",
+        lambda w: {"user_id": w.a.pending},
+        lambda w: [{"user_id": w.b.admin}, {"user_id": w.b.owner}, {"user_id": w.b.pending}],
+    ),
+    "console.resend_invitation": Route(
+        "tenant",
+        "POST",
+        lambda w: {"user_id": w.a.pending},
+        lambda w: [{"user_id": w.b.pending}],
+    ),
+    "console.set_user_active": Route(
+        "tenant",
+        "POST",
+        lambda w: {"user_id": w.a.pending},
+        lambda w: [{"user_id": w.b.admin}, {"user_id": w.b.owner}],
+        data={"active": "0"},
+    ),
+    "console.merchant": Route(
+        "tenant", "GET", lambda w: {"merchant_id": w.a.merchant}, lambda w: [{"merchant_id": w.b.merchant}]
+    ),
+    # The platform console sees every tenant by design: what it must refuse is an id that names
+    # no tenant, and a user id that belongs to another tenant than the one in the URL.
+    "platform.tenant": Route(
+        "platform", "GET", lambda w: {"tenant_id": w.a.id}, lambda w: [{"tenant_id": uuid.uuid4()}]
+    ),
+    "platform.set_status": Route(
+        "platform",
+        "POST",
+        lambda w: {"tenant_id": w.a.id},
+        lambda w: [{"tenant_id": uuid.uuid4()}],
+        data={"status": "active"},
+    ),
+    "platform.resend_invitation": Route(
+        "platform",
+        "POST",
+        lambda w: {"tenant_id": w.a.id, "user_id": w.a.admin},
+        lambda w: [
+            {"tenant_id": w.a.id, "user_id": w.b.admin},
+            {"tenant_id": uuid.uuid4(), "user_id": w.a.admin},
+            {"tenant_id": w.a.id, "user_id": uuid.uuid4()},
+        ],
+    ),
+}
+
+EXEMPT = {
+    # Flask's static files: a path into the portal's own static folder, the same on every site.
+    "static",
+    # A theme's CSS and images: a theme name and a path, shared by all tenants, no tenant data.
+    "theme_static",
+}
+
+
+def test_every_route_with_a_variable_is_in_the_table(app):
+    with_variables = {rule.endpoint for rule in app.url_map.iter_rules() if rule.arguments}
+    missing = sorted(with_variables - set(ROUTES) - EXEMPT)
+    assert not missing, (
+        f"routes with a URL variable missing from ROUTES in tests/test_cross_tenant_routes.py: {missing}; "
+        "add each with how to build its URL from own and from another tenant's ids"
+    )
+    stale = sorted(set(ROUTES) - with_variables)
+    assert not stale, f"ROUTES names routes that no longer exist (or take no variable): {stale}"
+
+
+# --- the two tenants ---------------------------------------------------------------------
+
+
+def _png(color: tuple[int, int, int]) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (16, 16), color).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _side(app, make, slug: str, color) -> Side:
+    tenant = make.tenant(slug, name=f"{slug.title()} Corp")
+    pending_email = f"pending@{slug}.example.com"
+    pending = make.user(tenant, pending_email, "operator", password=None)
+    merchant = make.merchant(tenant, f"{slug.title()} Shop", f"owner@{slug}-shop.example.com")
+    with app.app_context():
+        with tenant_context(db.session, tenant.id):
+            users = {u.email: u for u in db.session.execute(sa.select(User)).scalars()}
+            secret = app.config["SECRET_KEY"]
+            reset_token = tokens.make(secret, "password-reset", users[tenant.admin_email])
+            invitation_token = tokens.make(secret, "invitation", users[pending_email])
+            logo = branding.store_logo(
+                tenant.id, _png(color), app.config["UPLOAD_DIR"], app.config["LOGO_MAX_BYTES"], Actor.system()
+            )
+            ids = {email: user.id for email, user in users.items()}
+        db.session.remove()
+    return Side(
+        id=tenant.id,
+        host=tenant.host,
+        admin_email=tenant.admin_email,
+        admin=ids[tenant.admin_email],
+        pending=pending,
+        pending_email=pending_email,
+        merchant=merchant,
+        owner=ids[f"owner@{slug}-shop.example.com"],
+        logo=logo,
+        reset_token=reset_token,
+        invitation_token=invitation_token,
+    )
+
+
+@pytest.fixture
+def world(app, make) -> World:
+    a = _side(app, make, "alpha", (200, 0, 0))
+    b = _side(app, make, "beta", (0, 0, 200))
+    assert a.logo != b.logo
+    return World(a, b, make.platform_admin())
+
+
+def _snapshot(owner_engine, tenant_id) -> dict:
+    """What B's people would notice changing: accounts, passwords, states, merchants, brand, status."""
+    with owner_engine.connect() as conn:
+        return {
+            "users": conn.execute(
+                sa.text("SELECT id, email, role, password_hash, is_active FROM users WHERE tenant_id = :t ORDER BY id"),
+                {"t": tenant_id},
+            ).all(),
+            "merchants": conn.execute(
+                sa.text("SELECT id, name, status FROM merchants WHERE tenant_id = :t ORDER BY id"), {"t": tenant_id}
+            ).all(),
+            "brands": conn.execute(
+                sa.text("SELECT stage, display_name, logo_file FROM tenant_brands WHERE tenant_id = :t ORDER BY stage"),
+                {"t": tenant_id},
+            ).all(),
+            "tenant": conn.execute(sa.text("SELECT status FROM tenants WHERE id = :t"), {"t": tenant_id}).all(),
+        }
+
+
+# --- the test ----------------------------------------------------------------------------
+
+
+def _url(app, endpoint: str, values: dict) -> str:
+    rule_arguments = {a for rule in app.url_map.iter_rules(endpoint) for a in rule.arguments}
+    assert set(values) == rule_arguments, (
+        f"{endpoint}: the table gives {sorted(values)}, the route takes {sorted(rule_arguments)}"
+    )
+    return app.url_map.bind("localhost").build(endpoint, values)
+
+
+def _call(client, route: Route, url: str, csrf_page: str):
+    """Make the request; the body is read and the response closed (a logo is a streamed file)."""
+    if route.method == "GET":
+        response = client.get(url)
+    else:
+        response = client.post(url, data={**route.data, "csrf_token": client.csrf_token(csrf_page)})
+    response.get_data()
+    response.close()
+    return response
+
+
+def _signed_in(site, host: str, email: str):
+    client = site(host)
+    assert client.login(email, PASSWORD).status_code == 302, f"{email} could not sign in on {host}"
+    return client
+
+
+@pytest.mark.parametrize("endpoint", sorted(ROUTES))
+def test_another_tenants_ids_are_refused(app, site, world, owner_engine, outbox, endpoint):
+    route = ROUTES[endpoint]
+    a, b = world.a, world.b
+    if route.who == "tenant":
+        client, home = _signed_in(site, a.host, a.admin_email), "/console/"
+    else:
+        client, home = _signed_in(site, "localhost", world.platform_admin), "/platform/"
+    before = _snapshot(owner_engine, b.id)
+
+    for values in route.foreign(world):
+        url = _url(app, endpoint, values)
+        response = _call(client, route, url, home)
+        assert response.status_code == route.refused, f"{route.method} {url} answered {response.status_code}"
+        text = response.get_data(as_text=True)
+        assert route.refused_text in text, url
+        for secret in (b.admin_email, b.pending_email, "Beta Shop"):
+            assert secret not in text, f"{url} shows {secret}"
+
+    assert _snapshot(owner_engine, b.id) == before, "a request on A's host changed B's data"
+    b_addresses = {b.admin_email, b.pending_email, "owner@beta-shop.example.com"}
+    assert not [m["To"] for m in outbox() if m["To"] in b_addresses], "someone at B got an e-mail"
+    assert site(b.host).login(b.admin_email, PASSWORD).status_code == 302, "B's admin can no longer sign in"
+
+    # Control: A's own ids on the same route are not refused.
+    url = _url(app, endpoint, route.own(world))
+    response = _call(client, route, url, home)
+    assert response.status_code in (200, 302), f"control {route.method} {url} answered {response.status_code}"
+
+    # Control: B's ids are real: on B's own host, B's admin is not refused.
+    if route.who == "tenant":
+        owner_side = _signed_in(site, b.host, b.admin_email)
+        for values in route.foreign(world):
+            url = _url(app, endpoint, values)
+            response = _call(owner_side, route, url, "/console/")
+            assert response.status_code in (200, 302), f"control on B: {route.method} {url} -> {response.status_code}"
+
+
+@pytest.mark.parametrize("path", ["/platform/tenants/{}", "/platform/tenants/{}/admins/{}/invite"])
+def test_platform_console_answers_404_for_an_unknown_tenant(site, world, path):
+    client = _signed_in(site, "localhost", world.platform_admin)
+    url = path.format(uuid.uuid4(), uuid.uuid4())
+    if url.endswith("/invite"):
+        response = client.post(url, data={"csrf_token": client.csrf_token("/platform/")})
+    else:
+        response = client.get(url)
+    assert response.status_code == 404
+    assert "Page not found" in response.get_data(as_text=True)
+    # Control: a real tenant's page opens.
+    assert client.get(f"/platform/tenants/{world.a.id}").status_code == 200
+
+
+def test_tenant_ids_on_the_platform_routes_are_404_on_a_tenant_host(app, site, world):
+    """The platform console's URLs, even with real ids, do not exist on a tenant's host."""
+    client = _signed_in(site, world.a.host, world.a.admin_email)
+    response = client.get(_url(app, "platform.tenant", {"tenant_id": world.a.id}))
+    assert response.status_code == 404
+    assert "Page not found" in response.get_data(as_text=True)
+    platform = _signed_in(site, "localhost", world.platform_admin)
+    assert platform.get(_url(app, "platform.tenant", {"tenant_id": world.a.id})).status_code == 200

@@ -1,0 +1,273 @@
+"""Who may open what, through the web: tenant staff roles, merchant roles, anonymous visitors,
+and blueprints that exist only on their own kind of host."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import sqlalchemy as sa
+from conftest import link_in
+
+FORBIDDEN = "Your account is not allowed to open this page."
+NEW_PASSWORD = "a-brand-new-password-42"
+
+EMAILS = {
+    "admin": "admin@acme.example.com",
+    "operator": "operator@acme.example.com",
+    "finance": "finance@acme.example.com",
+    "owner": "owner@corner.example.com",
+    "staff": "staff@corner.example.com",
+}
+
+
+@pytest.fixture
+def acme(make):
+    tenant = make.tenant("acme", name="Acme Payments")
+    make.user(tenant, EMAILS["operator"], "operator")
+    make.user(tenant, EMAILS["finance"], "finance")
+    merchant_id = make.merchant(tenant, "Corner Shop", EMAILS["owner"])
+    make.user(tenant, EMAILS["staff"], "staff", merchant_id=merchant_id)
+    return tenant
+
+
+@pytest.fixture
+def signed_in(site, acme):
+    """`signed_in("operator")` -> a client on acme's host, signed in with that role."""
+
+    def build(role: str):
+        client = site(acme.host)
+        response = client.login(EMAILS[role])
+        assert response.status_code == 302, f"{role} could not sign in"
+        return client
+
+    return build
+
+
+def body(response) -> str:
+    return response.get_data(as_text=True)
+
+
+def count(owner_engine, sql: str, **params) -> int:
+    with owner_engine.connect() as conn:
+        return conn.execute(sa.text(sql), params).scalar_one()
+
+
+def draft_brand(owner_engine, tenant_id) -> tuple:
+    with owner_engine.connect() as conn:
+        return tuple(
+            conn.execute(
+                sa.text(
+                    "SELECT display_name, theme, primary_color, accent_color, support_email "
+                    "FROM tenant_brands WHERE tenant_id = :t AND stage = 'draft'"
+                ),
+                {"t": tenant_id},
+            ).one()
+        )
+
+
+BRAND_FORM = {
+    "display_name": "Taken Over",
+    "theme": "midnight",
+    "primary_color": "#000000",
+    "accent_color": "#ffffff",
+    "support_email": "",
+}
+
+# Page -> the roles that may open it; every other role of the tenant gets 403.
+ACCESS = {
+    "/console/": {"admin", "operator", "finance"},
+    "/console/merchants": {"admin", "operator", "finance"},
+    "/console/branding": {"admin"},
+    "/console/branding/preview": {"admin"},
+    "/console/users": {"admin"},
+    "/console/audit": {"admin"},
+    "/merchant/": {"owner", "staff"},
+    "/merchant/team": {"owner"},
+}
+
+
+@pytest.mark.parametrize("role", sorted(EMAILS))
+@pytest.mark.parametrize("path", sorted(ACCESS))
+def test_access_matrix(signed_in, role, path):
+    response = signed_in(role).get(path)
+    if role in ACCESS[path]:
+        assert response.status_code == 200, f"{role} should open {path}"
+    else:
+        assert response.status_code == 403, f"{role} should not open {path}"
+        assert FORBIDDEN in body(response)
+
+
+# --- tenant staff roles ------------------------------------------------------------------
+
+
+def test_operator_cannot_change_the_brand(signed_in, acme, owner_engine):
+    before = draft_brand(owner_engine, acme.id)
+    operator = signed_in("operator")
+    assert operator.get("/console/branding").status_code == 403
+    response = operator.submit("/console/branding", BRAND_FORM, form_page="/console/")
+    assert response.status_code == 403
+    assert FORBIDDEN in body(response)
+    response = operator.submit("/console/branding/publish", form_page="/console/")
+    assert response.status_code == 403
+    assert draft_brand(owner_engine, acme.id) == before
+    # Control: the admin's identical request does change the draft.
+    admin = signed_in("admin")
+    assert admin.submit("/console/branding", BRAND_FORM).status_code == 302
+    assert draft_brand(owner_engine, acme.id)[0] == "Taken Over"
+
+
+def test_finance_cannot_create_merchants_but_an_operator_can(signed_in, acme, owner_engine, outbox):
+    form = {"name": "New Shop", "owner_email": "boss@new-shop.example.com"}
+    finance = signed_in("finance")
+    response = finance.submit("/console/merchants", form)
+    assert response.status_code == 403
+    assert FORBIDDEN in body(response)
+    assert count(owner_engine, "SELECT count(*) FROM merchants WHERE name = 'New Shop'") == 0
+    assert outbox() == []
+
+    operator = signed_in("operator")
+    response = operator.submit("/console/merchants", form)
+    assert response.status_code == 302
+    page = operator.get(urlsplit(response.headers["Location"]).path)
+    assert page.status_code == 200
+    assert "New Shop" in body(page)
+    assert "boss@new-shop.example.com" in body(page)
+    assert count(owner_engine, "SELECT count(*) FROM merchants WHERE name = 'New Shop'") == 1
+    assert [m["To"] for m in outbox()] == ["boss@new-shop.example.com"]
+
+
+def test_operator_cannot_invite_staff(signed_in, acme, owner_engine, outbox):
+    operator = signed_in("operator")
+    response = operator.submit(
+        "/console/users", {"email": "new@example.com", "name": "", "role": "admin"}, form_page="/console/"
+    )
+    assert response.status_code == 403
+    assert count(owner_engine, "SELECT count(*) FROM users WHERE email = 'new@example.com'") == 0
+    assert outbox() == []
+
+
+# --- merchant users and tenant staff stay in their own area ------------------------------
+
+
+def test_merchant_user_cannot_open_the_console(signed_in):
+    for role in ("owner", "staff"):
+        response = signed_in(role).get("/console/")
+        assert response.status_code == 403
+        assert FORBIDDEN in body(response)
+
+
+def test_tenant_admin_cannot_open_the_merchant_dashboard(signed_in):
+    response = signed_in("admin").get("/merchant/")
+    assert response.status_code == 403
+    assert FORBIDDEN in body(response)
+
+
+@pytest.mark.parametrize("path", ["/console/", "/console/branding", "/console/users", "/merchant/", "/merchant/team"])
+def test_anonymous_visitors_are_sent_to_sign_in(site, acme, path):
+    response = site(acme.host).get(path)
+    assert response.status_code == 302
+    location = urlsplit(response.headers["Location"])
+    assert location.path == "/login"
+    assert parse_qs(location.query)["next"] == [path]
+
+
+def test_anonymous_on_the_platform_host_is_sent_to_sign_in(site):
+    response = site("localhost").get("/platform/")
+    assert response.status_code == 302
+    location = urlsplit(response.headers["Location"])
+    assert location.path == "/login"
+    assert parse_qs(location.query)["next"] == ["/platform/"]
+
+
+def test_signing_in_returns_to_the_page_asked_for(site, acme):
+    client = site(acme.host)
+    login_url = client.get("/console/users").headers["Location"]
+    response = client.submit(login_url, {"email": EMAILS["admin"], "password": "correct-horse-battery"})
+    assert response.status_code == 302
+    assert urlsplit(response.headers["Location"]).path == "/console/users"
+
+
+@pytest.mark.parametrize("target", ["https://evil.example.com/", "//evil.example.com/x", "javascript:alert(1)"])
+def test_signing_in_never_redirects_off_site(site, acme, target):
+    client = site(acme.host)
+    response = client.submit(
+        f"/login?next={target}", {"email": EMAILS["admin"], "password": "correct-horse-battery"}, form_page="/login"
+    )
+    assert response.status_code == 302
+    location = urlsplit(response.headers["Location"])
+    assert location.netloc in ("", acme.host)
+    assert location.path == "/console/"
+
+
+# --- blueprints exist only on their own kind of host -------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/platform/", "/platform/tenants/new"])
+def test_platform_console_does_not_exist_on_a_tenant_host(site, signed_in, acme, path):
+    response = signed_in("admin").get(path)
+    assert response.status_code == 404
+    assert "Page not found" in body(response)
+    assert site(acme.host).get(path).status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/console/", "/console/branding", "/merchant/", "/merchant/team"])
+def test_tenant_areas_do_not_exist_on_the_platform_host(make, site, path):
+    platform = site("localhost")
+    platform.login(make.platform_admin())
+    assert platform.get("/platform/").status_code == 200  # signed in, for the control
+    response = platform.get(path)
+    assert response.status_code == 404
+    assert "Page not found" in body(response)
+    assert site("localhost").get(path).status_code == 404
+
+
+# --- merchant team -----------------------------------------------------------------------
+
+
+def test_merchant_staff_cannot_manage_the_team(signed_in, acme, owner_engine, outbox):
+    staff = signed_in("staff")
+    assert staff.get("/merchant/team").status_code == 403
+    response = staff.submit(
+        "/merchant/team", {"email": "friend@example.com", "name": "", "role": "owner"}, form_page="/merchant/"
+    )
+    assert response.status_code == 403
+    assert count(owner_engine, "SELECT count(*) FROM users WHERE email = 'friend@example.com'") == 0
+    assert outbox() == []
+
+
+def test_merchant_owner_invites_a_colleague(signed_in, site, acme, outbox):
+    owner = signed_in("owner")
+    page = owner.get("/merchant/team")
+    assert page.status_code == 200
+    assert "Team of Corner Shop" in body(page)
+
+    response = owner.submit(
+        "/merchant/team", {"email": "colleague@corner.example.com", "name": "Col League", "role": "staff"}
+    )
+    assert response.status_code == 302
+    page = owner.get("/merchant/team")
+    assert "An invitation went to colleague@corner.example.com" in body(page)
+    assert "colleague@corner.example.com" in body(page)
+
+    mails = outbox()
+    assert [m["To"] for m in mails] == ["colleague@corner.example.com"]
+    link = urlsplit(link_in(mails[0]))
+    assert link.netloc == acme.host
+    colleague = site(acme.host)
+    response = colleague.submit(link.path, {"password": NEW_PASSWORD, "confirm": NEW_PASSWORD})
+    assert response.status_code == 302
+    response = colleague.login("colleague@corner.example.com", NEW_PASSWORD)
+    assert urlsplit(response.headers["Location"]).path == "/merchant/"
+    dashboard = colleague.get("/merchant/")
+    assert dashboard.status_code == 200
+    assert "Corner Shop" in body(dashboard)
+    assert colleague.get("/merchant/team").status_code == 403  # invited as staff, not owner
+
+
+def test_merchant_owner_cannot_invite_tenant_staff(signed_in, acme, owner_engine, outbox):
+    owner = signed_in("owner")
+    response = owner.submit("/merchant/team", {"email": "sneaky@example.com", "name": "", "role": "admin"})
+    assert response.status_code == 422
+    assert count(owner_engine, "SELECT count(*) FROM users WHERE email = 'sneaky@example.com'") == 0
+    assert outbox() == []
