@@ -12,7 +12,6 @@ from core.db import db
 from portal import create_app
 
 
-
 @pytest.fixture
 def scratch_app(app, owner_url):
     """An app on a database of its own, created empty for this test."""

@@ -176,3 +176,19 @@ def test_cli_create_admin_then_sign_in(app, site):
     )
     assert result.exit_code == 0, result.output
     assert site("localhost").login("ops@platform.example.com").status_code == 302
+
+
+def test_tenants_see_platform_actions_without_the_operators_identity(platform, make, site):
+    tenant = make.tenant("acme", name="Acme Pay")
+    platform.submit(
+        f"/platform/tenants/{tenant.id}/status", {"status": "suspended"}, form_page=f"/platform/tenants/{tenant.id}"
+    )
+    platform.submit(
+        f"/platform/tenants/{tenant.id}/status", {"status": "active"}, form_page=f"/platform/tenants/{tenant.id}"
+    )
+    assert "root@platform.example.com" in platform.get(f"/platform/tenants/{tenant.id}").get_data(as_text=True)
+    console = site("acme.localhost")
+    console.login(tenant.admin_email)
+    html = console.get("/console/audit").get_data(as_text=True)
+    assert "tenant.suspended" in html and "Platform operator" in html
+    assert "root@platform.example.com" not in html

@@ -7,8 +7,9 @@
 - `browser` (session): the Debian package's Chromium (`apt-get install chromium`). Playwright's
   own browser downloads are not used. Without /usr/bin/chromium the tests are skipped with a
   visible reason, or fail when `CI` is set (a CI run must not pass by skipping them).
-- `page`: a fresh browser context (cookies, storage) per test, closed afterwards; on failure a
-  screenshot goes to test-artifacts/failed-<test>.png.
+- `page`: a tab in a fresh browser context (cookies, storage) per test, closed afterwards; on
+  failure a screenshot goes to test-artifacts/failed-<test>.png. `new_context()` gives more
+  contexts (more people) for one test, closed the same way.
 - `artifacts`: the folder test-artifacts/ at the repository root, for screenshots.
 
 Chromium resolves every `*.localhost` name to 127.0.0.1 by itself, so tenants are reached at
@@ -17,6 +18,7 @@ http://<slug>.localhost:<port>/ with no /etc/hosts entries.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -40,6 +42,7 @@ CHROMIUM_ARGS = [
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 HERE = Path(__file__).resolve().parent
 TIMEOUT_MS = 10_000
+_FAILED = pytest.StashKey[bool]()  # did the test's call phase fail (for the failure screenshot)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -55,9 +58,6 @@ def pytest_runtest_makereport(item, call):
     if report.when == "call":
         item.stash[_FAILED] = report.failed
     return report
-
-
-_FAILED = pytest.StashKey[bool]()
 
 
 # --- the live server ---------------------------------------------------------------------
@@ -105,8 +105,9 @@ def browser():
     if not CHROMIUM.exists():
         reason = "Debian chromium is not installed (apt-get install chromium); browser tests skipped"
         if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing: CI must run the browser tests (apt-get install chromium)",
-                        pytrace=False)
+            pytest.fail(
+                f"{CHROMIUM} is missing: CI must run the browser tests (apt-get install chromium)", pytrace=False
+            )
         pytest.skip(reason)
     from playwright.sync_api import sync_playwright
 
@@ -126,19 +127,31 @@ def artifacts() -> Path:
 
 
 @pytest.fixture
-def page(request, browser, live_server):
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="en-GB")
-    context.set_default_timeout(TIMEOUT_MS)
-    context.set_default_navigation_timeout(TIMEOUT_MS)
-    tab = context.new_page()
+def new_context(browser):
+    """`new_context()` -> a fresh browser context (another person), closed after the test."""
+    contexts = []
+
+    def build():
+        context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="en-GB")
+        context.set_default_timeout(TIMEOUT_MS)
+        context.set_default_navigation_timeout(TIMEOUT_MS)
+        contexts.append(context)
+        return context
+
     try:
-        yield tab
+        yield build
     finally:
-        if request.node.stash.get(_FAILED, False) and not tab.is_closed():
-            ARTIFACTS.mkdir(exist_ok=True)
-            name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)
-            try:
-                tab.screenshot(path=str(ARTIFACTS / f"failed-{name}.png"), full_page=True)
-            except Exception:  # noqa: BLE001 - a failed screenshot must not hide the real failure
-                pass
-        context.close()
+        for context in contexts:
+            context.close()
+
+
+@pytest.fixture
+def page(request, new_context, live_server):
+    """A tab in a fresh context; on failure its screenshot goes to test-artifacts/failed-<test>.png."""
+    tab = new_context().new_page()
+    yield tab
+    if request.node.stash.get(_FAILED, False) and not tab.is_closed():
+        ARTIFACTS.mkdir(exist_ok=True)
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)
+        with contextlib.suppress(Exception):  # a failed screenshot must not hide the real failure
+            tab.screenshot(path=str(ARTIFACTS / f"failed-{name}.png"), full_page=True)
