@@ -1,4 +1,53 @@
 """Double-entry accounts, journal entries and balances; knows nothing of payments.
 
-Built by the payment-core issue.
+The API (all in the caller's transaction; nothing here commits):
+
+    account(tenant_id, purpose, currency, livemode, merchant_id=None) -> LedgerAccount
+    post(tenant_id, kind, reference, lines, livemode, description="") -> JournalEntry
+    balance(account) -> int            debit-positive, as stored
+    natural_balance(account) -> int    positive on the account's normal side
+    merchant_balance(account) -> int   what the merchant sees: money owed to it is positive
+    find_entry(tenant_id, kind, reference) -> JournalEntry | None
+    check(session) -> list[Problem]    every inconsistency the session can see
+    counts(session) -> (entries, accounts)
+
+The sign convention and each purpose's normal side are documented in `ledger.models`.
 """
+
+from ledger.models import NORMAL_SIDE, PURPOSES, JournalEntry, JournalLine, LedgerAccount
+from ledger.posting import (
+    AlreadyPosted,
+    InvalidEntry,
+    LedgerError,
+    Problem,
+    UnbalancedEntry,
+    account,
+    balance,
+    check,
+    counts,
+    find_entry,
+    merchant_balance,
+    natural_balance,
+    post,
+)
+
+__all__ = [
+    "NORMAL_SIDE",
+    "PURPOSES",
+    "AlreadyPosted",
+    "InvalidEntry",
+    "JournalEntry",
+    "JournalLine",
+    "LedgerAccount",
+    "LedgerError",
+    "Problem",
+    "UnbalancedEntry",
+    "account",
+    "balance",
+    "check",
+    "counts",
+    "find_entry",
+    "merchant_balance",
+    "natural_balance",
+    "post",
+]

@@ -1,4 +1,4 @@
-"""Command line: `flask tenants ...`, `flask platform ...`, `flask demo load`, `flask worker`."""
+"""Command line: `flask tenants ...`, `flask platform ...`, `flask ledger check`, `flask demo load`, `flask worker`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
+import ledger
 from core.db import db
 from portal import invitations, jobs, theming
 from tenants import accounts, provisioning
@@ -18,6 +19,7 @@ from tenants.models import Tenant
 tenants_cli = AppGroup("tenants", help="Provision and list tenants.")
 platform_cli = AppGroup("platform", help="Platform administrators.")
 demo_cli = AppGroup("demo", help="Demo data for development.")
+ledger_cli = AppGroup("ledger", help="The double-entry ledger.")
 
 
 def _theme_colors():
@@ -89,6 +91,24 @@ def create_admin(email, password):
     click.echo(f"platform admin {user.email} ready")
 
 
+@ledger_cli.command("check")
+def check_ledger():
+    """Check every tenant's books: entries balance, cached balances equal their lines."""
+    # One snapshot for all the queries, so postings committed meanwhile cannot skew the counts.
+    if not db.session().in_transaction():
+        db.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    with platform_scope(db.session):
+        problems = ledger.check(db.session)
+        entries, accounts_ = ledger.counts(db.session)
+    db.session.rollback()
+    if problems:
+        for problem in problems:
+            click.echo(str(problem))
+        click.echo(f"ledger: {len(problems)} problem(s) ({entries} entries, {accounts_} accounts)")
+        raise SystemExit(1)
+    click.echo(f"ledger: ok ({entries} entries, {accounts_} accounts)")
+
+
 @demo_cli.command("load")
 def load_demo():
     """Load the demo data (idempotent) and print the addresses and logins."""
@@ -113,5 +133,5 @@ def worker(queues, burst, with_scheduler):
 
 
 def init_app(app: Flask) -> None:
-    for command in (tenants_cli, platform_cli, demo_cli, worker):
+    for command in (tenants_cli, platform_cli, ledger_cli, demo_cli, worker):
         app.cli.add_command(command)

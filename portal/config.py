@@ -113,6 +113,7 @@ def load(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "MAX_CONTENT_LENGTH": _env_int("MAX_CONTENT_LENGTH", 4 * 1024 * 1024),
         "THEMES_DIR": ROOT / "themes",
         "PAGE_SIZE": _env_int("PAGE_SIZE", 25),
+        "ENCRYPTION_KEYS": [k for k in (_env("ENCRYPTION_KEYS") or "").split(",") if k.strip()],
     }
     config.update(overrides)
     config["DATABASE_URL"] = sqlalchemy_url(config["DATABASE_URL"])
@@ -128,4 +129,13 @@ def load(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         )
     if len(config["SECRET_KEY"]) < 32 and config["ENV"] == "production":
         raise ConfigError("PAYPLAT_SECRET_KEY is too short: use at least 32 random characters")
+    if not config["ENCRYPTION_KEYS"]:
+        if config["ENV"] == "production":
+            raise ConfigError(
+                "PAYPLAT_ENCRYPTION_KEYS is not set: production needs its own key for secrets at rest "
+                "(python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')"
+            )
+        from core.crypto import derived_key
+
+        config["ENCRYPTION_KEYS"] = [derived_key(config["SECRET_KEY"])]
     return config

@@ -95,3 +95,85 @@ def field_error(form, exc) -> None:
         field.errors = [*field.errors, exc.message]
     else:
         form.form_errors.append(exc.message)
+
+
+class ChannelAccountForm(FlaskForm):
+    """A channel account; per-product rows (serve, percent, fixed) are added by `channel_account_form`."""
+
+    name = StringField("Name", validators=[DataRequired(), Length(max=120)])
+    type = SelectField("Channel type", choices={"sandbox": "Sandbox (simulated)", "stripe": "Stripe-compatible"})
+    mode = SelectField(
+        "Mode",
+        choices={"test": "Test", "live": "Live"},
+        description="Test-mode API keys route only to test accounts, live keys only to live ones.",
+    )
+    status = SelectField("Status", choices={"active": "Active", "paused": "Paused"})
+    currency = StringField(
+        "Currency",
+        validators=[DataRequired(), Length(min=3, max=3)],
+        description="ISO 4217 code, e.g. USD. Limits and fixed costs are in this currency.",
+    )
+    base_url = StringField(
+        "Base URL",
+        validators=[Optional(), Length(max=300)],
+        description="For Stripe-compatible servers; empty means https://api.stripe.com.",
+    )
+    secret_key = PasswordField(
+        "Secret key",
+        validators=[Optional(), Length(max=300)],
+        description="Stored encrypted. Leave empty to keep the stored one.",
+    )
+    webhook_secret = PasswordField(
+        "Webhook signing secret",
+        validators=[Optional(), Length(max=300)],
+        description="Stored encrypted. Leave empty to keep the stored one.",
+    )
+    min_amount = StringField("Minimum per payment", validators=[Optional(), Length(max=30)])
+    max_amount = StringField(
+        "Maximum per payment", validators=[Optional(), Length(max=30)], description="Empty: no maximum."
+    )
+    daily_cap = StringField("Daily cap", validators=[Optional(), Length(max=30)], description="Empty: no cap.")
+    priority = StringField(
+        "Priority",
+        validators=[DataRequired(), Regexp(r"^-?\d{1,6}$", message="A whole number.")],
+        description="Among equally cheap accounts, the lower number wins.",
+    )
+    required_elements = StringField(
+        "Required payer elements",
+        validators=[Optional(), Length(max=300)],
+        description="Comma-separated, e.g. payer_email, payer_phone.",
+    )
+
+
+def channel_account_form(products, **kwargs) -> ChannelAccountForm:
+    """The form with a serve/percent/fixed row for each product of the catalogue."""
+    from wtforms import BooleanField
+
+    class Form(ChannelAccountForm):
+        pass
+
+    for code, label in products:
+        setattr(Form, f"serve_{code}", BooleanField(label))
+        setattr(Form, f"percent_{code}", StringField(f"{label}: cost %", validators=[Optional(), Length(max=12)]))
+        setattr(Form, f"fixed_{code}", StringField(f"{label}: fixed cost", validators=[Optional(), Length(max=20)]))
+    return Form(**kwargs)
+
+
+class RoutingRuleForm(FlaskForm):
+    merchant_id = SelectField("Merchant")
+    channel_account_id = SelectField("Channel account")
+    action = SelectField("Rule", choices={"force": "Always use this account", "exclude": "Never use this account"})
+    product = SelectField("Product")
+
+
+class RouteTestForm(FlaskForm):
+    merchant_id = SelectField("Merchant")
+    product = SelectField("Product")
+    amount = StringField("Amount", validators=[DataRequired(), Length(max=30)])
+    currency = StringField("Currency", validators=[DataRequired(), Length(min=3, max=3)])
+    mode = SelectField("Mode", choices={"test": "Test", "live": "Live"})
+    payer_elements = StringField(
+        "Payer elements present",
+        validators=[Optional(), Length(max=300)],
+        description="Comma-separated, e.g. payment_method, payer_email.",
+    )

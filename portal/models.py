@@ -1,3 +1,5 @@
 """Imports every package's models so that the metadata (and Alembic) sees all tables."""
 
+import ledger.models  # noqa: F401
+import payments.models  # noqa: F401
 import tenants.models  # noqa: F401

@@ -1,6 +1,7 @@
 """Configuration: safe development defaults, refusals in production."""
 
 import pytest
+from cryptography.fernet import Fernet
 
 from portal import config, create_app
 
@@ -14,6 +15,7 @@ def test_production_refuses_the_development_secret_key(monkeypatch):
 def test_production_starts_with_a_real_secret_and_secure_cookies(monkeypatch):
     monkeypatch.setenv("PAYPLAT_SECRET_KEY", "x" * 48)
     monkeypatch.setenv("PAYPLAT_ENV", "production")
+    monkeypatch.setenv("PAYPLAT_ENCRYPTION_KEYS", Fernet.generate_key().decode())
     app = create_app({"DATABASE_URL": "postgresql://owner@db.example.com/pay"})
     assert app.config["SESSION_COOKIE_SECURE"] is True
     assert app.config["SESSION_COOKIE_HTTPONLY"] is True
@@ -37,3 +39,10 @@ def test_bad_number_setting_is_reported(monkeypatch):
     monkeypatch.setenv("PAYPLAT_LOGIN_LOCKOUT_ATTEMPTS", "five")
     with pytest.raises(config.ConfigError, match="PAYPLAT_LOGIN_LOCKOUT_ATTEMPTS"):
         config.load({"DATABASE_URL": "postgresql://owner@db.example.com/pay"})
+
+
+def test_production_needs_its_own_encryption_key(monkeypatch):
+    monkeypatch.setenv("PAYPLAT_SECRET_KEY", "x" * 48)
+    monkeypatch.delenv("PAYPLAT_ENCRYPTION_KEYS", raising=False)
+    with pytest.raises(config.ConfigError, match="PAYPLAT_ENCRYPTION_KEYS is not set"):
+        config.load({"ENV": "production", "DATABASE_URL": "postgresql://owner@db.example.com/pay"})

@@ -23,6 +23,7 @@ from conftest import PASSWORD
 from PIL import Image
 
 from core.db import db
+from payments import channel_accounts
 from tenants import branding, tokens
 from tenants.audit import Actor
 from tenants.isolation import tenant_context
@@ -46,6 +47,8 @@ class Side:
     logo: str
     reset_token: str  # a password-reset link of the admin
     invitation_token: str  # the invitation link of `pending`
+    channel: uuid.UUID  # a channel account
+    rule: uuid.UUID  # a routing rule of `merchant` on `channel`
 
 
 @dataclass
@@ -117,6 +120,12 @@ ROUTES: dict[str, Route] = {
     "console.merchant": Route(
         "tenant", "GET", lambda w: {"merchant_id": w.a.merchant}, lambda w: [{"merchant_id": w.b.merchant}]
     ),
+    "console.channel": Route(
+        "tenant", "GET", lambda w: {"account_id": w.a.channel}, lambda w: [{"account_id": w.b.channel}]
+    ),
+    "console.remove_routing_rule": Route(
+        "tenant", "POST", lambda w: {"rule_id": w.a.rule}, lambda w: [{"rule_id": w.b.rule}]
+    ),
     # The platform console sees every tenant by design: what it must refuse is an id that names
     # no tenant, and a user id that belongs to another tenant than the one in the URL.
     "platform.tenant": Route(
@@ -184,6 +193,19 @@ def _side(app, make, slug: str, color) -> Side:
                 tenant.id, _png(color), app.config["UPLOAD_DIR"], app.config["LOGO_MAX_BYTES"], Actor.system()
             )
             ids = {email: user.id for email, user in users.items()}
+            channel = channel_accounts.create_channel_account(
+                tenant.id,
+                channel_accounts.ChannelAccountInput(
+                    name=f"{slug} sandbox",
+                    type="sandbox",
+                    currency="USD",
+                    products=["card"],
+                    credentials={"webhook_secret": "whsec_x"},
+                ),
+                {"card"},
+                Actor.system(),
+            )
+            rule = channel_accounts.add_rule(tenant.id, merchant, channel.id, "exclude", None, Actor.system())
         db.session.remove()
     return Side(
         id=tenant.id,
@@ -197,6 +219,8 @@ def _side(app, make, slug: str, color) -> Side:
         logo=logo,
         reset_token=reset_token,
         invitation_token=invitation_token,
+        channel=channel.id,
+        rule=rule.id,
     )
 
 
@@ -224,6 +248,13 @@ def _snapshot(owner_engine, tenant_id) -> dict:
                 {"t": tenant_id},
             ).all(),
             "tenant": conn.execute(sa.text("SELECT status FROM tenants WHERE id = :t"), {"t": tenant_id}).all(),
+            "channels": conn.execute(
+                sa.text("SELECT id, name, status, credentials_encrypted FROM channel_accounts WHERE tenant_id = :t"),
+                {"t": tenant_id},
+            ).all(),
+            "rules": conn.execute(
+                sa.text("SELECT id, action FROM routing_rules WHERE tenant_id = :t ORDER BY id"), {"t": tenant_id}
+            ).all(),
         }
 
 

@@ -269,3 +269,6 @@ def _role_flags():
     g.user_role_cannot_manage = not (
         current_user.is_authenticated and getattr(current_user, "role", None) in MERCHANT_MANAGERS
     )
+
+
+from portal.console import channels  # noqa: E402, F401  (registers the channel and routing views on bp)

@@ -1,0 +1,314 @@
+"""Managing a tenant's channel accounts and routing rules (use cases; each commits).
+
+Channel accounts are data: a change is used by the next payment, without a restart.
+Credentials are encrypted at rest and never returned, logged or audited in clear; the
+console shows only their masked hint.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from core import crypto
+from core.db import db
+from core.money import MoneyError, normalise_currency
+from payments.models import CHANNEL_STATUSES, CHANNEL_TYPES, MODES, RULE_ACTIONS, ChannelAccount, RoutingRule
+from tenants import audit
+from tenants.errors import InvalidInput
+from tenants.models import Merchant
+
+# The credentials each channel type needs, and which of them are required.
+CREDENTIAL_FIELDS: dict[str, dict[str, bool]] = {
+    "stripe": {"secret_key": True, "webhook_secret": False},
+    "sandbox": {"webhook_secret": False},
+}
+DEFAULT_BASE_URLS = {"stripe": "https://api.stripe.com"}
+# Fields audited by value; credentials are audited only as "changed".
+AUDITED = (
+    "name",
+    "type",
+    "mode",
+    "status",
+    "base_url",
+    "currency",
+    "products",
+    "min_amount",
+    "max_amount",
+    "daily_cap",
+    "costs",
+    "priority",
+    "required_elements",
+)
+
+
+@dataclass
+class ChannelAccountInput:
+    name: str
+    type: str
+    currency: str
+    mode: str = "test"
+    status: str = "active"
+    base_url: str | None = None
+    credentials: dict[str, str] = field(default_factory=dict)
+    products: list[str] = field(default_factory=list)
+    min_amount: int | None = None
+    max_amount: int | None = None
+    daily_cap: int | None = None
+    costs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    priority: int = 100
+    required_elements: list[str] = field(default_factory=list)
+
+
+def _clean(data: ChannelAccountInput, known_products: set[str], existing: ChannelAccount | None) -> dict[str, Any]:
+    name = data.name.strip()
+    if not name:
+        raise InvalidInput("Give the channel account a name.", "name")
+    if data.type not in CHANNEL_TYPES:
+        raise InvalidInput(f"Choose a channel type among: {', '.join(CHANNEL_TYPES)}.", "type")
+    if data.mode not in MODES:
+        raise InvalidInput("Choose test or live mode.", "mode")
+    if data.status not in CHANNEL_STATUSES:
+        raise InvalidInput("Choose active or paused.", "status")
+    try:
+        currency = normalise_currency(data.currency)
+    except MoneyError as exc:
+        raise InvalidInput(str(exc), "currency") from exc
+    products = sorted(set(data.products))
+    unknown = [p for p in products if p not in known_products]
+    if unknown:
+        raise InvalidInput(f"Unknown product: {', '.join(unknown)}.", "products")
+    if not products:
+        raise InvalidInput("Choose at least one product this account serves.", "products")
+    for label, value in (
+        ("min_amount", data.min_amount),
+        ("max_amount", data.max_amount),
+        ("daily_cap", data.daily_cap),
+    ):
+        if value is not None and value < 0:
+            raise InvalidInput("Amounts cannot be negative.", label)
+    if data.max_amount is not None and data.min_amount is not None and data.max_amount < data.min_amount:
+        raise InvalidInput("The maximum is below the minimum.", "max_amount")
+    if data.max_amount == 0 or data.daily_cap == 0:
+        raise InvalidInput(
+            "Leave a limit empty for 'no limit'; zero would refuse every payment.",
+            "max_amount" if data.max_amount == 0 else "daily_cap",
+        )
+    costs = {}
+    for product in products:
+        # A served product without a stated cost costs nothing at this channel.
+        cost = data.costs.get(product) or {}
+        try:
+            percent = Decimal(str(cost.get("percent") or "0"))
+        except InvalidOperation as exc:
+            raise InvalidInput(f"The percentage for {product} is not a number.", "costs") from exc
+        fixed = int(cost.get("fixed") or 0)
+        if not (Decimal(0) <= percent < Decimal(100)) or fixed < 0:
+            raise InvalidInput(f"The cost for {product} must be 0–100 % and a fixed amount of 0 or more.", "costs")
+        costs[product] = {"percent": str(percent.normalize()) if percent else "0", "fixed": fixed}
+    base_url = (data.base_url or "").strip().rstrip("/") or DEFAULT_BASE_URLS.get(data.type)
+    if base_url and not base_url.startswith(("https://", "http://")):
+        raise InvalidInput("The base URL must start with https:// (or http:// for a local test server).", "base_url")
+    credentials = _merge_credentials(data, existing)
+    return {
+        "name": name,
+        "type": data.type,
+        "mode": data.mode,
+        "status": data.status,
+        "base_url": base_url,
+        "currency": currency,
+        "products": products,
+        "min_amount": data.min_amount,
+        "max_amount": data.max_amount,
+        "daily_cap": data.daily_cap,
+        "costs": costs,
+        "priority": int(data.priority),
+        "required_elements": sorted({e.strip() for e in data.required_elements if e.strip()}),
+        "_credentials": credentials,
+    }
+
+
+def _merge_credentials(data: ChannelAccountInput, existing: ChannelAccount | None) -> dict[str, str]:
+    """Typed values replace stored ones; an empty field keeps what is stored."""
+    fields = CREDENTIAL_FIELDS[data.type]
+    stored = credentials_of(existing) if existing is not None and existing.type == data.type else {}
+    merged = {key: value for key, value in stored.items() if key in fields}
+    for key in fields:
+        value = (data.credentials.get(key) or "").strip()
+        if value:
+            merged[key] = value
+    missing = [key for key, required in fields.items() if required and not merged.get(key)]
+    if missing:
+        raise InvalidInput(f"A {data.type} account needs: {', '.join(missing)}.", "credentials")
+    return merged
+
+
+def credentials_of(account: ChannelAccount) -> dict[str, str]:
+    """The decrypted credentials of an account (for its adapter only; never log them)."""
+    if not account.credentials_encrypted:
+        return {}
+    return json.loads(crypto.decrypt(account.credentials_encrypted))
+
+
+def _store_credentials(account: ChannelAccount, credentials: dict[str, str]) -> bool:
+    """Encrypt and store when they differ from what is stored; returns whether they changed."""
+    if credentials == credentials_of(account):
+        return False
+    account.credentials_encrypted = crypto.encrypt(json.dumps(credentials, sort_keys=True)) if credentials else None
+    account.credentials_hint = ", ".join(f"{key} {crypto.mask(value)}" for key, value in sorted(credentials.items()))
+    return True
+
+
+def _values(account: ChannelAccount) -> dict[str, Any]:
+    return {name: getattr(account, name) for name in AUDITED}
+
+
+def create_channel_account(
+    tenant_id: uuid.UUID, data: ChannelAccountInput, known_products: set[str], actor: audit.Actor
+) -> ChannelAccount:
+    cleaned = _clean(data, known_products, None)
+    credentials = cleaned.pop("_credentials")
+    account = ChannelAccount(tenant_id=tenant_id, id=uuid.uuid4(), **cleaned)
+    _store_credentials(account, credentials)
+    db.session.add(account)
+    audit.record(
+        tenant_id,
+        actor,
+        "channel_account.created",
+        "channel_account",
+        account.id,
+        {**audit.created(**_values(account)), "credentials": {"after": "set" if credentials else None}},
+    )
+    _commit_unique_name()
+    return account
+
+
+def update_channel_account(
+    account: ChannelAccount, data: ChannelAccountInput, known_products: set[str], actor: audit.Actor
+) -> dict[str, Any]:
+    """Apply the edit; returns the audited change set (empty when nothing changed)."""
+    cleaned = _clean(data, known_products, account)
+    credentials = cleaned.pop("_credentials")
+    before = _values(account)
+    for key, value in cleaned.items():
+        setattr(account, key, value)
+    diff = audit.changes(before, _values(account))
+    if _store_credentials(account, credentials):
+        diff["credentials"] = {"before": "set", "after": "changed"}
+    if diff:
+        audit.record(account.tenant_id, actor, "channel_account.updated", "channel_account", account.id, diff)
+    _commit_unique_name()
+    return diff
+
+
+def _commit_unique_name() -> None:
+    try:
+        db.session.commit()
+    except IntegrityError as exc:
+        db.session.rollback()
+        raise InvalidInput("Another channel account already has this name.", "name") from exc
+
+
+def get_channel_account(tenant_id: uuid.UUID, account_id: uuid.UUID) -> ChannelAccount | None:
+    return db.session.execute(
+        sa.select(ChannelAccount).where(ChannelAccount.tenant_id == tenant_id, ChannelAccount.id == account_id)
+    ).scalar_one_or_none()
+
+
+def add_rule(
+    tenant_id: uuid.UUID,
+    merchant_id: uuid.UUID,
+    channel_account_id: uuid.UUID,
+    action: str,
+    product: str | None,
+    actor: audit.Actor,
+) -> RoutingRule:
+    if action not in RULE_ACTIONS:
+        raise InvalidInput("Choose force or exclude.", "action")
+    merchant = db.session.execute(
+        sa.select(Merchant).where(Merchant.tenant_id == tenant_id, Merchant.id == merchant_id)
+    ).scalar_one_or_none()
+    if merchant is None:
+        raise InvalidInput("Choose a merchant.", "merchant_id")
+    account = get_channel_account(tenant_id, channel_account_id)
+    if account is None:
+        raise InvalidInput("Choose a channel account.", "channel_account_id")
+    if product and product not in account.products:
+        raise InvalidInput(f"{account.name} does not serve {product}.", "product")
+    if action == "force":
+        clash = db.session.execute(
+            sa.select(RoutingRule.id).where(
+                RoutingRule.tenant_id == tenant_id,
+                RoutingRule.merchant_id == merchant_id,
+                RoutingRule.action == "force",
+                RoutingRule.product.is_(None)
+                if not product
+                else sa.or_(RoutingRule.product == product, RoutingRule.product.is_(None)),
+            )
+        ).first()
+        if clash:
+            raise InvalidInput(
+                "This merchant already has a forced channel for that product; remove it first.", "action"
+            )
+    rule = RoutingRule(
+        tenant_id=tenant_id,
+        id=uuid.uuid4(),
+        merchant_id=merchant_id,
+        channel_account_id=channel_account_id,
+        action=action,
+        product=product or None,
+    )
+    db.session.add(rule)
+    audit.record(
+        tenant_id,
+        actor,
+        f"routing_rule.{action}",
+        "routing_rule",
+        rule.id,
+        audit.created(merchant=merchant.name, channel_account=account.name, product=product or "any"),
+    )
+    try:
+        db.session.commit()
+    except IntegrityError as exc:
+        db.session.rollback()
+        raise InvalidInput("There is already a rule for this merchant, channel and product.", "action") from exc
+    return rule
+
+
+def remove_rule(rule: RoutingRule, actor: audit.Actor) -> None:
+    audit.record(
+        rule.tenant_id,
+        actor,
+        "routing_rule.removed",
+        "routing_rule",
+        rule.id,
+        {"action": {"before": rule.action, "after": None}},
+    )
+    db.session.delete(rule)
+    db.session.commit()
+
+
+def rules_for(tenant_id: uuid.UUID, merchant_id: uuid.UUID, product: str | None) -> tuple[uuid.UUID | None, set]:
+    """(forced channel account id or None, excluded channel account ids) for a merchant and product."""
+    rules = (
+        db.session.execute(
+            sa.select(RoutingRule).where(
+                RoutingRule.tenant_id == tenant_id,
+                RoutingRule.merchant_id == merchant_id,
+                sa.or_(RoutingRule.product.is_(None), RoutingRule.product == product),
+            )
+        )
+        .scalars()
+        .all()
+    )
+    forced = [r for r in rules if r.action == "force"]
+    # A product-specific force beats an all-products one.
+    forced.sort(key=lambda r: r.product is None)
+    excluded = {r.channel_account_id for r in rules if r.action == "exclude"}
+    return (forced[0].channel_account_id if forced else None), excluded
