@@ -117,3 +117,176 @@ class ChannelDailyUsage(TenantOwned, db.Model):
             ondelete="CASCADE",
         ),
     )
+
+
+# --- payments ------------------------------------------------------------------------------
+
+INTENT_STATUSES = (
+    "requires_payment_method",
+    "requires_confirmation",
+    "requires_action",
+    "processing",
+    "requires_capture",
+    "canceled",
+    "succeeded",
+)
+ATTEMPT_STATUSES = ("started", "succeeded", "requires_capture", "declined", "unavailable", "unknown", "failed")
+REFUND_STATUSES = ("pending", "succeeded", "failed", "canceled")
+
+
+class PaymentIntent(TenantOwned, db.Model):
+    """A merchant's order to collect money, as Stripe's PaymentIntent (ids `pi_...`).
+
+    Amounts are minor units; `amount_refunded` includes refunds in flight, so concurrent refunds
+    can never together exceed what was received.
+    """
+
+    __tablename__ = "payment_intents"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    merchant_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid)
+    livemode: Mapped[bool] = mapped_column(default=False)
+    amount: Mapped[int] = mapped_column(sa.BigInteger)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    status: Mapped[str] = mapped_column(sa.String(30))
+    capture_method: Mapped[str] = mapped_column(sa.String(10), default="automatic")
+    payment_method: Mapped[str | None] = mapped_column(sa.String(120))
+    payment_method_types: Mapped[list[str]] = mapped_column(ARRAY(sa.String(30)), default=list)
+    product: Mapped[str | None] = mapped_column(sa.String(30))
+    channel_account_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
+    channel_reference: Mapped[str | None] = mapped_column(sa.String(120))
+    routing: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    amount_capturable: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    amount_received: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    amount_refunded: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    description: Mapped[str | None] = mapped_column(sa.String(1000))
+    metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSONB, default=dict)
+    last_payment_error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    cancellation_reason: Mapped[str | None] = mapped_column(sa.String(40))
+    client_secret: Mapped[str] = mapped_column(sa.String(80))
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        sa.DateTime(timezone=True), server_default=sa.func.now(), onupdate=sa.func.now()
+    )
+    canceled_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "merchant_id"], ["merchants.tenant_id", "merchants.id"], ondelete="RESTRICT"
+        ),
+        sa.CheckConstraint("amount > 0", name="amount"),
+        sa.CheckConstraint(f"status IN {INTENT_STATUSES}", name="status"),
+        sa.CheckConstraint("capture_method IN ('automatic', 'manual')", name="capture_method"),
+        sa.CheckConstraint("amount_refunded >= 0 AND amount_refunded <= amount_received", name="refund_bound"),
+        sa.CheckConstraint("amount_received <= amount", name="received_bound"),
+        sa.Index(
+            "ix_payment_intents_tenant_id_merchant_id_created_at_id", "tenant_id", "merchant_id", "created_at", "id"
+        ),
+    )
+
+
+class PaymentAttempt(TenantOwned, db.Model):
+    """One call to a channel for a payment (charge, capture, cancel, query), with its outcome.
+
+    The attempt is written before the call and finished after it; an attempt left `unknown`
+    (timeout) is resolved by querying the channel with its idempotency key, never by charging again.
+    """
+
+    __tablename__ = "payment_attempts"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    payment_intent_id: Mapped[str] = mapped_column(sa.String(40))
+    channel_account_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid)
+    kind: Mapped[str] = mapped_column(sa.String(10))
+    status: Mapped[str] = mapped_column(sa.String(20), default="started")
+    idempotency_key: Mapped[str] = mapped_column(sa.String(120))
+    amount: Mapped[int] = mapped_column(sa.BigInteger)
+    request: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    response: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    error: Mapped[str | None] = mapped_column(sa.String(500))
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "payment_intent_id"], ["payment_intents.tenant_id", "payment_intents.id"], ondelete="CASCADE"
+        ),
+        sa.CheckConstraint("kind IN ('charge', 'capture', 'cancel')", name="kind"),
+        sa.CheckConstraint(f"status IN {ATTEMPT_STATUSES}", name="status"),
+        sa.UniqueConstraint("tenant_id", "idempotency_key"),
+        sa.Index("ix_payment_attempts_tenant_id_payment_intent_id", "tenant_id", "payment_intent_id"),
+    )
+
+
+class Refund(TenantOwned, db.Model):
+    """Money given back for a PaymentIntent, in full or in part (ids `re_...`)."""
+
+    __tablename__ = "refunds"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    payment_intent_id: Mapped[str] = mapped_column(sa.String(40))
+    merchant_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid)
+    livemode: Mapped[bool] = mapped_column(default=False)
+    amount: Mapped[int] = mapped_column(sa.BigInteger)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    status: Mapped[str] = mapped_column(sa.String(10), default="pending")
+    reason: Mapped[str | None] = mapped_column(sa.String(40))
+    failure_reason: Mapped[str | None] = mapped_column(sa.String(200))
+    channel_reference: Mapped[str | None] = mapped_column(sa.String(120))
+    metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSONB, default=dict)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "payment_intent_id"], ["payment_intents.tenant_id", "payment_intents.id"], ondelete="RESTRICT"
+        ),
+        sa.CheckConstraint("amount > 0", name="amount"),
+        sa.CheckConstraint(f"status IN {REFUND_STATUSES}", name="status"),
+        sa.Index("ix_refunds_tenant_id_merchant_id_created_at_id", "tenant_id", "merchant_id", "created_at", "id"),
+        sa.Index("ix_refunds_tenant_id_payment_intent_id", "tenant_id", "payment_intent_id"),
+    )
+
+
+class Event(TenantOwned, db.Model):
+    """Something that happened to a merchant's object (ids `evt_...`): the API's Events and the
+    outbox from which webhooks are delivered, written in the same transaction as the change."""
+
+    __tablename__ = "events"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    merchant_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid)
+    livemode: Mapped[bool] = mapped_column(default=False)
+    type: Mapped[str] = mapped_column(sa.String(60))
+    object_id: Mapped[str] = mapped_column(sa.String(40))
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "merchant_id"], ["merchants.tenant_id", "merchants.id"], ondelete="RESTRICT"
+        ),
+        sa.Index("ix_events_tenant_id_merchant_id_created_at_id", "tenant_id", "merchant_id", "created_at", "id"),
+        sa.Index("ix_events_tenant_id_object_id", "tenant_id", "object_id"),
+    )
+
+
+class IdempotencyKey(TenantOwned, db.Model):
+    """A merchant API request made with an `Idempotency-Key`: the first response is kept and
+    replayed for the same key and body; another body with the same key is an error."""
+
+    __tablename__ = "idempotency_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    merchant_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid)
+    livemode: Mapped[bool] = mapped_column()
+    key: Mapped[str] = mapped_column(sa.String(255))
+    request_fingerprint: Mapped[str] = mapped_column(sa.String(64))
+    status: Mapped[str] = mapped_column(sa.String(12), default="in_progress")
+    response_status: Mapped[int | None] = mapped_column()
+    response_body: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+
+    __table_args__ = (
+        sa.CheckConstraint("status IN ('in_progress', 'done')", name="status"),
+        sa.UniqueConstraint("tenant_id", "merchant_id", "livemode", "key", name="uq_idempotency_keys_key"),
+    )

@@ -27,10 +27,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
 
 def configure_settings(app: Flask, test_config: dict[str, Any] | None) -> None:
-    from core import crypto
+    from core import crypto, queue
+    from portal import jobs
 
     app.config.from_mapping(settings.load(test_config))
     crypto.configure(app.config["ENCRYPTION_KEYS"])
+    queue.configure(jobs.enqueue)
     if app.config["PROXY_FIX"]:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
 

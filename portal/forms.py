@@ -177,3 +177,45 @@ class RouteTestForm(FlaskForm):
         validators=[Optional(), Length(max=300)],
         description="Comma-separated, e.g. payment_method, payer_email.",
     )
+
+
+class ApiKeyForm(FlaskForm):
+    """A new secret API key of the signed-in merchant."""
+
+    name = StringField(
+        "Name",
+        validators=[DataRequired(), Length(max=100)],
+        description="Where the key is used, e.g. “Web shop” or “Order backend”.",
+    )
+    mode = SelectField(
+        "Mode",
+        choices={"test": "Test (sk_test_…)", "live": "Live (sk_live_…)"},
+        description="Test keys never move real money; live keys do.",
+    )
+
+
+class RollApiKeyForm(FlaskForm):
+    """Roll a key: a new secret now, the old one working until the chosen time."""
+
+    expires_in = SelectField(
+        "The old key stops working",
+        choices={0: "Now", 1: "In 1 hour", 24: "In 24 hours", 168: "In 7 days"},
+        coerce=int,
+        default=0,
+    )
+
+
+class RefundForm(FlaskForm):
+    amount = StringField(
+        "Amount to refund", validators=[Optional(), Length(max=30)], description="Empty: everything not yet refunded."
+    )
+    reason = SelectField(
+        "Reason",
+        choices={
+            "": "—",
+            "requested_by_customer": "Requested by the customer",
+            "duplicate": "Duplicate",
+            "fraudulent": "Fraudulent",
+        },
+        validators=[Optional()],
+    )

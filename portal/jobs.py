@@ -17,7 +17,7 @@ from rq.job import Job
 from core.db import db
 from tenants import isolation
 
-QUEUES = ("default", "mail")
+QUEUES = ("default", "mail", "channels", "webhooks")
 
 
 def redis_connection() -> Redis:

@@ -257,15 +257,20 @@ def site(app):
 
 @pytest.fixture
 def run_jobs(app):
-    """Work every queued job with a real RQ worker (burst mode) and return how many ran."""
+    """Work every queued job with a real RQ worker (burst mode) and return how many finished."""
     from rq import SimpleWorker
 
     def work() -> int:
         with app.app_context():
             queues = [jobs.queue(name) for name in jobs.QUEUES]
+
+            def finished() -> int:
+                return sum(queue.finished_job_registry.count for queue in queues)
+
+            before = finished()
             worker = SimpleWorker(queues, connection=jobs.redis_connection(), job_class=jobs.AppJob)
             worker.work(burst=True, with_scheduler=False)
-            return worker.successful_job_count
+            return finished() - before
 
     return work
 

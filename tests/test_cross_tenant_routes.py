@@ -4,10 +4,11 @@
 table fails `test_every_route_with_a_variable_is_in_the_table`, naming it: add it to the table
 with how to build its URL from the signed-in side's own objects and from another tenant's.
 
-For each route: A's admin, signed in on A's host, requests the URL built with B's ids and gets
-404 (or the refusal named in the table); B's data is unchanged and nobody at B got an e-mail.
-As controls, the same route with A's own ids is not refused, and B's ids on B's host, by B's
-admin, are not refused either (so B's ids are real and the 404 means something).
+For each route: A's admin (or, for the merchant dashboard, A's merchant owner), signed in on
+A's host, requests the URL built with B's ids and gets 404 (or the refusal named in the table);
+B's data is unchanged and nobody at B got an e-mail. As controls, the same route with A's own
+ids is not refused, and B's ids on B's host, by B's admin (B's merchant owner), are not refused
+either (so B's ids are real and the 404 means something).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from conftest import PASSWORD
 from PIL import Image
 
 from core.db import db
-from payments import channel_accounts
-from tenants import branding, tokens
+from payments import channel_accounts, intents
+from tenants import api_keys, branding, tokens
 from tenants.audit import Actor
 from tenants.isolation import tenant_context
 from tenants.models import User
@@ -49,6 +50,9 @@ class Side:
     invitation_token: str  # the invitation link of `pending`
     channel: uuid.UUID  # a channel account
     rule: uuid.UUID  # a routing rule of `merchant` on `channel`
+    api_key: uuid.UUID  # a test-mode API key of `merchant`, created by its owner
+    payment: str  # a succeeded PaymentIntent of `merchant`
+    owner_email: str  # `owner`'s e-mail: signs in to the merchant dashboard
 
 
 @dataclass
@@ -66,7 +70,9 @@ class Route:
     for the platform console). `foreign(world)`: a list of URL values that must be refused.
     """
 
-    who: str  # "tenant" (A's admin on A's host) | "platform" (platform admin on the platform host)
+    # "tenant" (A's admin on A's host) | "merchant" (A's merchant owner on A's host)
+    # | "platform" (platform admin on the platform host)
+    who: str
     method: str
     own: Callable[[World], dict]
     foreign: Callable[[World], list[dict]]
@@ -126,6 +132,27 @@ ROUTES: dict[str, Route] = {
     "console.remove_routing_rule": Route(
         "tenant", "POST", lambda w: {"rule_id": w.a.rule}, lambda w: [{"rule_id": w.b.rule}]
     ),
+    # The merchant dashboard, as the merchant's owner (who may roll and revoke).
+    "merchant.roll_api_key": Route(
+        "merchant",
+        "POST",
+        lambda w: {"key_id": w.a.api_key},
+        lambda w: [{"key_id": w.b.api_key}],
+        data={"expires_in": "24"},
+    ),
+    "merchant.payment": Route(
+        "merchant", "GET", lambda w: {"intent_id": w.a.payment}, lambda w: [{"intent_id": w.b.payment}]
+    ),
+    "merchant.refund_payment": Route(
+        "merchant",
+        "POST",
+        lambda w: {"intent_id": w.a.payment},
+        lambda w: [{"intent_id": w.b.payment}],
+        data={"amount": "1.00"},
+    ),
+    "merchant.revoke_api_key": Route(
+        "merchant", "POST", lambda w: {"key_id": w.a.api_key}, lambda w: [{"key_id": w.b.api_key}]
+    ),
     # The platform console sees every tenant by design: what it must refuse is an id that names
     # no tenant, and a user id that belongs to another tenant than the one in the URL.
     "platform.tenant": Route(
@@ -182,7 +209,8 @@ def _side(app, make, slug: str, color) -> Side:
     tenant = make.tenant(slug, name=f"{slug.title()} Corp")
     pending_email = f"pending@{slug}.example.com"
     pending = make.user(tenant, pending_email, "operator", password=None)
-    merchant = make.merchant(tenant, f"{slug.title()} Shop", f"owner@{slug}-shop.example.com")
+    owner_email = f"owner@{slug}-shop.example.com"
+    merchant = make.merchant(tenant, f"{slug.title()} Shop", owner_email)
     with app.app_context():
         with tenant_context(db.session, tenant.id):
             users = {u.email: u for u in db.session.execute(sa.select(User)).scalars()}
@@ -205,7 +233,16 @@ def _side(app, make, slug: str, color) -> Side:
                 {"card"},
                 Actor.system(),
             )
+            payment = intents.create(
+                intents.MerchantContext(tenant.id, merchant, False),
+                amount=5000,
+                currency="usd",
+                payment_method="pm_card_visa",
+                confirm=True,
+            )
             rule = channel_accounts.add_rule(tenant.id, merchant, channel.id, "exclude", None, Actor.system())
+            owner = Actor(kind="user", id=ids[owner_email], email=owner_email)
+            api_key, _ = api_keys.create_key(tenant.id, merchant, "test", f"{slug} backend", owner)
         db.session.remove()
     return Side(
         id=tenant.id,
@@ -215,12 +252,15 @@ def _side(app, make, slug: str, color) -> Side:
         pending=pending,
         pending_email=pending_email,
         merchant=merchant,
-        owner=ids[f"owner@{slug}-shop.example.com"],
+        owner=ids[owner_email],
         logo=logo,
         reset_token=reset_token,
         invitation_token=invitation_token,
         channel=channel.id,
         rule=rule.id,
+        api_key=api_key.id,
+        payment=payment.id,
+        owner_email=owner_email,
     )
 
 
@@ -255,6 +295,17 @@ def _snapshot(owner_engine, tenant_id) -> dict:
             "rules": conn.execute(
                 sa.text("SELECT id, action FROM routing_rules WHERE tenant_id = :t ORDER BY id"), {"t": tenant_id}
             ).all(),
+            "payments": conn.execute(
+                sa.text("SELECT id, status, amount_refunded FROM payment_intents WHERE tenant_id = :t ORDER BY id"),
+                {"t": tenant_id},
+            ).all(),
+            "api_keys": conn.execute(
+                sa.text(
+                    "SELECT id, merchant_id, name, key_hash, expires_at, revoked_at, last_used_at"
+                    " FROM api_keys WHERE tenant_id = :t ORDER BY id"
+                ),
+                {"t": tenant_id},
+            ).all(),
         }
 
 
@@ -286,12 +337,20 @@ def _signed_in(site, host: str, email: str):
     return client
 
 
+# Where each kind of route signs in on a tenant's side: (e-mail of the side, a page with a CSRF token).
+TENANT_SIDE_LOGINS: dict[str, tuple[Callable[[Side], str], str]] = {
+    "tenant": (lambda side: side.admin_email, "/console/"),
+    "merchant": (lambda side: side.owner_email, "/merchant/"),
+}
+
+
 @pytest.mark.parametrize("endpoint", sorted(ROUTES))
 def test_another_tenants_ids_are_refused(app, site, world, owner_engine, outbox, endpoint):
     route = ROUTES[endpoint]
     a, b = world.a, world.b
-    if route.who == "tenant":
-        client, home = _signed_in(site, a.host, a.admin_email), "/console/"
+    if route.who in TENANT_SIDE_LOGINS:
+        email_of, home = TENANT_SIDE_LOGINS[route.who]
+        client = _signed_in(site, a.host, email_of(a))
     else:
         client, home = _signed_in(site, "localhost", world.platform_admin), "/platform/"
     before = _snapshot(owner_engine, b.id)
@@ -315,12 +374,13 @@ def test_another_tenants_ids_are_refused(app, site, world, owner_engine, outbox,
     response = _call(client, route, url, home)
     assert response.status_code in (200, 302), f"control {route.method} {url} answered {response.status_code}"
 
-    # Control: B's ids are real: on B's own host, B's admin is not refused.
-    if route.who == "tenant":
-        owner_side = _signed_in(site, b.host, b.admin_email)
+    # Control: B's ids are real: on B's own host, B's admin (or merchant owner) is not refused.
+    if route.who in TENANT_SIDE_LOGINS:
+        email_of, home = TENANT_SIDE_LOGINS[route.who]
+        owner_side = _signed_in(site, b.host, email_of(b))
         for values in route.foreign(world):
             url = _url(app, endpoint, values)
-            response = _call(owner_side, route, url, "/console/")
+            response = _call(owner_side, route, url, home)
             assert response.status_code in (200, 302), f"control on B: {route.method} {url} -> {response.status_code}"
 
 

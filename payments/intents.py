@@ -1,0 +1,714 @@
+"""PaymentIntents: create, update, confirm, capture, cancel, retrieve, list (use cases).
+
+How a confirmation talks to a channel without ever holding a database transaction open across
+the call, and without ever charging twice:
+
+1. In a transaction: lock the intent, route it, write a `PaymentAttempt` with the idempotency
+   key the channel will receive, set the intent `processing`, commit.
+2. Call the channel (no transaction open).
+3. In a new transaction: lock the intent and the attempt and apply the outcome once
+   (`apply_charge_result`); money that moved is posted to the ledger in that same transaction.
+
+A channel that certainly did not take the money (connection refused, 5xx before acceptance,
+refused configuration) hands the payment to the next route candidate. A timeout is not a
+failure: the attempt stays `unknown`, the intent `processing`, and a job asks the channel with
+the same idempotency key until the outcome is final (`payments.jobs.resolve_attempt`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from rq import Retry
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+import ledger
+from core import queue
+from core.db import db
+from core.money import MoneyError, normalise_currency
+from payments import events, objects
+from payments import products as catalogue
+from payments.channel_accounts import credentials_of, rules_for
+from payments.channels import adapter_for
+from payments.channels.base import (
+    CancelRequest,
+    CaptureRequest,
+    ChannelConfig,
+    ChannelConfigError,
+    ChannelDeclined,
+    ChannelInvalidRequest,
+    ChannelTimeout,
+    ChannelUnavailable,
+    ChargeRequest,
+    ChargeResult,
+    ChargeStatus,
+)
+from payments.errors import CardError, ChannelError, InvalidRequest, NotFound
+from payments.models import ChannelAccount, ChannelDailyUsage, PaymentAttempt, PaymentIntent
+from payments.route_planning import candidates, plan, tenant_today
+
+MAX_AMOUNT = 99_999_999_999
+METADATA_KEYS = 50
+# Resolving an unknown outcome: ask again after these many seconds (about a day in all).
+QUERY_BACKOFF = [5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 3600, 7200, 14400, 28800, 28800]
+
+
+@dataclass(frozen=True)
+class MerchantContext:
+    """Who calls: a merchant of a tenant, in test or live mode (from the API key)."""
+
+    tenant_id: uuid.UUID
+    merchant_id: uuid.UUID
+    livemode: bool
+
+    @property
+    def mode(self) -> str:
+        return "live" if self.livemode else "test"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+def clean_amount(value: Any, param: str = "amount") -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            text = str(value).strip()
+            if not text.isdigit():
+                raise ValueError
+            value = int(text)
+        except ValueError:
+            raise InvalidRequest(f"Invalid integer: {value}", code="parameter_invalid_integer", param=param) from None
+    if value < 1 or value > MAX_AMOUNT:
+        raise InvalidRequest(
+            f"Amount must be at least 1 and at most {MAX_AMOUNT} (in the currency's smallest unit).",
+            code="amount_too_small" if value < 1 else "amount_too_large",
+            param=param,
+        )
+    return value
+
+
+def clean_currency(value: Any) -> str:
+    try:
+        return normalise_currency(str(value or ""))
+    except MoneyError as exc:
+        raise InvalidRequest(str(exc), code="parameter_invalid", param="currency") from exc
+
+
+def merge_metadata(current: dict[str, str], given: Any) -> dict[str, str]:
+    """Stripe's rule: given keys are set, a key set to "" is removed, other keys stay."""
+    if given is None:
+        return dict(current)
+    if given == "":
+        return {}
+    if not isinstance(given, dict):
+        raise InvalidRequest("Invalid metadata: pass an object of string keys and values.", param="metadata")
+    merged = dict(current)
+    for key, value in given.items():
+        key = str(key)
+        if len(key) > 40:
+            raise InvalidRequest("Metadata keys can be at most 40 characters.", param=f"metadata[{key}]")
+        if value in ("", None):
+            merged.pop(key, None)
+            continue
+        value = str(value)
+        if len(value) > 500:
+            raise InvalidRequest("Metadata values can be at most 500 characters.", param=f"metadata[{key}]")
+        merged[key] = value
+    if len(merged) > METADATA_KEYS:
+        raise InvalidRequest(f"Metadata can have at most {METADATA_KEYS} keys.", param="metadata")
+    return merged
+
+
+def offered_products(ctx: MerchantContext, amount: int, currency: str) -> list[str]:
+    """The products at least one of the tenant's channel accounts can take for this payment."""
+    pool = candidates(ctx.tenant_id, ctx.mode, tenant_today(ctx.tenant_id))
+    offered = []
+    for code in catalogue.PRODUCTS:
+        forced, excluded = rules_for(ctx.tenant_id, ctx.merchant_id, code)
+        usable = catalogue.offered_products(
+            amount,
+            currency,
+            pool,
+            excluded_channel_ids={str(e) for e in excluded},
+            forced_channel_id=str(forced) if forced else None,
+        )
+        if any(p.code == code for p in usable):
+            offered.append(code)
+    return offered
+
+
+def product_for(payment_method: str, types: list[str]) -> str:
+    """The product a payment method belongs to: card tokens and Stripe test cards are cards."""
+    if payment_method.startswith(("pm_", "tok_", "card_", "src_")):
+        return "card"
+    if payment_method in catalogue.PRODUCTS:
+        return payment_method
+    if len(types) == 1:
+        return types[0]
+    raise InvalidRequest(f"No such PaymentMethod: '{payment_method}'", code="resource_missing", param="payment_method")
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+def get(ctx: MerchantContext, intent_id: str, *, lock: bool = False) -> PaymentIntent:
+    """The merchant's own intent in the key's mode; anything else is 'No such payment_intent'."""
+    statement = sa.select(PaymentIntent).where(
+        PaymentIntent.tenant_id == ctx.tenant_id,
+        PaymentIntent.merchant_id == ctx.merchant_id,
+        PaymentIntent.livemode == ctx.livemode,
+        PaymentIntent.id == str(intent_id),
+    )
+    if lock:
+        statement = statement.with_for_update()
+    pi = db.session.execute(statement).scalar_one_or_none()
+    if pi is None:
+        raise NotFound("payment_intent", str(intent_id), param="intent")
+    return pi
+
+
+def page(
+    ctx: MerchantContext,
+    model,
+    *,
+    limit: int = 10,
+    starting_after: str | None = None,
+    ending_before: str | None = None,
+    filters=(),
+) -> tuple[list, bool]:
+    """Stripe's list semantics, newest first: `starting_after` pages towards older objects,
+    `ending_before` towards newer ones; returns (objects, has_more)."""
+    if not 1 <= limit <= 100:
+        raise InvalidRequest("limit must be between 1 and 100.", param="limit")
+    base = sa.select(model).where(
+        model.tenant_id == ctx.tenant_id,
+        model.merchant_id == ctx.merchant_id,
+        model.livemode == ctx.livemode,
+        *filters,
+    )
+    newest_first = (model.created_at.desc(), model.id.desc())
+    if starting_after or ending_before:
+        cursor_id = starting_after or ending_before
+        anchor = db.session.execute(
+            sa.select(model.created_at, model.id).where(
+                model.tenant_id == ctx.tenant_id, model.id == cursor_id, model.merchant_id == ctx.merchant_id
+            )
+        ).one_or_none()
+        if anchor is None:
+            param = "starting_after" if starting_after else "ending_before"
+            raise InvalidRequest(f"No such object: '{cursor_id}'", code="resource_missing", param=param)
+        position = sa.tuple_(model.created_at, model.id)
+        if starting_after:
+            statement = base.where(position < sa.tuple_(*anchor)).order_by(*newest_first)
+        else:
+            statement = base.where(position > sa.tuple_(*anchor)).order_by(model.created_at, model.id)
+    else:
+        statement = base.order_by(*newest_first)
+    rows = db.session.execute(statement.limit(limit + 1)).scalars().all()
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    if ending_before:
+        rows.reverse()
+    return rows, has_more
+
+
+# --- create and update -------------------------------------------------------------------------
+
+
+def create(
+    ctx: MerchantContext,
+    *,
+    amount: Any,
+    currency: Any,
+    payment_method: str | None = None,
+    payment_method_types: list[str] | None = None,
+    capture_method: str = "automatic",
+    confirm: bool = False,
+    description: str | None = None,
+    metadata: Any = None,
+) -> PaymentIntent:
+    amount = clean_amount(amount)
+    currency = clean_currency(currency)
+    if capture_method not in ("automatic", "manual", "automatic_async"):
+        raise InvalidRequest("capture_method must be automatic or manual.", param="capture_method")
+    capture_method = "manual" if capture_method == "manual" else "automatic"
+    offered = offered_products(ctx, amount, currency)
+    if payment_method_types:
+        unavailable = [t for t in payment_method_types if t not in offered]
+        if unavailable:
+            raise InvalidRequest(
+                f"The payment method type {unavailable[0]!r} is not available for {amount} {currency} "
+                f"with this account's channels; available: {', '.join(offered) or 'none'}.",
+                code="payment_method_unavailable",
+                param="payment_method_types",
+            )
+        types = list(dict.fromkeys(payment_method_types))
+    else:
+        types = offered
+    if not types:
+        raise InvalidRequest(
+            f"No payment method can take {amount} {currency} for this account: no active channel "
+            "serves this amount and currency.",
+            code="payment_method_unavailable",
+            param="amount",
+        )
+    intent_id = objects.new_id("pi")
+    pi = PaymentIntent(
+        tenant_id=ctx.tenant_id,
+        id=intent_id,
+        merchant_id=ctx.merchant_id,
+        livemode=ctx.livemode,
+        amount=amount,
+        currency=currency,
+        capture_method=capture_method,
+        payment_method=payment_method,
+        payment_method_types=types,
+        description=description,
+        metadata_=merge_metadata({}, metadata),
+        status="requires_confirmation" if payment_method else "requires_payment_method",
+        client_secret=f"{intent_id}_secret_{objects.new_id('s')[2:]}",
+        amount_capturable=0,
+        amount_received=0,
+        amount_refunded=0,
+    )
+    db.session.add(pi)
+    db.session.flush()
+    events.record(pi.tenant_id, pi.merchant_id, pi.livemode, "payment_intent.created", objects.payment_intent(pi))
+    db.session.commit()
+    if confirm:
+        return confirm_intent(ctx, pi.id)
+    return pi
+
+
+def update(ctx: MerchantContext, intent_id: str, **fields: Any) -> PaymentIntent:
+    pi = get(ctx, intent_id, lock=True)
+    if pi.status not in ("requires_payment_method", "requires_confirmation"):
+        db.session.rollback()
+        raise InvalidRequest(
+            f"This PaymentIntent's status is {pi.status}; it can no longer be updated.",
+            code="payment_intent_unexpected_state",
+        )
+    if "amount" in fields and fields["amount"] is not None:
+        pi.amount = clean_amount(fields["amount"])
+    if "currency" in fields and fields["currency"] is not None:
+        pi.currency = clean_currency(fields["currency"])
+    if "description" in fields:
+        pi.description = fields["description"] or None
+    if "metadata" in fields:
+        pi.metadata_ = merge_metadata(pi.metadata_ or {}, fields["metadata"])
+    if fields.get("payment_method"):
+        pi.payment_method = fields["payment_method"]
+        pi.status = "requires_confirmation"
+    events.record(pi.tenant_id, pi.merchant_id, pi.livemode, "payment_intent.updated", objects.payment_intent(pi))
+    db.session.commit()
+    return pi
+
+
+# --- confirm -----------------------------------------------------------------------------------
+
+
+def _adapter(account: ChannelAccount):
+    return adapter_for(
+        account.type,
+        ChannelConfig(
+            id=str(account.id),
+            name=account.name,
+            credentials=credentials_of(account),
+            settings={"base_url": account.base_url} if account.base_url else {},
+            livemode=account.mode == "live",
+        ),
+    )
+
+
+def _account(tenant_id: uuid.UUID, account_id: uuid.UUID) -> ChannelAccount:
+    return db.session.execute(
+        sa.select(ChannelAccount).where(ChannelAccount.tenant_id == tenant_id, ChannelAccount.id == account_id)
+    ).scalar_one()
+
+
+def _fail(pi: PaymentIntent, error: dict[str, Any]) -> None:
+    pi.status = "requires_payment_method"
+    pi.last_payment_error = error
+    events.record(
+        pi.tenant_id, pi.merchant_id, pi.livemode, "payment_intent.payment_failed", objects.payment_intent(pi)
+    )
+
+
+def confirm_intent(ctx: MerchantContext, intent_id: str, payment_method: str | None = None) -> PaymentIntent:
+    pi = get(ctx, intent_id, lock=True)
+    if pi.status not in ("requires_payment_method", "requires_confirmation"):
+        db.session.rollback()
+        raise InvalidRequest(
+            f"This PaymentIntent's status is {pi.status}; only one that requires a payment method or "
+            "confirmation can be confirmed.",
+            code="payment_intent_unexpected_state",
+        )
+    if payment_method:
+        pi.payment_method = payment_method
+    if not pi.payment_method:
+        db.session.rollback()
+        raise InvalidRequest(
+            "You cannot confirm this PaymentIntent because it's missing a payment method.",
+            code="payment_intent_unexpected_state",
+            param="payment_method",
+        )
+    product = product_for(pi.payment_method, pi.payment_method_types)
+    if product not in pi.payment_method_types:
+        db.session.rollback()
+        raise InvalidRequest(
+            f"This PaymentIntent does not offer {product}.", code="payment_method_unavailable", param="payment_method"
+        )
+    decision = plan(
+        ctx.tenant_id,
+        ctx.merchant_id,
+        product,
+        pi.amount,
+        pi.currency,
+        ctx.mode,
+        set(catalogue.product(product).required_elements),
+    )
+    pi.product = product
+    pi.routing = decision.to_record()
+    pi.last_payment_error = None
+    if decision.chosen is None:
+        _fail(pi, {"type": "invalid_request_error", "code": "payment_method_unavailable", "message": decision.summary})
+        db.session.commit()
+        raise InvalidRequest(decision.summary, code="payment_method_unavailable", param="payment_method")
+    db.session.commit()
+    route = [decision.chosen, *decision.failover]
+    # Each attempt gets its own key towards the channel; a re-confirmation continues the count.
+    earlier = db.session.scalar(
+        sa.select(sa.func.count())
+        .select_from(PaymentAttempt)
+        .where(PaymentAttempt.tenant_id == ctx.tenant_id, PaymentAttempt.payment_intent_id == pi.id)
+    )
+    for number, candidate in enumerate(route, start=earlier + 1):
+        pi = get(ctx, intent_id, lock=True)
+        attempt = PaymentAttempt(
+            tenant_id=ctx.tenant_id,
+            payment_intent_id=pi.id,
+            channel_account_id=uuid.UUID(candidate.id),
+            kind="charge",
+            status="started",
+            idempotency_key=f"{pi.id}-charge-{number}",
+            amount=pi.amount,
+            request={
+                "product": product,
+                "amount": pi.amount,
+                "currency": pi.currency,
+                "capture_method": pi.capture_method,
+                "channel": candidate.name,
+            },
+        )
+        db.session.add(attempt)
+        pi.status = "processing"
+        pi.channel_account_id = attempt.channel_account_id
+        account = _account(ctx.tenant_id, attempt.channel_account_id)
+        request = ChargeRequest(
+            amount=pi.amount,
+            currency=pi.currency,
+            idempotency_key=attempt.idempotency_key,
+            product=product,
+            payment_method=pi.payment_method,
+            capture_method=pi.capture_method,
+            description=pi.description or "",
+            metadata={"payplat_payment_intent": pi.id, "payplat_key": attempt.idempotency_key},
+        )
+        attempt_id = attempt.id
+        db.session.commit()
+        try:
+            result = _adapter(account).charge(request)
+        except (ChannelUnavailable, ChannelConfigError) as exc:
+            _finish_attempt(ctx, attempt_id, "unavailable", error=str(exc))
+            continue
+        except ChannelTimeout as exc:
+            _finish_attempt(ctx, attempt_id, "unknown", error=str(exc))
+            queue.enqueue(
+                "channels",
+                _resolve_job(),
+                ctx.tenant_id,
+                str(attempt_id),
+                retry=Retry(max=len(QUERY_BACKOFF), interval=QUERY_BACKOFF),
+            )
+            return get(ctx, intent_id)
+        except ChannelDeclined as exc:
+            return _declined(ctx, intent_id, attempt_id, exc)
+        except ChannelInvalidRequest as exc:
+            pi = get(ctx, intent_id, lock=True)
+            _mark(attempt_id, ctx.tenant_id, "failed", error=str(exc))
+            _fail(pi, {"type": "invalid_request_error", "code": exc.code or "invalid_request", "message": str(exc)})
+            db.session.commit()
+            raise InvalidRequest(str(exc), code=exc.code or "invalid_request", param="payment_method") from exc
+        return apply_charge_result(ctx.tenant_id, attempt_id, result)
+    pi = get(ctx, intent_id, lock=True)
+    _fail(
+        pi,
+        {
+            "type": "api_error",
+            "code": "channel_unavailable",
+            "message": "No payment channel could take the payment; nothing was charged. Try again later.",
+        },
+    )
+    db.session.commit()
+    raise ChannelError(
+        "No payment channel could take the payment; nothing was charged. Try again later.",
+        code="channel_unavailable",
+        payment_intent=objects.payment_intent(pi),
+    )
+
+
+def _resolve_job():
+    from payments.jobs import resolve_attempt
+
+    return resolve_attempt
+
+
+def _mark(
+    attempt_id: uuid.UUID,
+    tenant_id: uuid.UUID,
+    status: str,
+    *,
+    error: str | None = None,
+    response: dict[str, Any] | None = None,
+) -> PaymentAttempt:
+    attempt = db.session.execute(
+        sa.select(PaymentAttempt)
+        .where(PaymentAttempt.tenant_id == tenant_id, PaymentAttempt.id == attempt_id)
+        .with_for_update()
+    ).scalar_one()
+    attempt.status = status
+    attempt.error = error[:500] if error else None
+    if response is not None:
+        attempt.response = response
+    if status != "unknown":
+        attempt.finished_at = _now()
+    return attempt
+
+
+def _finish_attempt(ctx: MerchantContext, attempt_id: uuid.UUID, status: str, *, error: str) -> None:
+    _mark(attempt_id, ctx.tenant_id, status, error=error)
+    db.session.commit()
+
+
+def _declined(ctx: MerchantContext, intent_id: str, attempt_id: uuid.UUID, exc: ChannelDeclined) -> PaymentIntent:
+    pi = get(ctx, intent_id, lock=True)
+    _mark(
+        attempt_id,
+        ctx.tenant_id,
+        "declined",
+        error=str(exc),
+        response={"decline_code": exc.decline_code, "reference": getattr(exc, "reference", None)},
+    )
+    error = {
+        "type": "card_error",
+        "code": "card_declined",
+        "decline_code": exc.decline_code,
+        "message": "Your card was declined." if exc.decline_code == "generic_decline" else str(exc),
+    }
+    _fail(pi, error)
+    db.session.commit()
+    raise CardError(
+        error["message"],
+        code="card_declined",
+        decline_code=exc.decline_code,
+        param="payment_method",
+        payment_intent=objects.payment_intent(pi),
+    )
+
+
+def _add_usage(pi: PaymentIntent, amount: int) -> None:
+    """What the channel account took today counts against its daily cap (the tenant's day)."""
+    statement = pg_insert(ChannelDailyUsage).values(
+        tenant_id=pi.tenant_id,
+        channel_account_id=pi.channel_account_id,
+        day=tenant_today(pi.tenant_id),
+        amount=amount,
+        count=1,
+    )
+    db.session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["tenant_id", "channel_account_id", "day"],
+            set_={"amount": ChannelDailyUsage.amount + amount, "count": ChannelDailyUsage.count + 1},
+        )
+    )
+
+
+def _post_capture(pi: PaymentIntent, amount: int) -> None:
+    receivable = ledger.account(pi.tenant_id, "channel_receivable", pi.currency, pi.livemode)
+    pending = ledger.account(pi.tenant_id, "merchant_pending", pi.currency, pi.livemode, merchant_id=pi.merchant_id)
+    ledger.post(
+        pi.tenant_id,
+        "payment.captured",
+        pi.id,
+        [(receivable, amount), (pending, -amount)],
+        pi.livemode,
+        description=f"{pi.id} captured",
+    )
+
+
+def _succeed(pi: PaymentIntent, amount: int) -> None:
+    pi.status = "succeeded"
+    pi.amount_received = amount
+    pi.amount_capturable = 0
+    _post_capture(pi, amount)
+    events.record(pi.tenant_id, pi.merchant_id, pi.livemode, "payment_intent.succeeded", objects.payment_intent(pi))
+
+
+def apply_charge_result(tenant_id: uuid.UUID, attempt_id: uuid.UUID, result: ChargeResult) -> PaymentIntent:
+    """Apply a channel's answer for an attempt exactly once (a late notification and a query
+    result for the same attempt may both arrive: the second finds the attempt final)."""
+    intent_id = db.session.execute(
+        sa.select(PaymentAttempt.payment_intent_id).where(
+            PaymentAttempt.tenant_id == tenant_id, PaymentAttempt.id == attempt_id
+        )
+    ).scalar_one()
+    # Always the intent first, then its attempt: every writer locks in this order.
+    pi = db.session.execute(
+        sa.select(PaymentIntent)
+        .where(PaymentIntent.tenant_id == tenant_id, PaymentIntent.id == intent_id)
+        .with_for_update()
+    ).scalar_one()
+    attempt = db.session.execute(
+        sa.select(PaymentAttempt)
+        .where(PaymentAttempt.tenant_id == tenant_id, PaymentAttempt.id == attempt_id)
+        .with_for_update()
+    ).scalar_one()
+    if attempt.status not in ("started", "unknown"):
+        db.session.rollback()
+        return pi
+    response = {"reference": result.reference, "status": str(result.status), **dict(result.raw or {})}
+    pi.channel_reference = result.reference
+    if attempt.kind == "capture":
+        if result.status == ChargeStatus.SUCCEEDED:
+            _mark(attempt_id, tenant_id, "succeeded", response=response)
+            _succeed(pi, getattr(result, "amount_captured", 0) or attempt.amount)
+        elif result.status in (ChargeStatus.FAILED, ChargeStatus.CANCELED):
+            _mark(attempt_id, tenant_id, "failed", response=response, error=result.failure_message)
+        else:
+            db.session.rollback()
+            return pi
+    elif result.status == ChargeStatus.SUCCEEDED:
+        _mark(attempt_id, tenant_id, "succeeded", response=response)
+        _add_usage(pi, pi.amount)
+        _succeed(pi, pi.amount)
+    elif result.status == ChargeStatus.REQUIRES_CAPTURE:
+        _mark(attempt_id, tenant_id, "requires_capture", response=response)
+        _add_usage(pi, pi.amount)
+        pi.status = "requires_capture"
+        pi.amount_capturable = pi.amount
+        events.record(
+            pi.tenant_id,
+            pi.merchant_id,
+            pi.livemode,
+            "payment_intent.amount_capturable_updated",
+            objects.payment_intent(pi),
+        )
+    elif result.status in (ChargeStatus.FAILED, ChargeStatus.CANCELED):
+        _mark(attempt_id, tenant_id, "declined", response=response, error=result.failure_message)
+        _fail(
+            pi,
+            {
+                "type": "card_error",
+                "code": "card_declined",
+                "decline_code": result.failure_code,
+                "message": result.failure_message or "Your card was declined.",
+            },
+        )
+    else:
+        # Still processing at the channel (a QR code to scan, a transfer to arrive).
+        _mark(attempt_id, tenant_id, "unknown", response=response)
+    db.session.commit()
+    return pi
+
+
+# --- capture and cancel ------------------------------------------------------------------------
+
+
+def capture(ctx: MerchantContext, intent_id: str, amount_to_capture: Any = None) -> PaymentIntent:
+    pi = get(ctx, intent_id, lock=True)
+    if pi.status != "requires_capture":
+        db.session.rollback()
+        raise InvalidRequest(
+            f"This PaymentIntent could not be captured because it has a status of {pi.status}. "
+            "Only a PaymentIntent with status requires_capture can be captured.",
+            code="payment_intent_unexpected_state",
+        )
+    amount = pi.amount_capturable if amount_to_capture is None else clean_amount(amount_to_capture, "amount_to_capture")
+    if amount > pi.amount_capturable:
+        db.session.rollback()
+        raise InvalidRequest(
+            f"The amount to capture ({amount}) is greater than the amount capturable ({pi.amount_capturable}).",
+            code="amount_too_large",
+            param="amount_to_capture",
+        )
+    attempt = PaymentAttempt(
+        tenant_id=ctx.tenant_id,
+        payment_intent_id=pi.id,
+        channel_account_id=pi.channel_account_id,
+        kind="capture",
+        status="started",
+        idempotency_key=f"{pi.id}-capture",
+        amount=amount,
+        request={"amount": amount},
+    )
+    db.session.add(attempt)
+    account = _account(ctx.tenant_id, pi.channel_account_id)
+    request = CaptureRequest(reference=pi.channel_reference, amount=amount, idempotency_key=attempt.idempotency_key)
+    attempt_id = attempt.id
+    db.session.commit()
+    try:
+        result = _adapter(account).capture(request)
+    except ChannelTimeout as exc:
+        _finish_attempt(ctx, attempt_id, "unknown", error=str(exc))
+        queue.enqueue(
+            "channels",
+            _resolve_job(),
+            ctx.tenant_id,
+            str(attempt_id),
+            retry=Retry(max=len(QUERY_BACKOFF), interval=QUERY_BACKOFF),
+        )
+        return get(ctx, intent_id)
+    except (ChannelUnavailable, ChannelConfigError, ChannelDeclined, ChannelInvalidRequest) as exc:
+        _finish_attempt(ctx, attempt_id, "failed", error=str(exc))
+        raise ChannelError(f"The channel did not capture the payment: {exc}", code="capture_failed") from exc
+    return apply_charge_result(ctx.tenant_id, attempt_id, result)
+
+
+def cancel(ctx: MerchantContext, intent_id: str, cancellation_reason: str | None = None) -> PaymentIntent:
+    pi = get(ctx, intent_id, lock=True)
+    if pi.status not in ("requires_payment_method", "requires_confirmation", "requires_capture"):
+        db.session.rollback()
+        raise InvalidRequest(
+            f"You cannot cancel this PaymentIntent because it has a status of {pi.status}.",
+            code="payment_intent_unexpected_state",
+        )
+    if pi.status == "requires_capture":
+        # Release the authorisation at the channel first; nothing is held open meanwhile.
+        account = _account(ctx.tenant_id, pi.channel_account_id)
+        request = CancelRequest(
+            reference=pi.channel_reference, idempotency_key=f"{pi.id}-cancel", reason=cancellation_reason or ""
+        )
+        db.session.commit()
+        try:
+            _adapter(account).cancel(request)
+        except (ChannelUnavailable, ChannelTimeout, ChannelConfigError) as exc:
+            raise ChannelError(f"The channel could not release the authorisation: {exc}", code="cancel_failed") from exc
+        pi = get(ctx, intent_id, lock=True)
+        if pi.status != "requires_capture":
+            db.session.rollback()
+            return pi
+    pi.status = "canceled"
+    pi.cancellation_reason = cancellation_reason
+    pi.canceled_at = _now()
+    pi.amount_capturable = 0
+    events.record(pi.tenant_id, pi.merchant_id, pi.livemode, "payment_intent.canceled", objects.payment_intent(pi))
+    db.session.commit()
+    return pi

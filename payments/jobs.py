@@ -1,0 +1,47 @@
+"""Background jobs of the payment core (queue `channels`)."""
+
+from __future__ import annotations
+
+import uuid
+
+import sqlalchemy as sa
+
+from core.db import db
+from payments.channels.base import ChannelTimeout, ChannelUnavailable, ChargeStatus
+from payments.models import ChannelAccount, PaymentAttempt
+
+
+class OutcomeStillUnknown(Exception):
+    """The channel has no final answer yet; RQ retries the job with backoff."""
+
+
+def resolve_attempt(tenant_id: uuid.UUID, attempt_id: str) -> str:
+    """Ask the channel what became of an attempt whose answer never came, and apply it once.
+
+    Asks by the idempotency key the channel received, never charges again. Safe to run twice
+    or after a worker died: a final attempt is left as it is.
+    """
+    from payments.intents import _adapter, apply_charge_result
+
+    attempt = db.session.execute(
+        sa.select(PaymentAttempt).where(
+            PaymentAttempt.tenant_id == tenant_id, PaymentAttempt.id == uuid.UUID(attempt_id)
+        )
+    ).scalar_one()
+    if attempt.status not in ("started", "unknown"):
+        return attempt.status
+    account = db.session.execute(
+        sa.select(ChannelAccount).where(
+            ChannelAccount.tenant_id == tenant_id, ChannelAccount.id == attempt.channel_account_id
+        )
+    ).scalar_one()
+    key = attempt.idempotency_key
+    db.session.commit()
+    try:
+        result = _adapter(account).query(idempotency_key=key)
+    except (ChannelTimeout, ChannelUnavailable) as exc:
+        raise OutcomeStillUnknown(f"attempt {attempt_id}: the channel did not answer ({exc})") from exc
+    if result.status == ChargeStatus.PROCESSING:
+        raise OutcomeStillUnknown(f"attempt {attempt_id}: still processing at the channel")
+    pi = apply_charge_result(tenant_id, attempt.id, result)
+    return pi.status

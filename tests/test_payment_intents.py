@@ -1,0 +1,128 @@
+"""PaymentIntents and refunds through the sandbox channel, at the use-case level."""
+
+import threading
+
+import pytest
+import sqlalchemy as sa
+
+import ledger
+from core.db import db
+from payments import intents, refunds
+from payments.channel_accounts import ChannelAccountInput, create_channel_account
+from payments.errors import CardError, InvalidRequest
+from payments.models import Event, PaymentAttempt
+from tenants.audit import Actor
+from tenants.isolation import platform_scope, tenant_context
+
+
+@pytest.fixture
+def shop(app, make):
+    tenant = make.tenant("acme")
+    merchant = make.merchant(tenant, "Coffee", "owner@coffee.example.com")
+    with app.app_context(), tenant_context(db.session, tenant.id):
+        create_channel_account(
+            tenant.id,
+            ChannelAccountInput(
+                name="Sandbox",
+                type="sandbox",
+                currency="USD",
+                products=["card"],
+                costs={"card": {"percent": "2.9", "fixed": 30}},
+            ),
+            {"card"},
+            Actor.system(),
+        )
+        db.session.remove()
+    return intents.MerchantContext(tenant.id, merchant, livemode=False)
+
+
+@pytest.fixture
+def as_shop(app, shop):
+    with app.app_context(), tenant_context(db.session, shop.tenant_id):
+        yield shop
+        db.session.remove()
+
+
+def _ledger_ok():
+    with platform_scope(db.session):
+        return ledger.check(db.session)
+
+
+def test_create_and_confirm_succeeds_and_posts_to_the_ledger(as_shop):
+    pi = intents.create(as_shop, amount=2000, currency="usd", payment_method="pm_card_visa", confirm=True)
+    assert pi.status == "succeeded" and pi.amount_received == 2000
+    assert pi.payment_method_types == ["card"] and pi.routing["chosen"]
+    assert refunds.balance(as_shop)["pending"] == [{"amount": 2000, "currency": "usd"}]
+    types = db.session.execute(sa.select(Event.type).order_by(Event.created_at)).scalars().all()
+    assert types == ["payment_intent.created", "payment_intent.succeeded"]
+    assert _ledger_ok() == []
+
+
+def test_decline_leaves_the_intent_retryable(as_shop):
+    with pytest.raises(CardError) as declined:
+        intents.create(as_shop, amount=2000, currency="usd", payment_method="pm_card_chargeDeclined", confirm=True)
+    assert declined.value.decline_code == "generic_decline"
+    pi_id = declined.value.payment_intent["id"]
+    pi = intents.get(as_shop, pi_id)
+    assert pi.status == "requires_payment_method" and pi.last_payment_error["code"] == "card_declined"
+    pi = intents.confirm_intent(as_shop, pi_id, payment_method="pm_card_visa")
+    assert pi.status == "succeeded"
+
+
+def test_manual_capture_then_partial_refunds(as_shop):
+    pi = intents.create(
+        as_shop, amount=5000, currency="usd", payment_method="pm_card_visa", capture_method="manual", confirm=True
+    )
+    assert pi.status == "requires_capture" and pi.amount_capturable == 5000
+    pi = intents.capture(as_shop, pi.id, amount_to_capture=4000)
+    assert pi.status == "succeeded" and pi.amount_received == 4000
+    first = refunds.create(as_shop, payment_intent=pi.id, amount=1500)
+    assert first.status == "succeeded"
+    with pytest.raises(InvalidRequest, match="greater than unrefunded amount"):
+        refunds.create(as_shop, payment_intent=pi.id, amount=3000)
+    rest = refunds.create(as_shop, payment_intent=pi.id)
+    assert rest.amount == 2500
+    assert refunds.balance(as_shop)["pending"] == [{"amount": 0, "currency": "usd"}]
+    assert _ledger_ok() == []
+
+
+def test_timeout_stays_processing_and_is_resolved_by_query(as_shop, run_jobs):
+    pi = intents.create(as_shop, amount=4001, currency="usd", payment_method="pm_card_visa", confirm=True)
+    assert pi.status == "processing"
+    db.session.remove()
+    assert run_jobs() == 1
+    with tenant_context(db.session, as_shop.tenant_id):
+        pi = intents.get(as_shop, pi.id)
+        assert pi.status == "succeeded"
+        attempts = db.session.execute(sa.select(PaymentAttempt)).scalars().all()
+        assert [a.status for a in attempts] == ["succeeded"]
+    assert _ledger_ok() == []
+
+
+def test_concurrent_refunds_never_exceed_what_was_received(app, shop):
+    with app.app_context(), tenant_context(db.session, shop.tenant_id):
+        pi = intents.create(shop, amount=10000, currency="usd", payment_method="pm_card_visa", confirm=True)
+        db.session.remove()
+    barrier = threading.Barrier(20)
+    outcomes = []
+
+    def refund():
+        with app.app_context(), tenant_context(db.session, shop.tenant_id):
+            barrier.wait(timeout=10)
+            try:
+                outcomes.append(refunds.create(shop, payment_intent=pi.id, amount=700).status)
+            except InvalidRequest:
+                outcomes.append("refused")
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=refund) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert outcomes.count("succeeded") == 14 and outcomes.count("refused") == 6
+    with app.app_context(), tenant_context(db.session, shop.tenant_id):
+        assert intents.get(shop, pi.id).amount_refunded == 9800
+        assert _ledger_ok() == []
+        db.session.remove()
