@@ -3,10 +3,16 @@ each, every account with a known password. Loading twice changes nothing."""
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 import sqlalchemy as sa
 
 from core.db import db
+from payments import channel_accounts, intents
+from payments import products as catalogue
+from payments.errors import PaymentError
+from payments.models import ChannelAccount, PaymentIntent
 from portal import theming
 from portal.sites import platform_base_url, tenant_base_url
 from tenants import accounts, provisioning
@@ -26,6 +32,10 @@ TENANTS = [
             ("Acme Coffee Roasters", "owner@coffee.example.com"),
             ("Acme Bike Repair", "owner@bikes.example.com"),
         ],
+        "channels": [
+            ("Sandbox cards", "USD", ["card"], {"card": {"percent": "2.4", "fixed": 20}}, 10, 500_000),
+            ("Sandbox backup", "USD", ["card"], {"card": {"percent": "2.9", "fixed": 30}}, 20, None),
+        ],
     },
     {
         "spec": provisioning.TenantSpec(
@@ -40,6 +50,20 @@ TENANTS = [
         "merchants": [
             ("Dragon Noodle House", "owner@noodles.example.com"),
             ("Dragon Tea Shop", "owner@tea.example.com"),
+        ],
+        "channels": [
+            (
+                "沙盒 Sandbox CNY",
+                "CNY",
+                ["card", "alipay_qr", "wechat_pay"],
+                {
+                    "card": {"percent": "0.6", "fixed": 0},
+                    "alipay_qr": {"percent": "0.38", "fixed": 0},
+                    "wechat_pay": {"percent": "0.38", "fixed": 0},
+                },
+                10,
+                None,
+            ),
         ],
     },
 ]
@@ -71,6 +95,53 @@ def load() -> None:
                 if exists is None:
                     provisioning.create_merchant(tenant_id, name, owner_email, Actor.system())
                 _ensure_password(tenant_id, owner_email)
+            _ensure_channels(tenant_id, entry["channels"])
+            _ensure_payments(tenant_id, entry["merchants"][0][1], entry["channels"][0][1])
+
+
+def _ensure_channels(tenant_id, channels) -> None:
+    """Sandbox channel accounts in test mode, so demo merchants can take test payments at once."""
+    existing = set(db.session.execute(sa.select(ChannelAccount.name)).scalars())
+    for name, currency, products, costs, priority, max_amount in channels:
+        if name not in existing:
+            channel_accounts.create_channel_account(
+                tenant_id,
+                channel_accounts.ChannelAccountInput(
+                    name=name,
+                    type="sandbox",
+                    currency=currency,
+                    products=products,
+                    costs=costs,
+                    priority=priority,
+                    max_amount=max_amount,
+                ),
+                set(catalogue.PRODUCTS),
+                Actor.system(),
+            )
+
+
+def _ensure_payments(tenant_id, owner_email: str, currency: str) -> None:
+    """A few test payments for the first merchant, so its dashboard has something to show."""
+    owner = db.session.execute(
+        sa.select(User).where(User.tenant_id == tenant_id, User.email == owner_email)
+    ).scalar_one()
+    ctx = intents.MerchantContext(tenant_id, owner.merchant_id, livemode=False)
+    if db.session.execute(sa.select(PaymentIntent.id).where(PaymentIntent.merchant_id == owner.merchant_id)).first():
+        return
+    for amount, method in ((1250, "pm_card_visa"), (4800, "pm_card_mastercard"), (990, "pm_card_visa")):
+        intents.create(
+            ctx, amount=amount, currency=currency, payment_method=method, confirm=True, description="Demo order"
+        )
+    # A declined demo payment is the point: the dashboard shows how a decline looks.
+    with contextlib.suppress(PaymentError):
+        intents.create(
+            ctx,
+            amount=3100,
+            currency=currency,
+            payment_method="pm_card_chargeDeclined",
+            confirm=True,
+            description="Demo order (declined card)",
+        )
 
 
 def _ensure_password(tenant_id, email: str) -> None:
