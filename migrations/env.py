@@ -12,7 +12,8 @@ import portal.models  # noqa: F401  (registers every table on the metadata)
 from core.db import db
 
 config = context.config
-fileConfig(config.config_file_name)
+# Keep the app's own loggers: the default would silence every logger created before migrating.
+fileConfig(config.config_file_name, disable_existing_loggers=False)
 logger = logging.getLogger("alembic.env")
 
 

@@ -12,8 +12,11 @@ from types import MappingProxyType
 
 from payments.channels.base import ChannelAdapter, ChannelConfig, ChannelConfigError
 from payments.channels.sandbox import SandboxAdapter
+from payments.channels.stripe import StripeAdapter
 
-ADAPTERS: Mapping[str, type[ChannelAdapter]] = MappingProxyType({SandboxAdapter.type_name: SandboxAdapter})
+ADAPTERS: Mapping[str, type[ChannelAdapter]] = MappingProxyType(
+    {SandboxAdapter.type_name: SandboxAdapter, StripeAdapter.type_name: StripeAdapter}
+)
 
 
 def channel_types() -> list[str]:
