@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 from core.db import db
-from payments import objects
+from payments import objects, webhooks  # noqa: F401  (webhooks: its session hook dispatches after commit)
 from payments.models import Event
 
 

@@ -199,7 +199,10 @@ def page(
         cursor_id = starting_after or ending_before
         anchor = db.session.execute(
             sa.select(model.created_at, model.id).where(
-                model.tenant_id == ctx.tenant_id, model.id == cursor_id, model.merchant_id == ctx.merchant_id
+                model.tenant_id == ctx.tenant_id,
+                model.id == cursor_id,
+                model.merchant_id == ctx.merchant_id,
+                model.livemode == ctx.livemode,
             )
         ).one_or_none()
         if anchor is None:
@@ -290,11 +293,14 @@ def create(
 
 def update(ctx: MerchantContext, intent_id: str, **fields: Any) -> PaymentIntent:
     pi = get(ctx, intent_id, lock=True)
-    if pi.status not in ("requires_payment_method", "requires_confirmation"):
+    # As at Stripe, description and metadata may change in any status; what is charged only before confirmation.
+    charged = [name for name in ("amount", "currency", "payment_method") if fields.get(name)]
+    if charged and pi.status not in ("requires_payment_method", "requires_confirmation"):
         db.session.rollback()
         raise InvalidRequest(
-            f"This PaymentIntent's status is {pi.status}; it can no longer be updated.",
+            f"This PaymentIntent's status is {pi.status}; its {charged[0]} can no longer be updated.",
             code="payment_intent_unexpected_state",
+            param=charged[0],
         )
     if "amount" in fields and fields["amount"] is not None:
         pi.amount = clean_amount(fields["amount"])

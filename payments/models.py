@@ -260,6 +260,8 @@ class Event(TenantOwned, db.Model):
     object_id: Mapped[str] = mapped_column(sa.String(40))
     data: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+    # When `payments.webhooks.dispatch` turned it into deliveries (None: not yet).
+    dispatched_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
 
     __table_args__ = (
         sa.ForeignKeyConstraint(
@@ -267,6 +269,9 @@ class Event(TenantOwned, db.Model):
         ),
         sa.Index("ix_events_tenant_id_merchant_id_created_at_id", "tenant_id", "merchant_id", "created_at", "id"),
         sa.Index("ix_events_tenant_id_object_id", "tenant_id", "object_id"),
+        sa.Index(
+            "ix_events_undispatched", "tenant_id", "created_at", postgresql_where=sa.text("dispatched_at IS NULL")
+        ),
     )
 
 

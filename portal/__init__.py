@@ -69,10 +69,11 @@ def configure_theming(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from portal import auth, console, merchant, platform
+    from portal import api, auth, console, merchant, platform
 
     for blueprint, prefix in (
         (auth.bp, None),
+        (api.bp, "/v1"),
         (platform.bp, "/platform"),
         (console.bp, "/console"),
         (merchant.bp, "/merchant"),

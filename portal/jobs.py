@@ -7,12 +7,14 @@ Jobs themselves live beside the code they run (`portal/mail.py`, later `clearing
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from flask import current_app
 from redis import Redis
 from rq import Queue
-from rq.job import Job
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 
 from core.db import db
 from tenants import isolation
@@ -35,11 +37,37 @@ def queue(name: str) -> Queue:
     return Queue(name, connection=redis_connection(), job_class=AppJob)
 
 
-def enqueue(queue_name: str, func, *args: Any, **kwargs: Any) -> Job:
-    """Queue `func(*args)`; the current tenant travels in the job's meta."""
+# A job in one of these states will still run: `if_absent` keeps it instead of adding another.
+LIVE_STATUSES = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.STARTED)
+
+
+def enqueue(
+    queue_name: str, func, *args: Any, at: datetime | None = None, if_absent: bool = False, **kwargs: Any
+) -> Job:
+    """Queue `func(*args)`; the current tenant travels in the job's meta.
+
+    `at`: run at that time instead, through RQ's scheduler (the worker's `--with-scheduler`).
+    `if_absent` (needs a deterministic `job_id`): a job of that id that is still queued, scheduled,
+    deferred or running is kept and returned; a finished, failed or stopped one is replaced.
+    """
     tenant = isolation.current_tenant_id()
     meta = {"tenant_id": str(tenant) if tenant else None, "platform_scope": isolation.in_platform_scope()}
-    return queue(queue_name).enqueue(func, *args, meta=meta, **kwargs)
+    target = queue(queue_name)
+    if if_absent:
+        job_id = kwargs.get("job_id")
+        if not job_id:
+            raise ValueError("if_absent needs a job_id")
+        try:
+            existing = AppJob.fetch(job_id, connection=target.connection)
+        except NoSuchJobError:
+            existing = None
+        if existing is not None:
+            if existing.get_status(refresh=False) in LIVE_STATUSES:
+                return existing
+            existing.delete()
+    if at is not None:
+        return target.enqueue_at(at, func, *args, meta=meta, **kwargs)
+    return target.enqueue(func, *args, meta=meta, **kwargs)
 
 
 class AppJob(Job):

@@ -2,5 +2,6 @@
 
 import ledger.models  # noqa: F401
 import payments.models  # noqa: F401
+import payments.webhooks  # noqa: F401
 import tenants.api_keys  # noqa: F401
 import tenants.models  # noqa: F401

@@ -4,11 +4,12 @@
 table fails `test_every_route_with_a_variable_is_in_the_table`, naming it: add it to the table
 with how to build its URL from the signed-in side's own objects and from another tenant's.
 
-For each route: A's admin (or, for the merchant dashboard, A's merchant owner), signed in on
-A's host, requests the URL built with B's ids and gets 404 (or the refusal named in the table);
-B's data is unchanged and nobody at B got an e-mail. As controls, the same route with A's own
-ids is not refused, and B's ids on B's host, by B's admin (B's merchant owner), are not refused
-either (so B's ids are real and the 404 means something).
+For each route: A's admin (or, for the merchant dashboard, A's merchant owner; for the merchant
+API at /v1, A's merchant's secret key), on A's host, requests the URL built with B's ids and gets
+404 (or the refusal named in the table); B's data is unchanged and nobody at B got an e-mail. As
+controls, the same route with A's own ids is not refused, and B's ids on B's host, by B's admin
+(B's merchant owner, B's key), are not refused either (so B's ids are real and the 404 means
+something).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from conftest import PASSWORD
 from PIL import Image
 
 from core.db import db
-from payments import channel_accounts, intents
+from payments import channel_accounts, intents, refunds, webhooks
+from payments.models import Event
 from tenants import api_keys, branding, tokens
 from tenants.audit import Actor
 from tenants.isolation import tenant_context
@@ -53,6 +55,13 @@ class Side:
     api_key: uuid.UUID  # a test-mode API key of `merchant`, created by its owner
     payment: str  # a succeeded PaymentIntent of `merchant`
     owner_email: str  # `owner`'s e-mail: signs in to the merchant dashboard
+    api_secret: str  # the secret of `api_key`: the merchant's backend calls the API with it
+    unconfirmed: str  # a PaymentIntent of `merchant` awaiting confirmation (pm_card_visa)
+    held: str  # an authorised PaymentIntent of `merchant` (capture_method=manual)
+    refund: str  # a partial refund of `payment`
+    event: str  # the payment_intent.succeeded event of `payment`
+    webhook: str  # a webhook endpoint of `merchant` (test mode, all events)
+    delivery: uuid.UUID  # a delivery of one of `merchant`'s events to `webhook`
 
 
 @dataclass
@@ -71,7 +80,7 @@ class Route:
     """
 
     # "tenant" (A's admin on A's host) | "merchant" (A's merchant owner on A's host)
-    # | "platform" (platform admin on the platform host)
+    # | "api" (A's merchant's secret key on A's host) | "platform" (platform admin on the platform host)
     who: str
     method: str
     own: Callable[[World], dict]
@@ -80,6 +89,8 @@ class Route:
     refused: int = 404
     refused_text: str = "Page not found"
 
+
+API_REFUSAL = {"refused": 404, "refused_text": '"code": "resource_missing"'}
 
 ROUTES: dict[str, Route] = {
     # A logo file name of tenant B asked for on A's host.
@@ -152,6 +163,59 @@ ROUTES: dict[str, Route] = {
     ),
     "merchant.revoke_api_key": Route(
         "merchant", "POST", lambda w: {"key_id": w.a.api_key}, lambda w: [{"key_id": w.b.api_key}]
+    ),
+    "merchant.webhook": Route(
+        "merchant", "GET", lambda w: {"endpoint_id": w.a.webhook}, lambda w: [{"endpoint_id": w.b.webhook}]
+    ),
+    "merchant.update_webhook": Route(
+        "merchant",
+        "POST",
+        lambda w: {"endpoint_id": w.a.webhook},
+        lambda w: [{"endpoint_id": w.b.webhook}],
+        data={"url": "http://127.0.0.1:9/changed", "events": "*"},
+    ),
+    "merchant.set_webhook_status": Route(
+        "merchant",
+        "POST",
+        lambda w: {"endpoint_id": w.a.webhook},
+        lambda w: [{"endpoint_id": w.b.webhook}],
+        data={"disabled": "1"},
+    ),
+    "merchant.delete_webhook": Route(
+        "merchant", "POST", lambda w: {"endpoint_id": w.a.webhook}, lambda w: [{"endpoint_id": w.b.webhook}]
+    ),
+    "merchant.resend_webhook_delivery": Route(
+        "merchant",
+        "POST",
+        lambda w: {"endpoint_id": w.a.webhook, "delivery_id": w.a.delivery},
+        lambda w: [{"endpoint_id": w.b.webhook, "delivery_id": w.b.delivery}],
+    ),
+    # The merchant API, with the merchant's secret key; its refusal is Stripe's error object.
+    "api.retrieve_payment_intent": Route(
+        "api", "GET", lambda w: {"intent": w.a.payment}, lambda w: [{"intent": w.b.payment}], **API_REFUSAL
+    ),
+    "api.update_payment_intent": Route(
+        "api",
+        "POST",
+        lambda w: {"intent": w.a.unconfirmed},
+        lambda w: [{"intent": w.b.unconfirmed}],
+        data={"metadata[note]": "changed", "description": "changed"},
+        **API_REFUSAL,
+    ),
+    "api.confirm_payment_intent": Route(
+        "api", "POST", lambda w: {"intent": w.a.unconfirmed}, lambda w: [{"intent": w.b.unconfirmed}], **API_REFUSAL
+    ),
+    "api.capture_payment_intent": Route(
+        "api", "POST", lambda w: {"intent": w.a.held}, lambda w: [{"intent": w.b.held}], **API_REFUSAL
+    ),
+    "api.cancel_payment_intent": Route(
+        "api", "POST", lambda w: {"intent": w.a.held}, lambda w: [{"intent": w.b.held}], **API_REFUSAL
+    ),
+    "api.retrieve_refund": Route(
+        "api", "GET", lambda w: {"refund": w.a.refund}, lambda w: [{"refund": w.b.refund}], **API_REFUSAL
+    ),
+    "api.retrieve_event": Route(
+        "api", "GET", lambda w: {"id": w.a.event}, lambda w: [{"id": w.b.event}], **API_REFUSAL
     ),
     # The platform console sees every tenant by design: what it must refuse is an id that names
     # no tenant, and a user id that belongs to another tenant than the one in the URL.
@@ -233,16 +297,47 @@ def _side(app, make, slug: str, color) -> Side:
                 {"card"},
                 Actor.system(),
             )
+            # Port 9 (discard) refuses connections: deliveries to it fail fast and stay pending.
+            webhook, _ = webhooks.create_endpoint(
+                tenant.id, merchant, False, "http://127.0.0.1:9/hooks", ["*"], Actor.system(), allow_private=True
+            )
+            merchant_ctx = intents.MerchantContext(tenant.id, merchant, False)
             payment = intents.create(
-                intents.MerchantContext(tenant.id, merchant, False),
+                merchant_ctx,
                 amount=5000,
                 currency="usd",
                 payment_method="pm_card_visa",
                 confirm=True,
             )
+            unconfirmed = intents.create(merchant_ctx, amount=3000, currency="usd", payment_method="pm_card_visa")
+            held = intents.create(
+                merchant_ctx,
+                amount=4000,
+                currency="usd",
+                payment_method="pm_card_visa",
+                capture_method="manual",
+                confirm=True,
+            )
+            refund = refunds.create(merchant_ctx, payment_intent=payment.id, amount=100)
+            event = db.session.execute(
+                sa.select(Event.id).where(Event.object_id == payment.id, Event.type == "payment_intent.succeeded")
+            ).scalar_one()
             rule = channel_accounts.add_rule(tenant.id, merchant, channel.id, "exclude", None, Actor.system())
+            # With `channel` excluded for the merchant, a second account takes its later payments (the API's
+            # confirm route).
+            channel_accounts.create_channel_account(
+                tenant.id,
+                channel_accounts.ChannelAccountInput(
+                    name=f"{slug} sandbox 2", type="sandbox", currency="USD", products=["card"]
+                ),
+                {"card"},
+                Actor.system(),
+            )
             owner = Actor(kind="user", id=ids[owner_email], email=owner_email)
-            api_key, _ = api_keys.create_key(tenant.id, merchant, "test", f"{slug} backend", owner)
+            api_key, api_secret = api_keys.create_key(tenant.id, merchant, "test", f"{slug} backend", owner)
+        webhooks.dispatch(tenant.id)
+        with tenant_context(db.session, tenant.id):
+            delivery = db.session.execute(sa.select(webhooks.WebhookDelivery.id)).scalars().first()
         db.session.remove()
     return Side(
         id=tenant.id,
@@ -261,6 +356,13 @@ def _side(app, make, slug: str, color) -> Side:
         api_key=api_key.id,
         payment=payment.id,
         owner_email=owner_email,
+        api_secret=api_secret,
+        unconfirmed=unconfirmed.id,
+        held=held.id,
+        refund=refund.id,
+        event=event,
+        webhook=webhook.id,
+        delivery=delivery,
     )
 
 
@@ -296,7 +398,24 @@ def _snapshot(owner_engine, tenant_id) -> dict:
                 sa.text("SELECT id, action FROM routing_rules WHERE tenant_id = :t ORDER BY id"), {"t": tenant_id}
             ).all(),
             "payments": conn.execute(
-                sa.text("SELECT id, status, amount_refunded FROM payment_intents WHERE tenant_id = :t ORDER BY id"),
+                sa.text(
+                    "SELECT id, status, amount_received, amount_capturable, amount_refunded, metadata, description"
+                    " FROM payment_intents WHERE tenant_id = :t ORDER BY id"
+                ),
+                {"t": tenant_id},
+            ).all(),
+            "webhook_endpoints": conn.execute(
+                sa.text(
+                    "SELECT id, url, status, enabled_events, description, secret_encrypted"
+                    " FROM webhook_endpoints WHERE tenant_id = :t ORDER BY id"
+                ),
+                {"t": tenant_id},
+            ).all(),
+            "webhook_deliveries": conn.execute(
+                sa.text(
+                    "SELECT id, endpoint_id, status, attempts, next_attempt_at, last_attempt_at"
+                    " FROM webhook_deliveries WHERE tenant_id = :t ORDER BY id"
+                ),
                 {"t": tenant_id},
             ).all(),
             "api_keys": conn.execute(
@@ -320,10 +439,12 @@ def _url(app, endpoint: str, values: dict) -> str:
     return app.url_map.bind("localhost").build(endpoint, values)
 
 
-def _call(client, route: Route, url: str, csrf_page: str):
+def _call(client, route: Route, url: str, csrf_page: str | None):
     """Make the request; the body is read and the response closed (a logo is a streamed file)."""
     if route.method == "GET":
         response = client.get(url)
+    elif route.who == "api":
+        response = client.post(url, data=route.data)
     else:
         response = client.post(url, data={**route.data, "csrf_token": client.csrf_token(csrf_page)})
     response.get_data()
@@ -344,13 +465,34 @@ TENANT_SIDE_LOGINS: dict[str, tuple[Callable[[Side], str], str]] = {
 }
 
 
+class ApiClient:
+    """A merchant's backend calling the API on its tenant's host: every request carries its key."""
+
+    def __init__(self, site, side: Side):
+        self.client = site(side.host)
+        self.headers = {"Authorization": f"Bearer {side.api_secret}"}
+
+    def get(self, path: str):
+        return self.client.get(path, headers=self.headers)
+
+    def post(self, path: str, data=None):
+        return self.client.post(path, data=data, headers=self.headers)
+
+
+def _on_side(site, side: Side, who: str):
+    """A client of `side` for a kind of route on a tenant's host, and its page with a CSRF token."""
+    if who == "api":
+        return ApiClient(site, side), None
+    email_of, home = TENANT_SIDE_LOGINS[who]
+    return _signed_in(site, side.host, email_of(side)), home
+
+
 @pytest.mark.parametrize("endpoint", sorted(ROUTES))
 def test_another_tenants_ids_are_refused(app, site, world, owner_engine, outbox, endpoint):
     route = ROUTES[endpoint]
     a, b = world.a, world.b
-    if route.who in TENANT_SIDE_LOGINS:
-        email_of, home = TENANT_SIDE_LOGINS[route.who]
-        client = _signed_in(site, a.host, email_of(a))
+    if route.who != "platform":
+        client, home = _on_side(site, a, route.who)
     else:
         client, home = _signed_in(site, "localhost", world.platform_admin), "/platform/"
     before = _snapshot(owner_engine, b.id)
@@ -374,10 +516,9 @@ def test_another_tenants_ids_are_refused(app, site, world, owner_engine, outbox,
     response = _call(client, route, url, home)
     assert response.status_code in (200, 302), f"control {route.method} {url} answered {response.status_code}"
 
-    # Control: B's ids are real: on B's own host, B's admin (or merchant owner) is not refused.
-    if route.who in TENANT_SIDE_LOGINS:
-        email_of, home = TENANT_SIDE_LOGINS[route.who]
-        owner_side = _signed_in(site, b.host, email_of(b))
+    # Control: B's ids are real: on B's own host, B's admin (merchant owner, key) is not refused.
+    if route.who != "platform":
+        owner_side, home = _on_side(site, b, route.who)
         for values in route.foreign(world):
             url = _url(app, endpoint, values)
             response = _call(owner_side, route, url, home)

@@ -1,0 +1,284 @@
+"""The OpenAPI 3.0 document of the merchant API, generated from the operations table, so that it
+lists exactly what is implemented: each operation's path, URL values, parameters (query string
+for GET; for POST a body, form-encoded with deepObject nesting or JSON), the object it returns
+and Stripe's error object. The object schemas below are checked against real answers by the
+tests (every property the API returns is described, and nothing else).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from payments.models import INTENT_STATUSES, REFUND_STATUSES
+from payments.refunds import REASONS
+from portal.api.params import object_schema
+
+VERSION = "2024-06-20"
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "nullable": True}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+INTEGER = {"type": "integer"}
+STRING = {"type": "string"}
+TIMESTAMP = {"type": "integer", "format": "unix-time"}
+METADATA = {"type": "object", "additionalProperties": STRING}
+AMOUNTS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["amount", "currency"],
+        "properties": {"amount": INTEGER, "currency": STRING},
+        "additionalProperties": False,
+    },
+}
+
+
+def _object(name: str, properties: dict[str, Any], description: str) -> dict[str, Any]:
+    properties = {"object": {"type": "string", "enum": [name]}, **properties}
+    return {
+        "type": "object",
+        "description": description,
+        "required": sorted(properties),
+        "properties": properties,
+        "additionalProperties": False,
+    }
+
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "payment_intent": _object(
+        "payment_intent",
+        {
+            "id": STRING,
+            "amount": INTEGER,
+            "amount_capturable": INTEGER,
+            "amount_received": INTEGER,
+            "amount_refunded": INTEGER,
+            "canceled_at": _nullable(TIMESTAMP),
+            "cancellation_reason": _nullable(STRING),
+            "capture_method": {"type": "string", "enum": ["automatic", "manual"]},
+            "client_secret": STRING,
+            "confirmation_method": {"type": "string", "enum": ["automatic"]},
+            "created": TIMESTAMP,
+            "currency": STRING,
+            "description": _nullable(STRING),
+            "last_payment_error": _nullable(
+                {
+                    "type": "object",
+                    "properties": {
+                        "type": STRING,
+                        "code": STRING,
+                        "decline_code": _nullable(STRING),
+                        "message": STRING,
+                    },
+                }
+            ),
+            "latest_charge": _nullable(STRING),
+            "livemode": {"type": "boolean"},
+            "metadata": METADATA,
+            "next_action": _nullable({"type": "object"}),
+            "payment_method": _nullable(STRING),
+            "payment_method_types": {"type": "array", "items": STRING},
+            "status": {"type": "string", "enum": list(INTENT_STATUSES)},
+        },
+        "A merchant's order to collect a payment, through its life from creation to success or cancellation.",
+    ),
+    "refund": _object(
+        "refund",
+        {
+            "id": STRING,
+            "amount": INTEGER,
+            "created": TIMESTAMP,
+            "currency": STRING,
+            "failure_reason": _nullable(STRING),
+            "metadata": METADATA,
+            "payment_intent": STRING,
+            "reason": _nullable({"type": "string", "enum": list(REASONS)}),
+            "status": {"type": "string", "enum": list(REFUND_STATUSES)},
+        },
+        "Money given back for a succeeded PaymentIntent, in full or in part.",
+    ),
+    "balance": _object(
+        "balance",
+        {"livemode": {"type": "boolean"}, "available": AMOUNTS, "pending": AMOUNTS},
+        "What the merchant has per currency: available to pay out, and pending settlement.",
+    ),
+    "event": _object(
+        "event",
+        {
+            "id": STRING,
+            "api_version": STRING,
+            "created": TIMESTAMP,
+            "data": {
+                "type": "object",
+                "required": ["object"],
+                "properties": {"object": {"oneOf": [_ref("payment_intent"), _ref("refund")]}},
+            },
+            "livemode": {"type": "boolean"},
+            "pending_webhooks": INTEGER,
+            "request": {
+                "type": "object",
+                "properties": {"id": _nullable(STRING), "idempotency_key": _nullable(STRING)},
+            },
+            "type": STRING,
+        },
+        "Something that happened to one of the merchant's objects; data.object is the object then.",
+    ),
+    "list": _object(
+        "list",
+        {"data": {"type": "array", "items": {}}, "has_more": {"type": "boolean"}, "url": STRING},
+        "A page of objects, newest first; page on with starting_after (older) or ending_before (newer).",
+    ),
+    "error": {
+        "type": "object",
+        "description": "Stripe's error object.",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["type", "message"],
+                "properties": {
+                    "type": {
+                        "type": "string",
+                        "enum": ["api_error", "card_error", "idempotency_error", "invalid_request_error"],
+                    },
+                    "code": STRING,
+                    "message": STRING,
+                    "param": STRING,
+                    "decline_code": STRING,
+                    "payment_intent": _ref("payment_intent"),
+                },
+                "additionalProperties": False,
+            }
+        },
+        "additionalProperties": False,
+    },
+}
+
+ERROR_STATUSES = {
+    "400": "Invalid request: an unknown or invalid parameter, an object in the wrong state, an idempotency key "
+    "reused with other parameters",
+    "401": "No API key, or an invalid one",
+    "402": "The card was declined (card_error, with decline_code and the PaymentIntent)",
+    "404": "No such object for this key (resource_missing), or an unknown URL",
+    "409": "Another request with this Idempotency-Key is in progress (idempotency_key_in_use); retry",
+    "429": "Too many requests",
+    "500": "An error on our side",
+    "502": "The payment channel failed; nothing was charged",
+}
+
+
+def _returns(name: str) -> dict[str, Any]:
+    if name == "openapi":
+        return {"type": "object", "description": "An OpenAPI 3.0 document."}
+    if name.startswith("list:"):
+        item = name.split(":", 1)[1]
+        return {"allOf": [_ref("list"), {"type": "object", "properties": {"data": {"items": _ref(item)}}}]}
+    return _ref(name)
+
+
+def openapi_path(rule: str) -> str:
+    """`/v1/payment_intents/<intent>` -> `/v1/payment_intents/{intent}`."""
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
+
+
+def _operation(op) -> dict[str, Any]:
+    parameters: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "description": text, "schema": {"type": "string"}}
+        for name, text in op.path_params.items()
+    ]
+    body = None
+    if op.method == "GET":
+        for name, param in op.params.items():
+            entry = {"name": name, "in": "query", "required": param.required, "schema": param.type.schema()}
+            if param.description:
+                entry["description"] = param.description
+            if param.type.deep:
+                entry.update(style="deepObject", explode=True)
+            parameters.append(entry)
+    else:
+        parameters.append(
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "description": "Run the request once: the same key and parameters replay the first answer.",
+                "schema": {"type": "string", "maxLength": 255},
+            }
+        )
+        schema = object_schema(op.params)
+        encoding = {name: {"style": "deepObject", "explode": True} for name, p in op.params.items() if p.type.deep}
+        form: dict[str, Any] = {"schema": schema}
+        if encoding:
+            form["encoding"] = encoding
+        body = {
+            "required": any(p.required for p in op.params.values()),
+            "content": {"application/x-www-form-urlencoded": form, "application/json": {"schema": schema}},
+        }
+    headers = {"Request-Id": {"schema": STRING, "description": "This request's id (req_...)."}}
+    success_headers = dict(headers)
+    if op.method == "POST":
+        success_headers["Idempotent-Replayed"] = {
+            "schema": {"type": "string", "enum": ["true"]},
+            "description": "Present when the answer is the stored answer of an earlier request with this key.",
+        }
+    responses: dict[str, Any] = {
+        "200": {
+            "description": "Successful response.",
+            "headers": success_headers,
+            "content": {"application/json": {"schema": _returns(op.returns)}},
+        }
+    }
+    for status, text in ERROR_STATUSES.items():
+        if op.authenticated or status in ("400", "404", "429", "500"):
+            responses[status] = {
+                "description": text,
+                "headers": headers,
+                "content": {"application/json": {"schema": _ref("error")}},
+            }
+    operation: dict[str, Any] = {
+        "operationId": op.endpoint,
+        "summary": op.summary,
+        "parameters": parameters,
+        "responses": responses,
+    }
+    if body is not None:
+        operation["requestBody"] = body
+    if not op.authenticated:
+        operation["security"] = []
+    return operation
+
+
+def document(operations, server_url: str) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        paths.setdefault(openapi_path(op.path), {})[op.method.lower()] = _operation(op)
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Merchant API",
+            "version": VERSION,
+            "description": "Payments in Stripe's conventions: Stripe's official SDKs work with this API by changing "
+            "the base URL. Authenticate with a secret key (Authorization: Bearer sk_test_... or sk_live_...).",
+        },
+        "servers": [{"url": server_url}],
+        "security": [{"bearerAuth": []}, {"basicAuth": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A secret key: sk_test_… or sk_live_…",
+                },
+                "basicAuth": {"type": "http", "scheme": "basic", "description": "The secret key as the user name."},
+            },
+            "schemas": SCHEMAS,
+        },
+    }

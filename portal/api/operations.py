@@ -1,0 +1,401 @@
+"""What the merchant API does: one table of operations (method, URL rule, parameters, what it
+returns, the handler), from which the routes are registered and the OpenAPI document is built.
+
+A handler receives the caller's `MerchantContext` (from the API key), the validated
+parameters and the URL's values; it calls one use case of the payment core and returns the
+Stripe-shaped object. Use cases raise `PaymentError`s, which are already Stripe errors.
+Everything is scoped to the key's merchant and mode: another merchant's or tenant's id is
+"No such ..." (404 resource_missing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from flask import request
+
+from core.db import db
+from payments import intents, objects, refunds
+from payments.errors import InvalidRequest, NotFound
+from payments.intents import MerchantContext
+from payments.models import Event, PaymentIntent, Refund
+from payments.refunds import REASONS
+from portal.api.params import Boolean, Integer, Metadata, Object, Param, Range, String, StringList
+
+# --- shared parameters --------------------------------------------------------------------------
+
+EXPAND = Param(StringList(), description="Fields to expand. No field of these objects is expandable yet.")
+LIST_PARAMS = {
+    "limit": Param(Integer(), description="How many objects to return, between 1 and 100 (default 10)."),
+    "starting_after": Param(String(), description="An object id: the page of objects older than it."),
+    "ending_before": Param(String(), description="An object id: the page of objects newer than it."),
+    "created": Param(Range(), description="Only objects created at (or gt/gte/lt/lte) this Unix time."),
+    "expand": EXPAND,
+}
+METADATA = Param(Metadata(), description="Key-value pairs to store on the object (merged on update).")
+CAPTURE_METHODS = ("automatic", "automatic_async", "manual")
+CANCELLATION_REASONS = ("abandoned", "duplicate", "fraudulent", "requested_by_customer")
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str  # GET | POST
+    rule: str  # under /v1, in Flask's syntax: "/payment_intents/<intent>"
+    endpoint: str
+    summary: str
+    handler: Callable[..., dict[str, Any]]
+    returns: str  # a schema of the OpenAPI document: "payment_intent", "list:refund", ...
+    params: dict[str, Param] = field(default_factory=dict)
+    authenticated: bool = True
+    path_params: dict[str, str] = field(default_factory=dict)  # URL value -> description
+
+    @property
+    def path(self) -> str:
+        return "/v1" + self.rule
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _moment(seconds: int) -> datetime:
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise InvalidRequest(f"Invalid timestamp: {seconds}", param="created") from None
+
+
+def created_filters(model, created: dict[str, int] | None) -> list:
+    """`created` in Unix seconds against a microsecond column: `created[lte]=T` takes all of second T."""
+    if not created:
+        return []
+    column, second = model.created_at, timedelta(seconds=1)
+    conditions = []
+    for bound, value in created.items():
+        start = _moment(value)
+        if bound == "eq":
+            conditions += [column >= start, column < start + second]
+        elif bound == "gt":
+            conditions.append(column >= start + second)
+        elif bound == "gte":
+            conditions.append(column >= start)
+        elif bound == "lt":
+            conditions.append(column < start)
+        elif bound == "lte":
+            conditions.append(column < start + second)
+    return conditions
+
+
+def _exclusive(params: dict[str, Any], *names: str) -> None:
+    given = [name for name in names if params.get(name)]
+    if len(given) > 1:
+        raise InvalidRequest(
+            f"You may only specify one of these parameters: {', '.join(given)}.",
+            code="parameters_exclusive",
+            param=given[-1],
+        )
+
+
+def list_of(ctx: MerchantContext, model, serialize, params: dict[str, Any], filters=()) -> dict[str, Any]:
+    _exclusive(params, "starting_after", "ending_before")
+    rows, has_more = intents.page(
+        ctx,
+        model,
+        limit=params.get("limit", 10),
+        starting_after=params.get("starting_after") or None,
+        ending_before=params.get("ending_before") or None,
+        filters=[*filters, *created_filters(model, params.get("created"))],
+    )
+    return {"object": "list", "data": [serialize(row) for row in rows], "has_more": has_more, "url": request.path}
+
+
+# --- PaymentIntents -----------------------------------------------------------------------------
+
+
+def create_payment_intent(ctx: MerchantContext, p: dict[str, Any]) -> dict[str, Any]:
+    _exclusive(p, "automatic_payment_methods", "payment_method_types")
+    pi = intents.create(
+        ctx,
+        amount=p["amount"],
+        currency=p["currency"],
+        payment_method=p.get("payment_method") or None,
+        payment_method_types=p.get("payment_method_types") or None,
+        capture_method=p.get("capture_method", "automatic"),
+        confirm=p.get("confirm", False),
+        description=p.get("description") or None,
+        metadata=p.get("metadata"),
+    )
+    return objects.payment_intent(pi)
+
+
+def list_payment_intents(ctx: MerchantContext, p: dict[str, Any]) -> dict[str, Any]:
+    return list_of(ctx, PaymentIntent, objects.payment_intent, p)
+
+
+def retrieve_payment_intent(ctx: MerchantContext, p: dict[str, Any], intent: str) -> dict[str, Any]:
+    return objects.payment_intent(intents.get(ctx, intent))
+
+
+def update_payment_intent(ctx: MerchantContext, p: dict[str, Any], intent: str) -> dict[str, Any]:
+    fields = {
+        name: p[name] for name in ("amount", "currency", "description", "metadata", "payment_method") if name in p
+    }
+    return objects.payment_intent(intents.update(ctx, intent, **fields))
+
+
+def confirm_payment_intent(ctx: MerchantContext, p: dict[str, Any], intent: str) -> dict[str, Any]:
+    return objects.payment_intent(intents.confirm_intent(ctx, intent, payment_method=p.get("payment_method") or None))
+
+
+def capture_payment_intent(ctx: MerchantContext, p: dict[str, Any], intent: str) -> dict[str, Any]:
+    return objects.payment_intent(intents.capture(ctx, intent, amount_to_capture=p.get("amount_to_capture")))
+
+
+def cancel_payment_intent(ctx: MerchantContext, p: dict[str, Any], intent: str) -> dict[str, Any]:
+    return objects.payment_intent(intents.cancel(ctx, intent, cancellation_reason=p.get("cancellation_reason")))
+
+
+# --- refunds, balance, events -------------------------------------------------------------------
+
+
+def create_refund(ctx: MerchantContext, p: dict[str, Any]) -> dict[str, Any]:
+    refund = refunds.create(
+        ctx,
+        payment_intent=p["payment_intent"],
+        amount=p.get("amount"),
+        reason=p.get("reason"),
+        metadata=p.get("metadata"),
+    )
+    return objects.refund(refund)
+
+
+def list_refunds(ctx: MerchantContext, p: dict[str, Any]) -> dict[str, Any]:
+    filters = [Refund.payment_intent_id == p["payment_intent"]] if p.get("payment_intent") else []
+    return list_of(ctx, Refund, objects.refund, p, filters)
+
+
+def retrieve_refund(ctx: MerchantContext, p: dict[str, Any], refund: str) -> dict[str, Any]:
+    return objects.refund(refunds.get_refund(ctx, refund))
+
+
+def retrieve_balance(ctx: MerchantContext, p: dict[str, Any]) -> dict[str, Any]:
+    return refunds.balance(ctx)
+
+
+def _event_types(p: dict[str, Any]) -> list:
+    """`type=payment_intent.succeeded`, `type=payment_intent.*` (a trailing wildcard), or `types[]=…`."""
+    _exclusive(p, "type", "types")
+    wanted = [p["type"]] if p.get("type") else p.get("types") or []
+    conditions = []
+    for name in wanted:
+        if name.endswith("*"):
+            prefix = name[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            conditions.append(Event.type.like(prefix + "%", escape="\\"))
+        else:
+            conditions.append(Event.type == name)
+    return [sa.or_(*conditions)] if conditions else []
+
+
+def list_events(ctx: MerchantContext, p: dict[str, Any]) -> dict[str, Any]:
+    return list_of(ctx, Event, objects.event, p, _event_types(p))
+
+
+def retrieve_event(ctx: MerchantContext, p: dict[str, Any], id: str) -> dict[str, Any]:  # noqa: A002 - Stripe's name
+    event = db.session.execute(
+        sa.select(Event).where(
+            Event.tenant_id == ctx.tenant_id,
+            Event.merchant_id == ctx.merchant_id,
+            Event.livemode == ctx.livemode,
+            Event.id == id,
+        )
+    ).scalar_one_or_none()
+    if event is None:
+        raise NotFound("event", id, param="id")
+    return objects.event(event)
+
+
+def openapi_document(ctx: MerchantContext | None, p: dict[str, Any]) -> dict[str, Any]:
+    from portal.api import openapi
+
+    return openapi.document(OPERATIONS, request.url_root.rstrip("/"))
+
+
+# --- the table ----------------------------------------------------------------------------------
+
+INTENT = {"intent": "The PaymentIntent's id (pi_...)."}
+INTENT_UPDATE = {
+    "amount": Param(Integer(), description="Amount in the currency's smallest unit (e.g. 100 cents for $1.00)."),
+    "currency": Param(String(max_length=3), description="Three-letter ISO currency code, lower case."),
+    "description": Param(String(max_length=1000), description="An arbitrary string shown to the merchant."),
+    "metadata": METADATA,
+    "payment_method": Param(String(max_length=120), description="A payment method (e.g. pm_card_visa)."),
+    "expand": EXPAND,
+}
+
+OPERATIONS: list[Operation] = [
+    Operation(
+        "POST",
+        "/payment_intents",
+        "create_payment_intent",
+        "Create a PaymentIntent (and confirm it at once with confirm=true)",
+        create_payment_intent,
+        "payment_intent",
+        {
+            **INTENT_UPDATE,
+            "amount": Param(Integer(), required=True, description=INTENT_UPDATE["amount"].description),
+            "currency": Param(String(max_length=3), required=True, description="Three-letter ISO currency code."),
+            "payment_method_types": Param(
+                StringList(),
+                description="Payment method types to offer (e.g. card); default: all the account's channels take.",
+            ),
+            "automatic_payment_methods": Param(
+                Object({"enabled": Param(Boolean(), required=True)}),
+                description="Offer every payment method type the account's channels take (the default).",
+            ),
+            "capture_method": Param(String(enum=CAPTURE_METHODS), description="manual: authorise now, capture later."),
+            "confirm": Param(Boolean(), description="Confirm the PaymentIntent at once (default false)."),
+        },
+    ),
+    Operation(
+        "GET",
+        "/payment_intents",
+        "list_payment_intents",
+        "List PaymentIntents, newest first",
+        list_payment_intents,
+        "list:payment_intent",
+        dict(LIST_PARAMS),
+    ),
+    Operation(
+        "GET",
+        "/payment_intents/<intent>",
+        "retrieve_payment_intent",
+        "Retrieve a PaymentIntent",
+        retrieve_payment_intent,
+        "payment_intent",
+        {"expand": EXPAND},
+        path_params=INTENT,
+    ),
+    Operation(
+        "POST",
+        "/payment_intents/<intent>",
+        "update_payment_intent",
+        "Update a PaymentIntent that is not confirmed yet (metadata: set keys, '' removes a key)",
+        update_payment_intent,
+        "payment_intent",
+        dict(INTENT_UPDATE),
+        path_params=INTENT,
+    ),
+    Operation(
+        "POST",
+        "/payment_intents/<intent>/confirm",
+        "confirm_payment_intent",
+        "Confirm a PaymentIntent: charge it through the routed channel",
+        confirm_payment_intent,
+        "payment_intent",
+        {"payment_method": INTENT_UPDATE["payment_method"], "expand": EXPAND},
+        path_params=INTENT,
+    ),
+    Operation(
+        "POST",
+        "/payment_intents/<intent>/capture",
+        "capture_payment_intent",
+        "Capture an authorised PaymentIntent (capture_method=manual), in full or in part",
+        capture_payment_intent,
+        "payment_intent",
+        {
+            "amount_to_capture": Param(Integer(), description="At most amount_capturable; default all of it."),
+            "expand": EXPAND,
+        },
+        path_params=INTENT,
+    ),
+    Operation(
+        "POST",
+        "/payment_intents/<intent>/cancel",
+        "cancel_payment_intent",
+        "Cancel a PaymentIntent that is not paid (an authorisation is released at the channel)",
+        cancel_payment_intent,
+        "payment_intent",
+        {"cancellation_reason": Param(String(enum=CANCELLATION_REASONS)), "expand": EXPAND},
+        path_params=INTENT,
+    ),
+    Operation(
+        "POST",
+        "/refunds",
+        "create_refund",
+        "Refund a succeeded PaymentIntent, in full or in part",
+        create_refund,
+        "refund",
+        {
+            "payment_intent": Param(String(max_length=40), required=True, description="The PaymentIntent to refund."),
+            "amount": Param(Integer(), description="At most what is not refunded yet; default all of it."),
+            "reason": Param(String(enum=REASONS)),
+            "metadata": METADATA,
+            "expand": EXPAND,
+        },
+    ),
+    Operation(
+        "GET",
+        "/refunds",
+        "list_refunds",
+        "List refunds, newest first",
+        list_refunds,
+        "list:refund",
+        {**LIST_PARAMS, "payment_intent": Param(String(max_length=40), description="Only this PaymentIntent's.")},
+    ),
+    Operation(
+        "GET",
+        "/refunds/<refund>",
+        "retrieve_refund",
+        "Retrieve a refund",
+        retrieve_refund,
+        "refund",
+        {"expand": EXPAND},
+        path_params={"refund": "The refund's id (re_...)."},
+    ),
+    Operation(
+        "GET",
+        "/balance",
+        "retrieve_balance",
+        "Retrieve the balance, available and pending, per currency",
+        retrieve_balance,
+        "balance",
+        {"expand": EXPAND},
+    ),
+    Operation(
+        "GET",
+        "/events",
+        "list_events",
+        "List events, newest first",
+        list_events,
+        "list:event",
+        {
+            **LIST_PARAMS,
+            "type": Param(String(), description="Only events of this type; a trailing * matches a prefix."),
+            "types": Param(StringList(), description="Only events of one of these types."),
+        },
+    ),
+    Operation(
+        "GET",
+        "/events/<id>",
+        "retrieve_event",
+        "Retrieve an event",
+        retrieve_event,
+        "event",
+        {"expand": EXPAND},
+        path_params={"id": "The event's id (evt_...)."},
+    ),
+    Operation(
+        "GET",
+        "/openapi.json",
+        "openapi",
+        "This document: the OpenAPI description of what the API implements",
+        openapi_document,
+        "openapi",
+        authenticated=False,
+    ),
+]
+
+BY_ENDPOINT = {op.endpoint: op for op in OPERATIONS}
