@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help run test lint format install clean-instance
+.PHONY: help run test bench lint format install clean-instance
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ run: $(STAMP) ## Start PostgreSQL, Redis, web and worker with demo data (Ctrl-C 
 
 test: $(STAMP) ## Run the whole test suite against real PostgreSQL and Redis
 	$(PY) scripts/devstack.py test -- $(PYTEST_ARGS)
+
+bench: $(STAMP) ## Payments benchmark (needs DATABASE_URL/REDIS_URL, or runs on the embedded servers)
+	$(PY) scripts/devstack.py bench -- $(BENCH_ARGS)
 
 lint: $(STAMP) ## ruff check and format check
 	$(VENV)/bin/ruff check .

@@ -32,6 +32,7 @@ CREDENTIAL_FIELDS: dict[str, dict[str, bool]] = {
 DEFAULT_BASE_URLS = {"stripe": "https://api.stripe.com"}
 # Fields audited by value; credentials are audited only as "changed".
 AUDITED = (
+    "settings",
     "name",
     "type",
     "mode",
@@ -64,6 +65,40 @@ class ChannelAccountInput:
     costs: dict[str, dict[str, Any]] = field(default_factory=dict)
     priority: int = 100
     required_elements: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+# Adapter settings a tenant may set, with their type and bounds.
+SETTINGS: dict[str, tuple[type, int, int]] = {
+    "latency_ms": (int, 0, 30_000),
+    "slow_ms": (int, 0, 60_000),
+    "connect_timeout_ms": (int, 100, 30_000),
+    "read_timeout_ms": (int, 100, 120_000),
+}
+TEXT_SETTINGS = {"test_instruments": ("stripe", "localstripe")}
+
+
+def _clean_settings(given: dict[str, Any]) -> dict[str, Any]:
+    cleaned: dict[str, Any] = {}
+    for key, value in (given or {}).items():
+        if value in (None, ""):
+            continue
+        if key in TEXT_SETTINGS:
+            if value not in TEXT_SETTINGS[key]:
+                raise InvalidInput(f"{key} must be one of: {', '.join(TEXT_SETTINGS[key])}.", "settings")
+            cleaned[key] = value
+            continue
+        if key not in SETTINGS:
+            raise InvalidInput(f"Unknown channel setting {key!r}.", "settings")
+        kind, low, high = SETTINGS[key]
+        try:
+            number = kind(value)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"{key} must be a whole number.", "settings") from exc
+        if not low <= number <= high:
+            raise InvalidInput(f"{key} must be between {low} and {high}.", "settings")
+        cleaned[key] = number
+    return cleaned
 
 
 def _clean(data: ChannelAccountInput, known_products: set[str], existing: ChannelAccount | None) -> dict[str, Any]:
@@ -130,6 +165,7 @@ def _clean(data: ChannelAccountInput, known_products: set[str], existing: Channe
         "costs": costs,
         "priority": int(data.priority),
         "required_elements": sorted({e.strip() for e in data.required_elements if e.strip()}),
+        "settings": _clean_settings(data.settings),
         "_credentials": credentials,
     }
 

@@ -328,7 +328,7 @@ def _adapter(account: ChannelAccount):
             id=str(account.id),
             name=account.name,
             credentials=credentials_of(account),
-            settings={"base_url": account.base_url} if account.base_url else {},
+            settings={**(account.settings or {}), **({"base_url": account.base_url} if account.base_url else {})},
             livemode=account.mode == "live",
         ),
     )

@@ -45,6 +45,8 @@ class ChannelAccount(TenantOwned, db.Model):
     costs: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     priority: Mapped[int] = mapped_column(default=100)
     required_elements: Mapped[list[str]] = mapped_column(ARRAY(sa.String(40)), default=list)
+    # Non-secret adapter settings (timeouts, a sandbox's simulated latency, test instruments).
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
     updated_at: Mapped[datetime] = mapped_column(
         sa.DateTime(timezone=True), server_default=sa.func.now(), onupdate=sa.func.now()

@@ -143,6 +143,17 @@ class ChannelAccountForm(FlaskForm):
         validators=[Optional(), Length(max=300)],
         description="Comma-separated, e.g. payer_email, payer_phone.",
     )
+    latency_ms = StringField(
+        "Simulated latency (ms)",
+        validators=[Optional(), Regexp(r"^\d{1,5}$", message="A whole number of milliseconds.")],
+        description="Sandbox only: every call waits this long, as a slow channel would.",
+    )
+    test_instruments = SelectField(
+        "Test instruments",
+        choices={"": "As the channel documents them", "localstripe": "localstripe's (a Stripe stand-in)"},
+        validators=[Optional()],
+        description="Which test cards the channel knows, for Stripe's test payment methods in test mode.",
+    )
 
 
 def channel_account_form(products, **kwargs) -> ChannelAccountForm:

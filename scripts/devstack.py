@@ -7,6 +7,7 @@ loopback port. Whatever this script started it stops again when the command ends
 
     python scripts/devstack.py run     # migrate, load demo data, run web + worker (honcho)
     python scripts/devstack.py test -- [pytest args]
+    python scripts/devstack.py bench -- [bench/payments.py args]
 """
 
 from __future__ import annotations
@@ -208,8 +209,13 @@ def command_test(pytest_args: list[str]) -> int:
     return code
 
 
+def command_bench(args: list[str]) -> int:
+    with Stack():
+        return run_child([sys.executable, str(ROOT / "bench" / "payments.py"), *args])
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("run", "test"):
+    if not argv or argv[0] not in ("run", "test", "bench"):
         print(__doc__)
         return 2
     os.chdir(ROOT)
@@ -218,6 +224,8 @@ def main(argv: list[str]) -> int:
     rest = argv[1:]
     if rest and rest[0] == "--":
         rest = rest[1:]
+    if argv[0] == "bench":
+        return command_bench(rest)
     return command_test(rest)
 
 

@@ -57,6 +57,7 @@ def _input_from(form) -> accounts.ChannelAccountInput:
         costs=costs,
         priority=int(form.priority.data),
         required_elements=[e for e in (form.required_elements.data or "").split(",") if e.strip()],
+        settings={"latency_ms": form.latency_ms.data, "test_instruments": form.test_instruments.data},
     )
 
 
@@ -76,6 +77,8 @@ def _form_data(account: ChannelAccount) -> dict:
         "daily_cap": major(account.daily_cap),
         "priority": str(account.priority),
         "required_elements": ", ".join(account.required_elements),
+        "latency_ms": str(account.settings.get("latency_ms", "")),
+        "test_instruments": account.settings.get("test_instruments", ""),
     }
     for code, _ in _product_choices():
         data[f"serve_{code}"] = code in account.products
