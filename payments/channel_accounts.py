@@ -72,8 +72,8 @@ class ChannelAccountInput:
 SETTINGS: dict[str, tuple[type, int, int]] = {
     "latency_ms": (int, 0, 30_000),
     "slow_ms": (int, 0, 60_000),
-    "connect_timeout_ms": (int, 100, 30_000),
-    "read_timeout_ms": (int, 100, 120_000),
+    "connect_timeout_s": (int, 1, 30),
+    "read_timeout_s": (int, 1, 120),
 }
 TEXT_SETTINGS = {"test_instruments": ("stripe", "localstripe")}
 

@@ -18,7 +18,7 @@ the same idempotency key until the outcome is final (`payments.jobs.resolve_atte
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,6 +46,7 @@ from payments.channels.base import (
     ChargeRequest,
     ChargeResult,
     ChargeStatus,
+    is_test_payment_method,
 )
 from payments.errors import CardError, ChannelError, InvalidRequest, NotFound
 from payments.models import ChannelAccount, ChannelDailyUsage, PaymentAttempt, PaymentIntent
@@ -156,6 +157,17 @@ def product_for(payment_method: str, types: list[str]) -> str:
     raise InvalidRequest(f"No such PaymentMethod: '{payment_method}'", code="resource_missing", param="payment_method")
 
 
+def refuse_test_method(livemode: bool, payment_method: str | None) -> None:
+    """Stripe's test payment methods (pm_card_...) exist only in test mode."""
+    if livemode and is_test_payment_method(payment_method):
+        raise InvalidRequest(
+            f"Test payment methods cannot be used in live mode: {payment_method} is a test payment method. "
+            "Use a live payment method, or a test key (sk_test_...).",
+            code="live_mode_test_payment_method",
+            param="payment_method",
+        )
+
+
 # --- reading -----------------------------------------------------------------------------------
 
 
@@ -240,6 +252,7 @@ def create(
 ) -> PaymentIntent:
     amount = clean_amount(amount)
     currency = clean_currency(currency)
+    refuse_test_method(ctx.livemode, payment_method)
     if capture_method not in ("automatic", "manual", "automatic_async"):
         raise InvalidRequest("capture_method must be automatic or manual.", param="capture_method")
     capture_method = "manual" if capture_method == "manual" else "automatic"
@@ -292,6 +305,7 @@ def create(
 
 
 def update(ctx: MerchantContext, intent_id: str, **fields: Any) -> PaymentIntent:
+    refuse_test_method(ctx.livemode, fields.get("payment_method"))
     pi = get(ctx, intent_id, lock=True)
     # As at Stripe, description and metadata may change in any status; what is charged only before confirmation.
     charged = [name for name in ("amount", "currency", "payment_method") if fields.get(name)]
@@ -349,6 +363,7 @@ def _fail(pi: PaymentIntent, error: dict[str, Any]) -> None:
 
 
 def confirm_intent(ctx: MerchantContext, intent_id: str, payment_method: str | None = None) -> PaymentIntent:
+    refuse_test_method(ctx.livemode, payment_method)
     pi = get(ctx, intent_id, lock=True)
     if pi.status not in ("requires_payment_method", "requires_confirmation"):
         db.session.rollback()
@@ -431,7 +446,10 @@ def confirm_intent(ctx: MerchantContext, intent_id: str, payment_method: str | N
         attempt_id = attempt.id
         db.session.commit()
         try:
-            result = _adapter(account).charge(request)
+            adapter = _adapter(account)
+            if not ctx.livemode and request.payment_method:  # the channel's own test instrument
+                request = replace(request, payment_method=adapter.test_instrument(request.payment_method))
+            result = adapter.charge(request)
         except (ChannelUnavailable, ChannelConfigError) as exc:
             _finish_attempt(ctx, attempt_id, "unavailable", error=str(exc))
             continue
@@ -631,6 +649,33 @@ def apply_charge_result(tenant_id: uuid.UUID, attempt_id: uuid.UUID, result: Cha
     else:
         # Still processing at the channel (a QR code to scan, a transfer to arrive).
         _mark(attempt_id, tenant_id, "unknown", response=response)
+    db.session.commit()
+    return pi
+
+
+def apply_not_taken(tenant_id: uuid.UUID, attempt_id: uuid.UUID, reason: str) -> PaymentIntent:
+    """The channel says it never received an attempt whose answer we lost: nothing was charged,
+    so the payment may be tried again (once, under the same locks as any outcome)."""
+    intent_id = db.session.execute(
+        sa.select(PaymentAttempt.payment_intent_id).where(
+            PaymentAttempt.tenant_id == tenant_id, PaymentAttempt.id == attempt_id
+        )
+    ).scalar_one()
+    pi = db.session.execute(
+        sa.select(PaymentIntent)
+        .where(PaymentIntent.tenant_id == tenant_id, PaymentIntent.id == intent_id)
+        .with_for_update()
+    ).scalar_one()
+    attempt = _mark(attempt_id, tenant_id, "unavailable", error=reason)
+    if pi.status == "processing" and attempt.kind == "charge":
+        _fail(
+            pi,
+            {
+                "type": "api_error",
+                "code": "channel_unavailable",
+                "message": "The payment channel never received the payment; nothing was charged.",
+            },
+        )
     db.session.commit()
     return pi
 

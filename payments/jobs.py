@@ -7,7 +7,7 @@ import uuid
 import sqlalchemy as sa
 
 from core.db import db
-from payments.channels.base import ChannelTimeout, ChannelUnavailable, ChargeStatus
+from payments.channels.base import ChannelInvalidRequest, ChannelTimeout, ChannelUnavailable, ChargeStatus
 from payments.models import ChannelAccount, PaymentAttempt
 
 
@@ -21,7 +21,7 @@ def resolve_attempt(tenant_id: uuid.UUID, attempt_id: str) -> str:
     Asks by the idempotency key the channel received, never charges again. Safe to run twice
     or after a worker died: a final attempt is left as it is.
     """
-    from payments.intents import _adapter, apply_charge_result
+    from payments.intents import _adapter, apply_charge_result, apply_not_taken
 
     attempt = db.session.execute(
         sa.select(PaymentAttempt).where(
@@ -41,6 +41,10 @@ def resolve_attempt(tenant_id: uuid.UUID, attempt_id: str) -> str:
         result = _adapter(account).query(idempotency_key=key)
     except (ChannelTimeout, ChannelUnavailable) as exc:
         raise OutcomeStillUnknown(f"attempt {attempt_id}: the channel did not answer ({exc})") from exc
+    except ChannelInvalidRequest as exc:
+        if exc.code != "resource_missing":
+            raise
+        return apply_not_taken(tenant_id, attempt.id, f"the channel has no such charge: {exc}").status
     if result.status == ChargeStatus.PROCESSING:
         raise OutcomeStillUnknown(f"attempt {attempt_id}: still processing at the channel")
     pi = apply_charge_result(tenant_id, attempt.id, result)

@@ -82,7 +82,7 @@ class Route:
     # "tenant" (A's admin on A's host) | "merchant" (A's merchant owner on A's host)
     # | "api" (A's merchant's secret key on A's host) | "platform" (platform admin on the platform host)
     who: str
-    method: str
+    method: str  # GET | POST | DELETE (DELETE: the API only)
     own: Callable[[World], dict]
     foreign: Callable[[World], list[dict]]
     data: dict = field(default_factory=dict)
@@ -216,6 +216,28 @@ ROUTES: dict[str, Route] = {
     ),
     "api.retrieve_event": Route(
         "api", "GET", lambda w: {"id": w.a.event}, lambda w: [{"id": w.b.event}], **API_REFUSAL
+    ),
+    "api.retrieve_webhook_endpoint": Route(
+        "api",
+        "GET",
+        lambda w: {"webhook_endpoint": w.a.webhook},
+        lambda w: [{"webhook_endpoint": w.b.webhook}],
+        **API_REFUSAL,
+    ),
+    "api.update_webhook_endpoint": Route(
+        "api",
+        "POST",
+        lambda w: {"webhook_endpoint": w.a.webhook},
+        lambda w: [{"webhook_endpoint": w.b.webhook}],
+        data={"url": "http://127.0.0.1:9/changed", "description": "changed", "disabled": "true"},
+        **API_REFUSAL,
+    ),
+    "api.delete_webhook_endpoint": Route(
+        "api",
+        "DELETE",
+        lambda w: {"webhook_endpoint": w.a.webhook},
+        lambda w: [{"webhook_endpoint": w.b.webhook}],
+        **API_REFUSAL,
     ),
     # The platform console sees every tenant by design: what it must refuse is an id that names
     # no tenant, and a user id that belongs to another tenant than the one in the URL.
@@ -443,6 +465,8 @@ def _call(client, route: Route, url: str, csrf_page: str | None):
     """Make the request; the body is read and the response closed (a logo is a streamed file)."""
     if route.method == "GET":
         response = client.get(url)
+    elif route.method == "DELETE":
+        response = client.delete(url)
     elif route.who == "api":
         response = client.post(url, data=route.data)
     else:
@@ -477,6 +501,10 @@ class ApiClient:
 
     def post(self, path: str, data=None):
         return self.client.post(path, data=data, headers=self.headers)
+
+    def delete(self, path: str):
+        # (SiteClient has no delete: the browser-facing routes take only GET and POST.)
+        return self.client.client.delete(path, base_url=self.client.base_url, headers=self.headers)
 
 
 def _on_side(site, side: Side, who: str):

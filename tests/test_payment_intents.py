@@ -126,3 +126,24 @@ def test_concurrent_refunds_never_exceed_what_was_received(app, shop):
         assert intents.get(shop, pi.id).amount_refunded == 9800
         assert _ledger_ok() == []
         db.session.remove()
+
+
+def test_an_attempt_the_channel_never_received_frees_the_payment(as_shop, run_jobs):
+    from payments.channels.sandbox import STORE
+
+    pi = intents.create(as_shop, amount=4001, currency="usd", payment_method="pm_card_visa", confirm=True)
+    assert pi.status == "processing"
+    # The channel lost the request: it has no charge under our idempotency key.
+    with STORE.lock:
+        for key in [k for k in STORE.charge_by_key if k[1].startswith(pi.id)]:
+            del STORE.charges[(key[0], STORE.charge_by_key.pop(key))]
+    db.session.remove()
+    assert run_jobs() == 1
+    with tenant_context(db.session, as_shop.tenant_id):
+        pi = intents.get(as_shop, pi.id)
+        assert pi.status == "requires_payment_method"
+        assert pi.last_payment_error["code"] == "channel_unavailable"
+        # Nothing was charged, so the payment can simply be tried again (4001 would time out again).
+        intents.update(as_shop, pi.id, amount=4000)
+        assert intents.confirm_intent(as_shop, pi.id).status == "succeeded"
+    assert _ledger_ok() == []

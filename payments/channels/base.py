@@ -17,6 +17,13 @@ which says whether money may have moved:
 | `InvalidNotification`   | n/a           | reject the notification (signature, format)                 |
 
 Credentials travel as `Secret`, which never prints its value.
+
+Test instruments: in test mode the API takes Stripe's documented test payment methods
+(`pm_card_visa`, `pm_card_chargeDeclined`, `pm_card_chargeDeclinedInsufficientFunds`, ...:
+every name starting `pm_card_`, `is_test_payment_method`) whatever the routed channel is, and
+`ChannelAdapter.test_instrument` maps one to what that channel itself accepts as its test
+instrument (default: the same name). The caller applies it only to test-mode payments; a live
+payment never gets a test method mapped (the API refuses test methods in live mode).
 """
 
 from __future__ import annotations
@@ -34,6 +41,14 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 
 from payments.products import PRODUCTS, product
+
+TEST_PAYMENT_METHOD_PREFIX = "pm_card_"
+
+
+def is_test_payment_method(payment_method: str | None) -> bool:
+    """One of Stripe's documented test payment methods (pm_card_visa, pm_card_chargeDeclined...)."""
+    return isinstance(payment_method, str) and payment_method.startswith(TEST_PAYMENT_METHOD_PREFIX)
+
 
 # --- secrets -------------------------------------------------------------------------------
 
@@ -512,6 +527,12 @@ class ChannelAdapter(abc.ABC):
             self.capabilities.manual_capture and PRODUCTS[request.product].manual_capture
         ):
             raise self.not_supported(f"manual capture of {PRODUCTS[request.product].label}")
+
+    def test_instrument(self, payment_method: str) -> str:
+        """This channel's own test instrument for one of Stripe's test payment methods (see the module's
+        docstring); any other payment method is returned unchanged. Called for test-mode payments only.
+        Default: the same name (the sandbox and Stripe itself know Stripe's test methods)."""
+        return payment_method
 
     @abc.abstractmethod
     def check_credentials(self) -> None:

@@ -76,7 +76,16 @@ request; `webhook_secret` (whsec_…) verifies notifications. Neither appears in
 Stripe sends back is scrubbed of both before it is shown. Settings: `base_url` (default
 https://api.stripe.com; https in live mode), `connect_timeout_s` (3), `read_timeout_s` (20), `api_version`
 (the Stripe-Version header, default `API_VERSION`), `query_scan_limit` (1000), `notification_tolerance_s`
-(300), `return_url` (optional: where Stripe sends the payer back after 3-D Secure).
+(300), `return_url` (optional: where Stripe sends the payer back after 3-D Secure), `test_instruments`
+(`stripe`, the default, or `localstripe`: see below).
+
+Test instruments (`test_instrument`, test mode only). Stripe knows every documented test payment method
+(pm_card_visa, pm_card_chargeDeclined, pm_card_chargeDeclinedInsufficientFunds, ...), so with
+`test_instruments: "stripe"` the mapping is the identity. A Stripe-compatible server that lacks them
+(localstripe, below) is named by `test_instruments: "localstripe"`, which maps by `LOCALSTRIPE_INSTRUMENTS`:
+cards that succeed → pm_card_visa, cards declined when charged → pm_card_chargeCustomerFail (localstripe's
+only card declined at charge time; its decline carries no decline code, so every decline is card_declined).
+A test method outside the table is sent unchanged (and localstripe answers resource_missing).
 
 One `httpx.Client` per adapter, with keep-alive: calls of one adapter (pages of a statement or a scan) reuse
 the connection. The client is closed by `close()`, by `with adapter:`, or when the adapter is collected.
@@ -105,6 +114,7 @@ those flows are tested against a local stand-in that answers as Stripe does:
 - A cancelled PaymentIntent can still be captured (Stripe: 400).
 - Cancellation and refund reasons are refused (the adapter sends them only when they are Stripe's enums).
 - Any key that starts with sk_ is accepted: only a non-sk_ key gets a 401.
+- Only three test payment methods exist (above): `test_instruments: "localstripe"` maps Stripe's others.
 - It always binds all interfaces (`::`) and writes its state to /tmp/localstripe.pickle.
 """
 
@@ -195,6 +205,49 @@ STATEMENT_KINDS: Mapping[str, str] = MappingProxyType(
         "payment_refund": "refund",
         "payment_failure_refund": "refund",
     }
+)
+
+# `test_instruments` = "localstripe": Stripe's documented test payment methods → localstripe's own.
+_LOCALSTRIPE_SUCCEEDS = "pm_card_visa"
+_LOCALSTRIPE_DECLINES = "pm_card_chargeCustomerFail"
+LOCALSTRIPE_INSTRUMENTS: Mapping[str, str] = MappingProxyType(
+    {
+        **dict.fromkeys(
+            (
+                "pm_card_visa",
+                "pm_card_visa_debit",
+                "pm_card_mastercard",
+                "pm_card_mastercard_debit",
+                "pm_card_mastercard_prepaid",
+                "pm_card_amex",
+                "pm_card_discover",
+                "pm_card_diners",
+                "pm_card_jcb",
+                "pm_card_unionpay",
+            ),
+            _LOCALSTRIPE_SUCCEEDS,
+        ),
+        **dict.fromkeys(
+            (
+                "pm_card_chargeDeclined",
+                "pm_card_chargeDeclinedInsufficientFunds",
+                "pm_card_chargeDeclinedLostCard",
+                "pm_card_chargeDeclinedStolenCard",
+                "pm_card_chargeDeclinedExpiredCard",
+                "pm_card_chargeDeclinedIncorrectCvc",
+                "pm_card_chargeDeclinedProcessingError",
+                "pm_card_chargeDeclinedFraudulent",
+                "pm_card_chargeDeclinedVelocityLimitExceeded",
+                # localstripe knows this one but declines it when attached, not when charged as Stripe does.
+                "pm_card_visa_chargeDeclined",
+                "pm_card_chargeCustomerFail",
+            ),
+            _LOCALSTRIPE_DECLINES,
+        ),
+    }
+)
+TEST_INSTRUMENTS: Mapping[str, Mapping[str, str]] = MappingProxyType(
+    {"stripe": MappingProxyType({}), "localstripe": LOCALSTRIPE_INSTRUMENTS}
 )
 
 # The only values Stripe accepts for these parameters; free text goes into metadata instead.
@@ -551,6 +604,9 @@ class StripeAdapter(ChannelAdapter):
         self.notification_tolerance_s = self._whole("notification_tolerance_s", 300)
         self.api_version = self._text("api_version", API_VERSION)
         self.return_url = self._text("return_url", None)
+        self.test_instruments = self._text("test_instruments", "stripe")
+        if self.test_instruments not in TEST_INSTRUMENTS:
+            raise self._bad_setting("test_instruments", f"one of {', '.join(TEST_INSTRUMENTS)}", self.test_instruments)
         self._client: httpx.Client | None = None
         self._client_lock = threading.Lock()
 
@@ -762,6 +818,11 @@ class StripeAdapter(ChannelAdapter):
         return reference
 
     # --- the contract ---
+
+    def test_instrument(self, payment_method: str) -> str:
+        if self.config.livemode:  # a live account never gets a test method swapped in
+            return payment_method
+        return TEST_INSTRUMENTS[self.test_instruments].get(payment_method, payment_method)
 
     def check_credentials(self) -> None:
         balance = self._call("GET", "/v1/balance", operation="credential check")

@@ -73,7 +73,7 @@ def _api_site():
 @bp.before_request
 def _authenticate():
     operation = BY_ENDPOINT.get((request.endpoint or "").removeprefix(f"{bp.name}."))
-    g.api_ctx = None
+    g.api_ctx = g.api_key_id = None
     if operation is None or not operation.authenticated:
         return None
     secret = _presented_key()
@@ -83,6 +83,7 @@ def _authenticate():
     if key is None:
         raise invalid_key(secret)
     g.api_ctx = MerchantContext(g.tenant.id, key.merchant_id, key.mode == "live")
+    g.api_key_id = key.id  # the audit log's actor for what the call changes
     return None
 
 

@@ -16,6 +16,9 @@ before it ran (unknown or ill-typed parameters, no key) stores nothing. Keys liv
 older row counts as absent and is replaced (a scheduled cleanup that deletes old rows is a
 later job).
 
+An answer that carries a secret shown once (a new webhook endpoint's `secret`) is stored with that
+secret encrypted (`core.crypto`), as the endpoint itself keeps it, and decrypted for the replay.
+
 A process that dies while a request runs leaves its row `in_progress`: retries get 409 until
 the row is 24 hours old. Nothing is ever run twice for a key.
 """
@@ -32,6 +35,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from core import crypto
 from core.db import db
 from payments.intents import MerchantContext
 from payments.models import IdempotencyKey
@@ -131,11 +135,29 @@ def _forget(ctx: MerchantContext, row_id: uuid.UUID, *conditions) -> None:
     db.session.commit()
 
 
+SECRET_FIELD = "secret"
+SEALED = "encrypted"
+
+
+def _sealed(body: dict[str, Any]) -> dict[str, Any]:
+    """The body as stored: a top-level secret (shown once) is encrypted at rest."""
+    if isinstance(body.get(SECRET_FIELD), str):
+        return {**body, SECRET_FIELD: {SEALED: crypto.encrypt(body[SECRET_FIELD])}}
+    return body
+
+
+def _opened(body: dict[str, Any]) -> dict[str, Any]:
+    sealed = body.get(SECRET_FIELD) if isinstance(body, dict) else None
+    if isinstance(sealed, dict) and isinstance(sealed.get(SEALED), str):
+        return {**body, SECRET_FIELD: crypto.decrypt(sealed[SEALED])}
+    return body
+
+
 def _store(ctx: MerchantContext, row_id: uuid.UUID, status: int, body: dict[str, Any]) -> None:
     db.session.execute(
         sa.update(IdempotencyKey)
         .where(IdempotencyKey.tenant_id == ctx.tenant_id, IdempotencyKey.id == row_id)
-        .values(status="done", response_status=status, response_body=body)
+        .values(status="done", response_status=status, response_body=_sealed(body))
     )
     db.session.commit()
 
@@ -157,7 +179,7 @@ def run(ctx: MerchantContext, key: str, print_: str, call: Callable[[], tuple[in
             error = _reused(key)
             return error.http_status, error_body(error), {}
         if row.status == "done":
-            return row.response_status, row.response_body, {"Idempotent-Replayed": "true"}
+            return row.response_status, _opened(row.response_body), {"Idempotent-Replayed": "true"}
         error = _in_use(key)
         return error.http_status, error_body(error), {}
     if row_id is None:

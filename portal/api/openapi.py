@@ -12,6 +12,7 @@ from typing import Any
 
 from payments.models import INTENT_STATUSES, REFUND_STATUSES
 from payments.refunds import REASONS
+from payments.webhooks import ENDPOINT_STATUSES
 from portal.api.params import object_schema
 
 VERSION = "2024-06-20"
@@ -40,12 +41,13 @@ AMOUNTS = {
 }
 
 
-def _object(name: str, properties: dict[str, Any], description: str) -> dict[str, Any]:
+def _object(name: str, properties: dict[str, Any], description: str, optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    """An object's schema: every property is always present, except the `optional` ones."""
     properties = {"object": {"type": "string", "enum": [name]}, **properties}
     return {
         "type": "object",
         "description": description,
-        "required": sorted(properties),
+        "required": sorted(set(properties) - set(optional)),
         "properties": properties,
         "additionalProperties": False,
     }
@@ -130,6 +132,32 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         },
         "Something that happened to one of the merchant's objects; data.object is the object then.",
     ),
+    "webhook_endpoint": _object(
+        "webhook_endpoint",
+        {
+            "id": STRING,
+            "api_version": _nullable(STRING),
+            "application": _nullable(STRING),
+            "created": TIMESTAMP,
+            "description": _nullable(STRING),
+            "enabled_events": {"type": "array", "items": STRING},
+            "livemode": {"type": "boolean"},
+            "metadata": METADATA,
+            "secret": {
+                "type": "string",
+                "description": "The signing secret (whsec_...): only in the answer that creates the endpoint.",
+            },
+            "status": {"type": "string", "enum": list(ENDPOINT_STATUSES)},
+            "url": STRING,
+        },
+        "A URL of the merchant that receives its events of one mode, signed with the endpoint's secret.",
+        optional=("secret",),
+    ),
+    "deleted_webhook_endpoint": _object(
+        "webhook_endpoint",
+        {"id": STRING, "deleted": {"type": "boolean", "enum": [True]}},
+        "What remains of a deleted webhook endpoint: its id.",
+    ),
     "list": _object(
         "list",
         {"data": {"type": "array", "items": {}}, "has_more": {"type": "boolean"}, "url": STRING},
@@ -177,6 +205,8 @@ ERROR_STATUSES = {
 def _returns(name: str) -> dict[str, Any]:
     if name == "openapi":
         return {"type": "object", "description": "An OpenAPI 3.0 document."}
+    if name.startswith("deleted:"):
+        return _ref("deleted_" + name.split(":", 1)[1])
     if name.startswith("list:"):
         item = name.split(":", 1)[1]
         return {"allOf": [_ref("list"), {"type": "object", "properties": {"data": {"items": _ref(item)}}}]}
@@ -194,7 +224,7 @@ def _operation(op) -> dict[str, Any]:
         for name, text in op.path_params.items()
     ]
     body = None
-    if op.method == "GET":
+    if op.method in ("GET", "DELETE"):  # no body: parameters in the query string
         for name, param in op.params.items():
             entry = {"name": name, "in": "query", "required": param.required, "schema": param.type.schema()}
             if param.description:

@@ -16,15 +16,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from flask import request
+from flask import current_app, g, request
 
 from core.db import db
-from payments import intents, objects, refunds
+from payments import intents, objects, refunds, webhooks
 from payments.errors import InvalidRequest, NotFound
 from payments.intents import MerchantContext
 from payments.models import Event, PaymentIntent, Refund
 from payments.refunds import REASONS
+from payments.webhooks import WebhookEndpoint
 from portal.api.params import Boolean, Integer, Metadata, Object, Param, Range, String, StringList
+from tenants.audit import Actor
 
 # --- shared parameters --------------------------------------------------------------------------
 
@@ -43,7 +45,7 @@ CANCELLATION_REASONS = ("abandoned", "duplicate", "fraudulent", "requested_by_cu
 
 @dataclass(frozen=True)
 class Operation:
-    method: str  # GET | POST
+    method: str  # GET | POST | DELETE
     rule: str  # under /v1, in Flask's syntax: "/payment_intents/<intent>"
     endpoint: str
     summary: str
@@ -217,6 +219,82 @@ def retrieve_event(ctx: MerchantContext, p: dict[str, Any], id: str) -> dict[str
     return objects.event(event)
 
 
+# --- webhook endpoints --------------------------------------------------------------------------
+
+
+def _key_actor() -> Actor:
+    """Who the audit log names for an API call: the API key (its id), as the system acts for a
+    backend, not a person. (`user` is for people who signed in; the key's creator did not make
+    this call.)"""
+    return Actor(kind="system", id=g.get("api_key_id"), ip=request.remote_addr)
+
+
+def _allow_private() -> bool:
+    from portal.merchant.webhooks import allow_private_urls  # the dashboard's rule, one place
+
+    return allow_private_urls(current_app.config)
+
+
+def _no_metadata(p: dict[str, Any]) -> None:
+    """Webhook endpoints keep no metadata yet: an empty value is accepted, anything else refused."""
+    metadata = p.get("metadata")
+    if metadata:
+        name = next(iter(metadata))
+        raise InvalidRequest(
+            "Webhook endpoints do not keep metadata yet; leave metadata out.", param=f"metadata[{name}]"
+        )
+
+
+def _endpoint(ctx: MerchantContext, endpoint_id: str) -> WebhookEndpoint:
+    try:
+        return webhooks.get_endpoint(ctx.tenant_id, ctx.merchant_id, endpoint_id, livemode=ctx.livemode)
+    except NotFound:
+        raise NotFound("webhook_endpoint", endpoint_id, param="webhook_endpoint") from None
+
+
+def create_webhook_endpoint(ctx: MerchantContext, p: dict[str, Any]) -> dict[str, Any]:
+    _no_metadata(p)
+    endpoint, secret = webhooks.create_endpoint(
+        ctx.tenant_id,
+        ctx.merchant_id,
+        ctx.livemode,
+        p["url"],
+        p["enabled_events"],
+        _key_actor(),
+        description=p.get("description"),
+        allow_private=_allow_private(),
+    )
+    return webhooks.endpoint_object(endpoint, secret)
+
+
+def list_webhook_endpoints(ctx: MerchantContext, p: dict[str, Any]) -> dict[str, Any]:
+    return list_of(ctx, WebhookEndpoint, webhooks.endpoint_object, p)
+
+
+def retrieve_webhook_endpoint(ctx: MerchantContext, p: dict[str, Any], webhook_endpoint: str) -> dict[str, Any]:
+    return webhooks.endpoint_object(_endpoint(ctx, webhook_endpoint))
+
+
+def update_webhook_endpoint(ctx: MerchantContext, p: dict[str, Any], webhook_endpoint: str) -> dict[str, Any]:
+    _no_metadata(p)
+    endpoint = webhooks.update_endpoint(
+        _endpoint(ctx, webhook_endpoint),
+        _key_actor(),
+        url=p.get("url"),
+        enabled_events=p.get("enabled_events"),
+        description=p.get("description"),
+        disabled=p.get("disabled"),
+        allow_private=_allow_private(),
+    )
+    return webhooks.endpoint_object(endpoint)
+
+
+def delete_webhook_endpoint(ctx: MerchantContext, p: dict[str, Any], webhook_endpoint: str) -> dict[str, Any]:
+    endpoint = _endpoint(ctx, webhook_endpoint)
+    webhooks.delete_endpoint(endpoint, _key_actor())
+    return {"id": endpoint.id, "object": "webhook_endpoint", "deleted": True}
+
+
 def openapi_document(ctx: MerchantContext | None, p: dict[str, Any]) -> dict[str, Any]:
     from portal.api import openapi
 
@@ -232,6 +310,25 @@ INTENT_UPDATE = {
     "description": Param(String(max_length=1000), description="An arbitrary string shown to the merchant."),
     "metadata": METADATA,
     "payment_method": Param(String(max_length=120), description="A payment method (e.g. pm_card_visa)."),
+    "expand": EXPAND,
+}
+
+WEBHOOK_ENDPOINT = {"webhook_endpoint": "The webhook endpoint's id (we_...)."}
+WEBHOOK_FIELDS = {
+    "url": Param(
+        String(max_length=webhooks.URL_MAX),
+        description="Where events are POSTed: an http(s) URL on the public internet (https in live mode).",
+    ),
+    "enabled_events": Param(
+        StringList(),
+        description="The event types to send, or ['*'] for all, present and future: "
+        + ", ".join(webhooks.EVENT_TYPES)
+        + ".",
+    ),
+    "description": Param(
+        String(max_length=webhooks.DESCRIPTION_MAX), description="What the endpoint is for ('' clears it)."
+    ),
+    "metadata": Param(Metadata(), description="Not kept for webhook endpoints yet: only an empty value is accepted."),
     "expand": EXPAND,
 }
 
@@ -386,6 +483,62 @@ OPERATIONS: list[Operation] = [
         "event",
         {"expand": EXPAND},
         path_params={"id": "The event's id (evt_...)."},
+    ),
+    Operation(
+        "POST",
+        "/webhook_endpoints",
+        "create_webhook_endpoint",
+        "Create a webhook endpoint in the key's mode; the answer carries its signing secret, this once",
+        create_webhook_endpoint,
+        "webhook_endpoint",
+        {
+            **WEBHOOK_FIELDS,
+            "url": Param(WEBHOOK_FIELDS["url"].type, required=True, description=WEBHOOK_FIELDS["url"].description),
+            "enabled_events": Param(
+                StringList(), required=True, description=WEBHOOK_FIELDS["enabled_events"].description
+            ),
+        },
+    ),
+    Operation(
+        "GET",
+        "/webhook_endpoints",
+        "list_webhook_endpoints",
+        "List webhook endpoints, newest first",
+        list_webhook_endpoints,
+        "list:webhook_endpoint",
+        dict(LIST_PARAMS),
+    ),
+    Operation(
+        "GET",
+        "/webhook_endpoints/<webhook_endpoint>",
+        "retrieve_webhook_endpoint",
+        "Retrieve a webhook endpoint (without its secret)",
+        retrieve_webhook_endpoint,
+        "webhook_endpoint",
+        {"expand": EXPAND},
+        path_params=WEBHOOK_ENDPOINT,
+    ),
+    Operation(
+        "POST",
+        "/webhook_endpoints/<webhook_endpoint>",
+        "update_webhook_endpoint",
+        "Update a webhook endpoint: its URL, events or description, or disable (disabled=true) and enable it",
+        update_webhook_endpoint,
+        "webhook_endpoint",
+        {
+            **WEBHOOK_FIELDS,
+            "disabled": Param(Boolean(), description="true: send it nothing until it is enabled again."),
+        },
+        path_params=WEBHOOK_ENDPOINT,
+    ),
+    Operation(
+        "DELETE",
+        "/webhook_endpoints/<webhook_endpoint>",
+        "delete_webhook_endpoint",
+        "Delete a webhook endpoint and its delivery log",
+        delete_webhook_endpoint,
+        "deleted:webhook_endpoint",
+        path_params=WEBHOOK_ENDPOINT,
     ),
     Operation(
         "GET",

@@ -67,6 +67,15 @@ def test_the_object_schemas_match_real_answers(http, api_server):
     assert set(declined["error"]) <= set(schemas["error"]["properties"]["error"]["properties"])
     matches("payment_intent", declined["error"]["payment_intent"])
 
+    created = http.post("/v1/webhook_endpoints", data={"url": "http://127.0.0.1:9/h", "enabled_events[]": "*"}).json()
+    matches("webhook_endpoint", created)
+    assert "secret" in created and "secret" not in schemas["webhook_endpoint"]["required"]
+    # Retrieved, it is the same object without the secret: the one optional property.
+    retrieved = http.get(f"/v1/webhook_endpoints/{created['id']}").json()
+    assert set(retrieved) == set(created) - {"secret"} == set(schemas["webhook_endpoint"]["required"])
+    matches("list", http.get("/v1/webhook_endpoints").json())
+    matches("deleted_webhook_endpoint", http.delete(f"/v1/webhook_endpoints/{created['id']}").json())
+
 
 def test_documented_parameters_are_the_accepted_ones(http, api_server):
     """Each POST operation's documented body is what the API takes: a name outside it is refused."""

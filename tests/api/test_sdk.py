@@ -6,8 +6,11 @@ import httpx
 import pytest
 import stripe
 
+from core.db import db
+from payments.channel_accounts import ChannelAccountInput, create_channel_account
 from tenants import api_keys
 from tenants.audit import Actor
+from tenants.isolation import tenant_context
 
 
 def _visa(client, amount=2000, **extra):
@@ -204,3 +207,31 @@ def test_metadata_round_trip(stripe_client):
     assert frozen.value.code == "payment_intent_unexpected_state" and frozen.value.param == "amount"
     refund = stripe_client.v1.refunds.create({"payment_intent": paid.id, "metadata": {"ticket": "T-9"}})
     assert refund.metadata.to_dict() == {"ticket": "T-9"} and refund.amount == 2000
+
+
+def test_test_payment_methods_are_refused_in_live_mode(app, sdk, shop, issue_key):
+    with app.app_context(), tenant_context(db.session, shop.tenant_id):
+        create_channel_account(
+            shop.tenant_id,
+            ChannelAccountInput(name="Live cards", type="sandbox", mode="live", currency="USD", products=["card"]),
+            {"card"},
+            Actor.system(),
+        )
+        db.session.remove()
+    live = sdk(issue_key(shop, "live"))
+    pi = live.v1.payment_intents.create({"amount": 2000, "currency": "usd"})
+    assert pi.livemode is True and pi.status == "requires_payment_method"
+    for call in (
+        lambda: live.v1.payment_intents.confirm(pi.id, {"payment_method": "pm_card_visa"}),
+        lambda: live.v1.payment_intents.update(pi.id, {"payment_method": "pm_card_chargeDeclined"}),
+        lambda: live.v1.payment_intents.create(
+            {"amount": 2000, "currency": "usd", "payment_method": "pm_card_visa", "confirm": True}
+        ),
+    ):
+        with pytest.raises(stripe.InvalidRequestError) as refused:
+            call()
+        assert refused.value.http_status == 400 and refused.value.param == "payment_method"
+        assert "Test payment methods cannot be used in live mode" in refused.value.user_message
+    # Nothing was charged, nothing was created.
+    assert live.v1.payment_intents.retrieve(pi.id).status == "requires_payment_method"
+    assert [p.id for p in live.v1.payment_intents.list().data] == [pi.id]
