@@ -30,7 +30,7 @@ import ledger
 from core import queue
 from core.db import db
 from core.money import MoneyError, normalise_currency
-from payments import events, objects
+from payments import balance_transactions, events, objects
 from payments import products as catalogue
 from payments.channel_accounts import credentials_of, rules_for
 from payments.channels import adapter_for
@@ -576,6 +576,7 @@ def _post_capture(pi: PaymentIntent, amount: int) -> None:
         pi.livemode,
         description=f"{pi.id} captured",
     )
+    balance_transactions.for_charge(pi, amount)
 
 
 def _succeed(pi: PaymentIntent, amount: int) -> None:

@@ -297,3 +297,136 @@ class IdempotencyKey(TenantOwned, db.Model):
         sa.CheckConstraint("status IN ('in_progress', 'done')", name="status"),
         sa.UniqueConstraint("tenant_id", "merchant_id", "livemode", "key", name="uq_idempotency_keys_key"),
     )
+
+
+# --- wallet money movements -------------------------------------------------------------------
+
+BALANCE_TRANSACTION_TYPES = ("charge", "refund", "topup", "transfer", "payout", "payout_cancel")
+BALANCE_TRANSACTION_STATUSES = ("pending", "available")
+TOPUP_STATUSES = ("pending", "succeeded", "failed", "canceled")
+PAYOUT_STATUSES = ("pending", "in_transit", "paid", "failed", "canceled")
+
+
+class BalanceTransaction(TenantOwned, db.Model):
+    """One movement of a merchant's balance as the merchant sees it (ids `txn_...`), written in the
+    same transaction as the ledger entry that moves the money: a captured payment ("charge"), a
+    succeeded refund ("refund", negative), a top-up, a transfer out (negative) or in, a payout
+    (negative) and a canceled payout ("payout_cancel"). `net = amount - fee`; `source` is the id of
+    the object that moved the money. `status` is "pending" while the money sits in the merchant's
+    pending balance (charges and refunds until clearing releases them), else "available".
+    """
+
+    __tablename__ = "balance_transactions"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    merchant_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid)
+    livemode: Mapped[bool] = mapped_column(default=False)
+    amount: Mapped[int] = mapped_column(sa.BigInteger)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    fee: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    fee_details: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
+    net: Mapped[int] = mapped_column(sa.BigInteger)
+    type: Mapped[str] = mapped_column(sa.String(20))
+    source: Mapped[str] = mapped_column(sa.String(40))
+    status: Mapped[str] = mapped_column(sa.String(10))
+    description: Mapped[str | None] = mapped_column(sa.String(1000))
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+    available_on: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "merchant_id"], ["merchants.tenant_id", "merchants.id"], ondelete="RESTRICT"
+        ),
+        sa.CheckConstraint("amount <> 0", name="amount"),
+        sa.CheckConstraint("net = amount - fee", name="net"),
+        sa.CheckConstraint(f"type IN {BALANCE_TRANSACTION_TYPES}", name="type"),
+        sa.CheckConstraint(f"status IN {BALANCE_TRANSACTION_STATUSES}", name="status"),
+        sa.Index(
+            "ix_balance_transactions_tenant_id_merchant_id_created_at_id",
+            "tenant_id",
+            "merchant_id",
+            "created_at",
+            "id",
+        ),
+        sa.Index("ix_balance_transactions_tenant_id_source", "tenant_id", "source"),
+    )
+
+
+class Topup(TenantOwned, db.Model):
+    """Money a merchant adds to its platform wallet (ids `tu_...`)."""
+
+    __tablename__ = "topups"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    merchant_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid)
+    livemode: Mapped[bool] = mapped_column(default=False)
+    amount: Mapped[int] = mapped_column(sa.BigInteger)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    status: Mapped[str] = mapped_column(sa.String(10))
+    description: Mapped[str | None] = mapped_column(sa.String(1000))
+    metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSONB, default=dict)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "merchant_id"], ["merchants.tenant_id", "merchants.id"], ondelete="RESTRICT"
+        ),
+        sa.CheckConstraint("amount > 0", name="amount"),
+        sa.CheckConstraint(f"status IN {TOPUP_STATUSES}", name="status"),
+        sa.Index("ix_topups_tenant_id_merchant_id_created_at_id", "tenant_id", "merchant_id", "created_at", "id"),
+    )
+
+
+class Transfer(TenantOwned, db.Model):
+    """Available money moved from one merchant to another of the same tenant and mode (ids `tr_...`)."""
+
+    __tablename__ = "transfers"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    merchant_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid)
+    destination_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid)
+    livemode: Mapped[bool] = mapped_column(default=False)
+    amount: Mapped[int] = mapped_column(sa.BigInteger)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    description: Mapped[str | None] = mapped_column(sa.String(1000))
+    metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSONB, default=dict)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "merchant_id"], ["merchants.tenant_id", "merchants.id"], ondelete="RESTRICT"
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "destination_id"], ["merchants.tenant_id", "merchants.id"], ondelete="RESTRICT"
+        ),
+        sa.CheckConstraint("amount > 0", name="amount"),
+        sa.CheckConstraint("destination_id <> merchant_id", name="destination"),
+        sa.Index("ix_transfers_tenant_id_merchant_id_created_at_id", "tenant_id", "merchant_id", "created_at", "id"),
+    )
+
+
+class Payout(TenantOwned, db.Model):
+    """A merchant's withdrawal request (ids `po_...`): the amount is held in merchant_reserved
+    while pending; cancel releases it. Sending it to the bank comes with the clearing issue."""
+
+    __tablename__ = "payouts"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    merchant_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid)
+    livemode: Mapped[bool] = mapped_column(default=False)
+    amount: Mapped[int] = mapped_column(sa.BigInteger)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    status: Mapped[str] = mapped_column(sa.String(10))
+    description: Mapped[str | None] = mapped_column(sa.String(1000))
+    metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSONB, default=dict)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+    canceled_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "merchant_id"], ["merchants.tenant_id", "merchants.id"], ondelete="RESTRICT"
+        ),
+        sa.CheckConstraint("amount > 0", name="amount"),
+        sa.CheckConstraint(f"status IN {PAYOUT_STATUSES}", name="status"),
+        sa.Index("ix_payouts_tenant_id_merchant_id_created_at_id", "tenant_id", "merchant_id", "created_at", "id"),
+    )

@@ -16,7 +16,7 @@ from rq import Retry
 import ledger
 from core import queue
 from core.db import db
-from payments import events, objects
+from payments import balance_transactions, events, objects
 from payments.channels.base import (
     ChannelConfigError,
     ChannelDeclined,
@@ -169,6 +169,7 @@ def settle(
             pi.livemode,
             description=f"{refund.id} for {pi.id}",
         )
+        balance_transactions.for_refund(refund)
         events.record(pi.tenant_id, pi.merchant_id, pi.livemode, "charge.refunded", objects.payment_intent(pi))
     else:
         refund.status = "failed"

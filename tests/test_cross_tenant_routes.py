@@ -25,8 +25,8 @@ from conftest import PASSWORD
 from PIL import Image
 
 from core.db import db
-from payments import channel_accounts, intents, refunds, webhooks
-from payments.models import Event
+from payments import balance_operations, channel_accounts, intents, refunds, webhooks
+from payments.models import BalanceTransaction, Event
 from tenants import api_keys, branding, tokens
 from tenants.audit import Actor
 from tenants.isolation import tenant_context
@@ -62,6 +62,10 @@ class Side:
     event: str  # the payment_intent.succeeded event of `payment`
     webhook: str  # a webhook endpoint of `merchant` (test mode, all events)
     delivery: uuid.UUID  # a delivery of one of `merchant`'s events to `webhook`
+    topup: str  # a test-mode top-up of `merchant`
+    transfer: str  # a transfer from `merchant` to a second merchant of the same tenant
+    payout: str  # a pending payout of `merchant`
+    balance_transaction: str  # the balance transaction of `topup`
 
 
 @dataclass
@@ -214,6 +218,25 @@ ROUTES: dict[str, Route] = {
     "api.retrieve_refund": Route(
         "api", "GET", lambda w: {"refund": w.a.refund}, lambda w: [{"refund": w.b.refund}], **API_REFUSAL
     ),
+    "api.retrieve_balance_transaction": Route(
+        "api",
+        "GET",
+        lambda w: {"id": w.a.balance_transaction},
+        lambda w: [{"id": w.b.balance_transaction}],
+        **API_REFUSAL,
+    ),
+    "api.retrieve_topup": Route(
+        "api", "GET", lambda w: {"topup": w.a.topup}, lambda w: [{"topup": w.b.topup}], **API_REFUSAL
+    ),
+    "api.retrieve_transfer": Route(
+        "api", "GET", lambda w: {"transfer": w.a.transfer}, lambda w: [{"transfer": w.b.transfer}], **API_REFUSAL
+    ),
+    "api.retrieve_payout": Route(
+        "api", "GET", lambda w: {"payout": w.a.payout}, lambda w: [{"payout": w.b.payout}], **API_REFUSAL
+    ),
+    "api.cancel_payout": Route(
+        "api", "POST", lambda w: {"payout": w.a.payout}, lambda w: [{"payout": w.b.payout}], **API_REFUSAL
+    ),
     "api.retrieve_event": Route(
         "api", "GET", lambda w: {"id": w.a.event}, lambda w: [{"id": w.b.event}], **API_REFUSAL
     ),
@@ -297,6 +320,7 @@ def _side(app, make, slug: str, color) -> Side:
     pending = make.user(tenant, pending_email, "operator", password=None)
     owner_email = f"owner@{slug}-shop.example.com"
     merchant = make.merchant(tenant, f"{slug.title()} Shop", owner_email)
+    partner = make.merchant(tenant, f"{slug.title()} Partner", f"owner@{slug}-partner.example.com")
     with app.app_context():
         with tenant_context(db.session, tenant.id):
             users = {u.email: u for u in db.session.execute(sa.select(User)).scalars()}
@@ -341,6 +365,14 @@ def _side(app, make, slug: str, color) -> Side:
                 confirm=True,
             )
             refund = refunds.create(merchant_ctx, payment_intent=payment.id, amount=100)
+            topup = balance_operations.create_topup(merchant_ctx, amount=10000, currency="usd")
+            transfer = balance_operations.create_transfer(
+                merchant_ctx, amount=1000, currency="usd", destination=str(partner)
+            )
+            payout = balance_operations.create_payout(merchant_ctx, amount=500, currency="usd")
+            balance_transaction = db.session.execute(
+                sa.select(BalanceTransaction.id).where(BalanceTransaction.source == topup.id)
+            ).scalar_one()
             event = db.session.execute(
                 sa.select(Event.id).where(Event.object_id == payment.id, Event.type == "payment_intent.succeeded")
             ).scalar_one()
@@ -385,6 +417,10 @@ def _side(app, make, slug: str, color) -> Side:
         event=event,
         webhook=webhook.id,
         delivery=delivery,
+        topup=topup.id,
+        transfer=transfer.id,
+        payout=payout.id,
+        balance_transaction=balance_transaction,
     )
 
 

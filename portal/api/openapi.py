@@ -10,7 +10,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from payments.models import INTENT_STATUSES, REFUND_STATUSES
+from payments.models import (
+    BALANCE_TRANSACTION_STATUSES,
+    BALANCE_TRANSACTION_TYPES,
+    INTENT_STATUSES,
+    PAYOUT_STATUSES,
+    REFUND_STATUSES,
+    TOPUP_STATUSES,
+)
 from payments.refunds import REASONS
 from payments.webhooks import ENDPOINT_STATUSES
 from portal.api.params import object_schema
@@ -131,6 +138,68 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "type": STRING,
         },
         "Something that happened to one of the merchant's objects; data.object is the object then.",
+    ),
+    "balance_transaction": _object(
+        "balance_transaction",
+        {
+            "id": STRING,
+            "amount": INTEGER,
+            "available_on": _nullable(TIMESTAMP),
+            "created": TIMESTAMP,
+            "currency": STRING,
+            "description": _nullable(STRING),
+            "fee": INTEGER,
+            "fee_details": {"type": "array", "items": {"type": "object"}},
+            "livemode": {"type": "boolean"},
+            "net": INTEGER,
+            "source": STRING,
+            "status": {"type": "string", "enum": list(BALANCE_TRANSACTION_STATUSES)},
+            "type": {"type": "string", "enum": list(BALANCE_TRANSACTION_TYPES)},
+        },
+        "One movement of the merchant's balance; source is the object that moved it. Fees are 0 for now.",
+    ),
+    "topup": _object(
+        "topup",
+        {
+            "id": STRING,
+            "amount": INTEGER,
+            "created": TIMESTAMP,
+            "currency": STRING,
+            "description": _nullable(STRING),
+            "livemode": {"type": "boolean"},
+            "metadata": METADATA,
+            "status": {"type": "string", "enum": list(TOPUP_STATUSES)},
+        },
+        "Money the merchant added to its available balance.",
+    ),
+    "transfer": _object(
+        "transfer",
+        {
+            "id": STRING,
+            "amount": INTEGER,
+            "created": TIMESTAMP,
+            "currency": STRING,
+            "description": _nullable(STRING),
+            "destination": STRING,
+            "livemode": {"type": "boolean"},
+            "metadata": METADATA,
+        },
+        "Available money moved to another merchant of the same platform account.",
+    ),
+    "payout": _object(
+        "payout",
+        {
+            "id": STRING,
+            "amount": INTEGER,
+            "arrival_date": _nullable(TIMESTAMP),
+            "created": TIMESTAMP,
+            "currency": STRING,
+            "description": _nullable(STRING),
+            "livemode": {"type": "boolean"},
+            "metadata": METADATA,
+            "status": {"type": "string", "enum": list(PAYOUT_STATUSES)},
+        },
+        "A withdrawal of available money; held at once, pending until it is sent to the bank.",
     ),
     "webhook_endpoint": _object(
         "webhook_endpoint",

@@ -19,10 +19,19 @@ import sqlalchemy as sa
 from flask import current_app, g, request
 
 from core.db import db
-from payments import intents, objects, refunds, webhooks
+from payments import balance_operations, balance_transactions, intents, objects, refunds, webhooks
 from payments.errors import InvalidRequest, NotFound
 from payments.intents import MerchantContext
-from payments.models import Event, PaymentIntent, Refund
+from payments.models import (
+    BALANCE_TRANSACTION_TYPES,
+    BalanceTransaction,
+    Event,
+    PaymentIntent,
+    Payout,
+    Refund,
+    Topup,
+    Transfer,
+)
 from payments.refunds import REASONS
 from payments.webhooks import WebhookEndpoint
 from portal.api.params import Boolean, Integer, Metadata, Object, Param, Range, String, StringList
@@ -219,6 +228,76 @@ def retrieve_event(ctx: MerchantContext, p: dict[str, Any], id: str) -> dict[str
     return objects.event(event)
 
 
+# --- balance transactions, top-ups, transfers, payouts -----------------------------------------
+
+
+def list_balance_transactions(ctx: MerchantContext, p: dict[str, Any]) -> dict[str, Any]:
+    filters = []
+    if p.get("type"):
+        filters.append(BalanceTransaction.type == p["type"])
+    if p.get("source"):
+        filters.append(BalanceTransaction.source == p["source"])
+    return list_of(ctx, BalanceTransaction, balance_transactions.to_object, p, filters)
+
+
+def retrieve_balance_transaction(ctx: MerchantContext, p: dict[str, Any], id: str) -> dict[str, Any]:  # noqa: A002
+    return balance_transactions.to_object(balance_operations.get_balance_transaction(ctx, id))
+
+
+def create_topup(ctx: MerchantContext, p: dict[str, Any]) -> dict[str, Any]:
+    topup = balance_operations.create_topup(
+        ctx, amount=p["amount"], currency=p["currency"], description=p.get("description"), metadata=p.get("metadata")
+    )
+    return balance_operations.topup_object(topup)
+
+
+def list_topups(ctx: MerchantContext, p: dict[str, Any]) -> dict[str, Any]:
+    return list_of(ctx, Topup, balance_operations.topup_object, p)
+
+
+def retrieve_topup(ctx: MerchantContext, p: dict[str, Any], topup: str) -> dict[str, Any]:
+    return balance_operations.topup_object(balance_operations.get_topup(ctx, topup))
+
+
+def create_transfer(ctx: MerchantContext, p: dict[str, Any]) -> dict[str, Any]:
+    transfer = balance_operations.create_transfer(
+        ctx,
+        amount=p["amount"],
+        currency=p["currency"],
+        destination=p["destination"],
+        description=p.get("description"),
+        metadata=p.get("metadata"),
+    )
+    return balance_operations.transfer_object(transfer)
+
+
+def list_transfers(ctx: MerchantContext, p: dict[str, Any]) -> dict[str, Any]:
+    return list_of(ctx, Transfer, balance_operations.transfer_object, p)
+
+
+def retrieve_transfer(ctx: MerchantContext, p: dict[str, Any], transfer: str) -> dict[str, Any]:
+    return balance_operations.transfer_object(balance_operations.get_transfer(ctx, transfer))
+
+
+def create_payout(ctx: MerchantContext, p: dict[str, Any]) -> dict[str, Any]:
+    payout = balance_operations.create_payout(
+        ctx, amount=p["amount"], currency=p["currency"], description=p.get("description"), metadata=p.get("metadata")
+    )
+    return balance_operations.payout_object(payout)
+
+
+def list_payouts(ctx: MerchantContext, p: dict[str, Any]) -> dict[str, Any]:
+    return list_of(ctx, Payout, balance_operations.payout_object, p)
+
+
+def retrieve_payout(ctx: MerchantContext, p: dict[str, Any], payout: str) -> dict[str, Any]:
+    return balance_operations.payout_object(balance_operations.get_payout(ctx, payout))
+
+
+def cancel_payout(ctx: MerchantContext, p: dict[str, Any], payout: str) -> dict[str, Any]:
+    return balance_operations.payout_object(balance_operations.cancel_payout(ctx, payout))
+
+
 # --- webhook endpoints --------------------------------------------------------------------------
 
 
@@ -329,6 +408,14 @@ WEBHOOK_FIELDS = {
         String(max_length=webhooks.DESCRIPTION_MAX), description="What the endpoint is for ('' clears it)."
     ),
     "metadata": Param(Metadata(), description="Not kept for webhook endpoints yet: only an empty value is accepted."),
+    "expand": EXPAND,
+}
+
+MOVEMENT_FIELDS = {
+    "amount": Param(Integer(), required=True, description="Amount in the currency's smallest unit."),
+    "currency": Param(String(max_length=3), required=True, description="Three-letter ISO currency code."),
+    "description": Param(String(max_length=1000), description="An arbitrary string shown to the merchant."),
+    "metadata": METADATA,
     "expand": EXPAND,
 }
 
@@ -483,6 +570,118 @@ OPERATIONS: list[Operation] = [
         "event",
         {"expand": EXPAND},
         path_params={"id": "The event's id (evt_...)."},
+    ),
+    Operation(
+        "GET",
+        "/balance_transactions",
+        "list_balance_transactions",
+        "List balance transactions (every movement of the balance), newest first",
+        list_balance_transactions,
+        "list:balance_transaction",
+        {
+            **LIST_PARAMS,
+            "type": Param(String(enum=BALANCE_TRANSACTION_TYPES), description="Only transactions of this type."),
+            "source": Param(
+                String(max_length=40), description="Only transactions of this object (pi_, re_, tu_, ...)."
+            ),
+        },
+    ),
+    Operation(
+        "GET",
+        "/balance_transactions/<id>",
+        "retrieve_balance_transaction",
+        "Retrieve a balance transaction",
+        retrieve_balance_transaction,
+        "balance_transaction",
+        {"expand": EXPAND},
+        path_params={"id": "The balance transaction's id (txn_...)."},
+    ),
+    Operation(
+        "POST",
+        "/topups",
+        "create_topup",
+        "Top up the balance (test mode: succeeds at once; live mode needs a bank-transfer channel, not available yet)",
+        create_topup,
+        "topup",
+        dict(MOVEMENT_FIELDS),
+    ),
+    Operation(
+        "GET", "/topups", "list_topups", "List top-ups, newest first", list_topups, "list:topup", dict(LIST_PARAMS)
+    ),
+    Operation(
+        "GET",
+        "/topups/<topup>",
+        "retrieve_topup",
+        "Retrieve a top-up",
+        retrieve_topup,
+        "topup",
+        {"expand": EXPAND},
+        path_params={"topup": "The top-up's id (tu_...)."},
+    ),
+    Operation(
+        "POST",
+        "/transfers",
+        "create_transfer",
+        "Transfer available money to another merchant of the same platform account",
+        create_transfer,
+        "transfer",
+        {
+            **MOVEMENT_FIELDS,
+            "destination": Param(
+                String(max_length=40), required=True, description="The receiving merchant's id (a UUID)."
+            ),
+        },
+    ),
+    Operation(
+        "GET",
+        "/transfers",
+        "list_transfers",
+        "List transfers, newest first",
+        list_transfers,
+        "list:transfer",
+        dict(LIST_PARAMS),
+    ),
+    Operation(
+        "GET",
+        "/transfers/<transfer>",
+        "retrieve_transfer",
+        "Retrieve a transfer",
+        retrieve_transfer,
+        "transfer",
+        {"expand": EXPAND},
+        path_params={"transfer": "The transfer's id (tr_...)."},
+    ),
+    Operation(
+        "POST",
+        "/payouts",
+        "create_payout",
+        "Request a payout: the amount is held from the available balance at once (status pending)",
+        create_payout,
+        "payout",
+        dict(MOVEMENT_FIELDS),
+    ),
+    Operation(
+        "GET", "/payouts", "list_payouts", "List payouts, newest first", list_payouts, "list:payout", dict(LIST_PARAMS)
+    ),
+    Operation(
+        "GET",
+        "/payouts/<payout>",
+        "retrieve_payout",
+        "Retrieve a payout",
+        retrieve_payout,
+        "payout",
+        {"expand": EXPAND},
+        path_params={"payout": "The payout's id (po_...)."},
+    ),
+    Operation(
+        "POST",
+        "/payouts/<payout>/cancel",
+        "cancel_payout",
+        "Cancel a pending payout: the held amount is available again",
+        cancel_payout,
+        "payout",
+        {"expand": EXPAND},
+        path_params={"payout": "The payout's id (po_...)."},
     ),
     Operation(
         "POST",
