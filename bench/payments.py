@@ -219,8 +219,8 @@ def drive(port: int, secret: str, n: int, concurrency: int) -> tuple[float, list
     return time.perf_counter() - started, latencies, errors
 
 
-UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-ID_RE = re.compile(r"^(pi|evt|re|s)_[A-Za-z0-9]{10,}$|^pi_[A-Za-z0-9]+-charge-\d+$")
+# Prefixed object ids (pi_..., evt_..., txn_...) and the idempotency keys derived from them.
+ID_RE = re.compile(r"^[a-z]{1,5}_[A-Za-z0-9]{16,}(-[a-z]+-\d+)?$")
 
 
 def baseline(database: str, captured: list[tuple[str, tuple]], n: int, concurrency: int) -> float:
@@ -241,15 +241,29 @@ def baseline(database: str, captured: list[tuple[str, tuple]], n: int, concurren
         if isinstance(value, uuid.UUID) and value not in keep:
             return fresh.setdefault(value, uuid.uuid4())
         if isinstance(value, str) and ID_RE.match(value):
+            # Ids derived from one another (a key from its intent's id) stay derived.
+            for old, new in fresh.items():
+                if isinstance(old, str) and value.startswith(old):
+                    return new + value[len(old) :]
             prefix, _, rest = value.partition("_")
-            return fresh.setdefault(value, f"{prefix}_{uuid.uuid4().hex[:24]}{rest[24:]}")
+            body, dash, tail = rest.partition("-")
+            return fresh.setdefault(value, f"{prefix}_{uuid.uuid4().hex[:24]}{dash}{tail}")
         return value
 
     counter = iter(range(n))
     lock = threading.Lock()
     barrier = threading.Barrier(concurrency + 1)
 
+    failures: list[BaseException] = []
+
     def worker():
+        try:
+            replay()
+        except BaseException as exc:  # reported below: a failed replay must not pass as a fast one
+            failures.append(exc)
+            barrier.abort()
+
+    def replay():
         with psycopg.connect(url) as conn:
             barrier.wait()
             while True:
@@ -286,6 +300,8 @@ def baseline(database: str, captured: list[tuple[str, tuple]], n: int, concurren
     started = time.perf_counter()
     for thread in threads:
         thread.join()
+    if failures:
+        raise SystemExit(f"the baseline replay failed: {failures[0]!r}")
     return n / (time.perf_counter() - started)
 
 
@@ -301,7 +317,7 @@ def run(channel: str, settings: dict, base_url: str | None, n: int, concurrency:
         server.stop()
     latencies.sort()
     per_second = n / seconds
-    base = baseline(database, captured, n, concurrency) if channel == "sandbox" else per_second
+    base = baseline(database, captured, n, concurrency)
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     name = channel if not settings.get("latency_ms") else f"{channel}-{settings['latency_ms']}ms"
     print(
