@@ -606,3 +606,20 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
         if key.lower() == wanted:
             return value
     return None
+
+
+def verified_body(
+    channel: str, secret: Secret, signature: str | None, body: bytes, *, now: float, tolerance: float
+) -> bytes:
+    """The raw body of a channel notification once its signature checks out.
+
+    The signature covers the exact bytes received, so the body must be passed undecoded.
+    """
+    if not isinstance(body, bytes | bytearray):
+        raise TypeError("pass the notification body as the raw bytes received: the signature covers them")
+    body = bytes(body)
+    try:
+        verify_signature(secret, signature, body, now=now, tolerance=tolerance)
+    except ValueError as exc:
+        raise InvalidNotification(f"notification for channel {channel} rejected: {exc}", channel=channel) from None
+    return body

@@ -86,7 +86,7 @@ from payments.channels.base import (
     StatementLine,
     header,
     sign_payload,
-    verify_signature,
+    verified_body,
 )
 from payments.products import ELEMENTS, PRODUCTS
 
@@ -707,22 +707,14 @@ class SandboxAdapter(ChannelAdapter):
         return self.notification_for(reference)
 
     def parse_notification(self, headers: Mapping[str, str], body: bytes) -> Notification:
-        secret = self.credential("webhook_secret")
-        if not isinstance(body, bytes | bytearray):
-            raise TypeError("pass the notification body as the raw bytes received: the signature covers them")
-        body = bytes(body)
-        try:
-            verify_signature(
-                secret,
-                header(headers, SIGNATURE_HEADER),
-                body,
-                now=self._clock().timestamp(),
-                tolerance=self.notification_tolerance_s,
-            )
-        except ValueError as exc:
-            raise InvalidNotification(
-                f"notification for channel {self.channel} rejected: {exc}", channel=self.channel
-            ) from None
+        body = verified_body(
+            self.channel,
+            self.credential("webhook_secret"),
+            header(headers, SIGNATURE_HEADER),
+            body,
+            now=self._clock().timestamp(),
+            tolerance=self.notification_tolerance_s,
+        )
         try:
             event = json.loads(body)
             obj = event["data"]["object"]

@@ -115,7 +115,7 @@ those flows are tested against a local stand-in that answers as Stripe does:
 - Cancellation and refund reasons are refused (the adapter sends them only when they are Stripe's enums).
 - Any key that starts with sk_ is accepted: only a non-sk_ key gets a 401.
 - Only three test payment methods exist (above): `test_instruments: "localstripe"` maps Stripe's others.
-- It always binds all interfaces (`::`) and writes its state to /tmp/localstripe.pickle.
+- It always binds all interfaces (`::`) and writes its state to a fixed pickle file in the system's temporary folder.
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ from payments.channels.base import (
     Statement,
     StatementLine,
     header,
-    verify_signature,
+    verified_body,
 )
 
 log = logging.getLogger(__name__)
@@ -994,22 +994,14 @@ class StripeAdapter(ChannelAdapter):
         return Statement(channel_id=self.config.id, day=day, lines=tuple(lines))
 
     def parse_notification(self, headers: Mapping[str, str], body: bytes) -> Notification:
-        secret = self.credential("webhook_secret")
-        if not isinstance(body, bytes | bytearray):
-            raise TypeError("pass the notification body as the raw bytes received: the signature covers them")
-        body = bytes(body)
-        try:
-            verify_signature(
-                secret,
-                header(headers, SIGNATURE_HEADER),
-                body,
-                now=self._clock().timestamp(),
-                tolerance=self.notification_tolerance_s,
-            )
-        except ValueError as exc:
-            raise InvalidNotification(
-                f"notification for channel {self.channel} rejected: {exc}", channel=self.channel
-            ) from None
+        body = verified_body(
+            self.channel,
+            self.credential("webhook_secret"),
+            header(headers, SIGNATURE_HEADER),
+            body,
+            now=self._clock().timestamp(),
+            tolerance=self.notification_tolerance_s,
+        )
         try:
             return notification_from_event(json.loads(body))
         except (ValueError, KeyError, TypeError) as exc:

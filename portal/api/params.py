@@ -12,6 +12,7 @@ OpenAPI schema, so the published document is generated from the same declaration
 
 from __future__ import annotations
 
+import abc
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -82,16 +83,16 @@ def _as_list(value: Any, name: str) -> list[Any]:
 # --- types --------------------------------------------------------------------------------------
 
 
-class Type:
+class Type(abc.ABC):
     """How a parameter's value is read and how it is described in the OpenAPI document."""
 
     deep = False  # an object or array: form encoding uses deepObject style
 
-    def coerce(self, value: Any, name: str) -> Any:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def coerce(self, value: Any, name: str) -> Any: ...
 
-    def schema(self) -> dict[str, Any]:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def schema(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
