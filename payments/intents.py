@@ -17,6 +17,7 @@ the same idempotency key until the outcome is final (`payments.jobs.resolve_atte
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -52,6 +53,7 @@ from payments.errors import CardError, ChannelError, InvalidRequest, NotFound
 from payments.models import ChannelAccount, ChannelDailyUsage, PaymentAttempt, PaymentIntent
 from payments.route_planning import candidates, plan, tenant_today
 
+log = logging.getLogger(__name__)
 MAX_AMOUNT = 99_999_999_999
 METADATA_KEYS = 50
 # Resolving an unknown outcome: ask again after these many seconds (about a day in all).
@@ -455,13 +457,7 @@ def confirm_intent(ctx: MerchantContext, intent_id: str, payment_method: str | N
             continue
         except ChannelTimeout as exc:
             _finish_attempt(ctx, attempt_id, "unknown", error=str(exc))
-            queue.enqueue(
-                "channels",
-                _resolve_job(),
-                ctx.tenant_id,
-                str(attempt_id),
-                retry=Retry(max=len(QUERY_BACKOFF), interval=QUERY_BACKOFF),
-            )
+            queue_resolution(ctx.tenant_id, attempt_id)
             return get(ctx, intent_id)
         except ChannelDeclined as exc:
             return _declined(ctx, intent_id, attempt_id, exc)
@@ -489,10 +485,24 @@ def confirm_intent(ctx: MerchantContext, intent_id: str, payment_method: str | N
     )
 
 
-def _resolve_job():
+def queue_resolution(tenant_id: uuid.UUID, attempt_id: uuid.UUID) -> None:
+    """Ask the channel later what became of an attempt. One job per attempt (its id is derived
+    from the attempt), so the sweep can re-queue a lost one without doubling a live one. Never
+    fails the caller: with Redis away the attempt stays `unknown` and the sweep queues it later."""
     from payments.jobs import resolve_attempt
 
-    return resolve_attempt
+    try:
+        queue.enqueue(
+            "channels",
+            resolve_attempt,
+            tenant_id,
+            str(attempt_id),
+            job_id=f"resolve-{attempt_id}",
+            if_absent=True,
+            retry=Retry(max=len(QUERY_BACKOFF), interval=QUERY_BACKOFF),
+        )
+    except Exception:  # the queue is best effort here; the per-minute sweep is the guarantee
+        log.warning("could not queue the resolution of attempt %s; the sweep will", attempt_id, exc_info=True)
 
 
 def _mark(
@@ -720,13 +730,7 @@ def capture(ctx: MerchantContext, intent_id: str, amount_to_capture: Any = None)
         result = _adapter(account).capture(request)
     except ChannelTimeout as exc:
         _finish_attempt(ctx, attempt_id, "unknown", error=str(exc))
-        queue.enqueue(
-            "channels",
-            _resolve_job(),
-            ctx.tenant_id,
-            str(attempt_id),
-            retry=Retry(max=len(QUERY_BACKOFF), interval=QUERY_BACKOFF),
-        )
+        queue_resolution(ctx.tenant_id, attempt_id)
         return get(ctx, intent_id)
     except (ChannelUnavailable, ChannelConfigError, ChannelDeclined, ChannelInvalidRequest) as exc:
         _finish_attempt(ctx, attempt_id, "failed", error=str(exc))

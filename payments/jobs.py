@@ -49,3 +49,32 @@ def resolve_attempt(tenant_id: uuid.UUID, attempt_id: str) -> str:
         raise OutcomeStillUnknown(f"attempt {attempt_id}: still processing at the channel")
     pi = apply_charge_result(tenant_id, attempt.id, result)
     return pi.status
+
+
+SWEEP_GRACE_SECONDS = 60
+SWEEP_LIMIT = 500
+
+
+def sweep_unknown_attempts() -> int:
+    """Re-queue the resolution of attempts still `unknown` a minute after their last news, over
+    all tenants (platform scope). A queued, scheduled or running resolution of the same attempt
+    is kept (deterministic job id); one whose retries ran out starts again, so an outcome is asked
+    for until the channel gives a final one. Returns how many attempts were looked at."""
+    from datetime import UTC, datetime, timedelta
+
+    from payments.intents import queue_resolution
+    from tenants import isolation
+
+    cutoff = datetime.now(UTC) - timedelta(seconds=SWEEP_GRACE_SECONDS)
+    with isolation.platform_scope(db.session):
+        rows = db.session.execute(
+            sa.select(PaymentAttempt.tenant_id, PaymentAttempt.id)
+            .where(PaymentAttempt.status == "unknown", PaymentAttempt.created_at < cutoff)
+            .order_by(PaymentAttempt.created_at)
+            .limit(SWEEP_LIMIT)
+        ).all()
+        db.session.commit()
+    for tenant_id, attempt_id in rows:
+        with isolation.tenant_context(db.session, tenant_id):
+            queue_resolution(tenant_id, attempt_id)
+    return len(rows)

@@ -929,4 +929,8 @@ def sweep(slot: int | None = None) -> dict[str, int]:
         _queue_attempt(tenant_id, delivery_id, attempts + 1)
     if tenants or overdue:
         log.info("webhook sweep: %d tenant(s) to dispatch, %d overdue deliveries", len(tenants), len(overdue))
-    return {"tenants": len(tenants), "deliveries": len(overdue)}
+    # The same per-minute job also looks after channel outcomes still unknown (payments.jobs).
+    from payments.jobs import sweep_unknown_attempts
+
+    attempts = sweep_unknown_attempts()
+    return {"tenants": len(tenants), "deliveries": len(overdue), "attempts": attempts}

@@ -147,3 +147,24 @@ def test_an_attempt_the_channel_never_received_frees_the_payment(as_shop, run_jo
         intents.update(as_shop, pi.id, amount=4000)
         assert intents.confirm_intent(as_shop, pi.id).status == "succeeded"
     assert _ledger_ok() == []
+
+
+def test_a_lost_resolution_job_is_queued_again_by_the_sweep(as_shop, run_jobs, app, owner_engine):
+    from payments import webhooks
+    from portal import jobs
+
+    pi = intents.create(as_shop, amount=4001, currency="usd", payment_method="pm_card_visa", confirm=True)
+    assert pi.status == "processing"
+    db.session.remove()
+    # The job is lost (Redis emptied, a worker gone): nothing would ever ask the channel again.
+    jobs.redis_connection().flushdb()
+    assert run_jobs() == 0
+    with owner_engine.begin() as conn:
+        conn.execute(sa.text("UPDATE payment_attempts SET created_at = now() - interval '5 minutes'"))
+    assert webhooks.sweep()["attempts"] == 1
+    assert webhooks.sweep()["attempts"] == 1  # the queued job is kept, not doubled
+    assert run_jobs() == 1
+    with tenant_context(db.session, as_shop.tenant_id):
+        assert intents.get(as_shop, pi.id).status == "succeeded"
+    assert webhooks.sweep()["attempts"] == 0
+    assert _ledger_ok() == []
