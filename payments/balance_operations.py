@@ -34,7 +34,7 @@ from core.db import db
 from ledger.models import LedgerAccount
 from payments import balance_transactions, objects
 from payments.errors import InvalidRequest, NotFound
-from payments.intents import MerchantContext, clean_amount, clean_currency, merge_metadata
+from payments.intents import MerchantContext, clean_amount, clean_currency, merge_metadata, owned
 from payments.models import BalanceTransaction, Payout, Topup, Transfer
 from tenants.models import Merchant
 
@@ -82,18 +82,7 @@ def _require_available(available: LedgerAccount, amount: int) -> None:
 
 
 def _get(ctx: MerchantContext, model, object_id: str, kind: str, *, lock: bool = False):
-    statement = sa.select(model).where(
-        model.tenant_id == ctx.tenant_id,
-        model.merchant_id == ctx.merchant_id,
-        model.livemode == ctx.livemode,
-        model.id == str(object_id),
-    )
-    if lock:
-        statement = statement.with_for_update()
-    row = db.session.execute(statement).scalar_one_or_none()
-    if row is None:
-        raise NotFound(kind, str(object_id), param=kind)
-    return row
+    return owned(ctx, model, object_id, kind, lock=lock)
 
 
 def get_topup(ctx: MerchantContext, topup_id: str) -> Topup:

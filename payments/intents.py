@@ -173,20 +173,25 @@ def refuse_test_method(livemode: bool, payment_method: str | None) -> None:
 # --- reading -----------------------------------------------------------------------------------
 
 
-def get(ctx: MerchantContext, intent_id: str, *, lock: bool = False) -> PaymentIntent:
-    """The merchant's own intent in the key's mode; anything else is 'No such payment_intent'."""
-    statement = sa.select(PaymentIntent).where(
-        PaymentIntent.tenant_id == ctx.tenant_id,
-        PaymentIntent.merchant_id == ctx.merchant_id,
-        PaymentIntent.livemode == ctx.livemode,
-        PaymentIntent.id == str(intent_id),
+def owned(ctx: MerchantContext, model, object_id: str, kind: str, *, param: str | None = None, lock: bool = False):
+    """The caller's own object of `model` in the key's mode; anything else is 'No such <kind>'
+    (another merchant's or tenant's id looks exactly like one that does not exist)."""
+    statement = sa.select(model).where(
+        model.tenant_id == ctx.tenant_id,
+        model.merchant_id == ctx.merchant_id,
+        model.livemode == ctx.livemode,
+        model.id == str(object_id),
     )
     if lock:
         statement = statement.with_for_update()
-    pi = db.session.execute(statement).scalar_one_or_none()
-    if pi is None:
-        raise NotFound("payment_intent", str(intent_id), param="intent")
-    return pi
+    row = db.session.execute(statement).scalar_one_or_none()
+    if row is None:
+        raise NotFound(kind, str(object_id), param=param or kind)
+    return row
+
+
+def get(ctx: MerchantContext, intent_id: str, *, lock: bool = False) -> PaymentIntent:
+    return owned(ctx, PaymentIntent, intent_id, "payment_intent", param="intent", lock=lock)
 
 
 def page(
@@ -597,15 +602,13 @@ def _succeed(pi: PaymentIntent, amount: int) -> None:
     events.record(pi.tenant_id, pi.merchant_id, pi.livemode, "payment_intent.succeeded", objects.payment_intent(pi))
 
 
-def apply_charge_result(tenant_id: uuid.UUID, attempt_id: uuid.UUID, result: ChargeResult) -> PaymentIntent:
-    """Apply a channel's answer for an attempt exactly once (a late notification and a query
-    result for the same attempt may both arrive: the second finds the attempt final)."""
+def _lock_attempt(tenant_id: uuid.UUID, attempt_id: uuid.UUID) -> tuple[PaymentIntent, PaymentAttempt]:
+    """Lock an attempt's intent, then the attempt: every writer locks in this order."""
     intent_id = db.session.execute(
         sa.select(PaymentAttempt.payment_intent_id).where(
             PaymentAttempt.tenant_id == tenant_id, PaymentAttempt.id == attempt_id
         )
     ).scalar_one()
-    # Always the intent first, then its attempt: every writer locks in this order.
     pi = db.session.execute(
         sa.select(PaymentIntent)
         .where(PaymentIntent.tenant_id == tenant_id, PaymentIntent.id == intent_id)
@@ -616,6 +619,13 @@ def apply_charge_result(tenant_id: uuid.UUID, attempt_id: uuid.UUID, result: Cha
         .where(PaymentAttempt.tenant_id == tenant_id, PaymentAttempt.id == attempt_id)
         .with_for_update()
     ).scalar_one()
+    return pi, attempt
+
+
+def apply_charge_result(tenant_id: uuid.UUID, attempt_id: uuid.UUID, result: ChargeResult) -> PaymentIntent:
+    """Apply a channel's answer for an attempt exactly once (a late notification and a query
+    result for the same attempt may both arrive: the second finds the attempt final)."""
+    pi, attempt = _lock_attempt(tenant_id, attempt_id)
     if attempt.status not in ("started", "unknown"):
         db.session.rollback()
         return pi
@@ -667,16 +677,10 @@ def apply_charge_result(tenant_id: uuid.UUID, attempt_id: uuid.UUID, result: Cha
 def apply_not_taken(tenant_id: uuid.UUID, attempt_id: uuid.UUID, reason: str) -> PaymentIntent:
     """The channel says it never received an attempt whose answer we lost: nothing was charged,
     so the payment may be tried again (once, under the same locks as any outcome)."""
-    intent_id = db.session.execute(
-        sa.select(PaymentAttempt.payment_intent_id).where(
-            PaymentAttempt.tenant_id == tenant_id, PaymentAttempt.id == attempt_id
-        )
-    ).scalar_one()
-    pi = db.session.execute(
-        sa.select(PaymentIntent)
-        .where(PaymentIntent.tenant_id == tenant_id, PaymentIntent.id == intent_id)
-        .with_for_update()
-    ).scalar_one()
+    pi, attempt = _lock_attempt(tenant_id, attempt_id)
+    if attempt.status not in ("started", "unknown"):
+        db.session.rollback()
+        return pi
     attempt = _mark(attempt_id, tenant_id, "unavailable", error=reason)
     if pi.status == "processing" and attempt.kind == "charge":
         _fail(

@@ -26,25 +26,24 @@ from payments.channels.base import (
     RefundRequest,
     RefundStatus,
 )
-from payments.errors import ChannelError, InvalidRequest, NotFound
-from payments.intents import QUERY_BACKOFF, MerchantContext, _account, _adapter, clean_amount, get, merge_metadata
+from payments.errors import ChannelError, InvalidRequest
+from payments.intents import (
+    QUERY_BACKOFF,
+    MerchantContext,
+    _account,
+    _adapter,
+    clean_amount,
+    get,
+    merge_metadata,
+    owned,
+)
 from payments.models import PaymentIntent, Refund
 
 REASONS = ("duplicate", "fraudulent", "requested_by_customer")
 
 
 def get_refund(ctx: MerchantContext, refund_id: str) -> Refund:
-    refund = db.session.execute(
-        sa.select(Refund).where(
-            Refund.tenant_id == ctx.tenant_id,
-            Refund.merchant_id == ctx.merchant_id,
-            Refund.livemode == ctx.livemode,
-            Refund.id == str(refund_id),
-        )
-    ).scalar_one_or_none()
-    if refund is None:
-        raise NotFound("refund", str(refund_id), param="refund")
-    return refund
+    return owned(ctx, Refund, refund_id, "refund")
 
 
 def create(
