@@ -1,17 +1,31 @@
-"""The sandbox channel through the adapter contract, the registry, and secrets that never print."""
+"""The sandbox channel through the adapter contract, the registry, and secrets that never print.
+
+The sandbox keeps its state in Redis, as the app does: every adapter here uses the test Redis database
+(emptied before each test), and other processes (a `python` subprocess, an RQ worker) see it too.
+"""
 
 from __future__ import annotations
 
 import copy
 import json
 import logging
+import os
 import pickle
+import subprocess
+import sys
 import threading
+import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from redis import Redis
 
+from core.db import db
+from payments import intents
+from payments.channel_accounts import ChannelAccountInput, create_channel_account
 from payments.channels import ADAPTERS, adapter_for, channel_types
 from payments.channels.base import (
     CancelRequest,
@@ -48,7 +62,12 @@ from payments.channels.sandbox import (
     SandboxStore,
     to_charge_status,
 )
+from payments.channels.sandbox_store import RETENTION_SECONDS
+from payments.models import PaymentAttempt
+from tenants.audit import Actor
+from tenants.isolation import tenant_context
 
+ROOT = Path(__file__).resolve().parent.parent
 SECRET_KEY = "sk_test_4eC39HqLyjWDarjtT1zdp7dc0de"
 WEBHOOK_SECRET = "whsec_8f7Lq2mZpX4vB9nR1tK6yW3s"
 NOON = datetime(2025, 3, 14, 12, 0, tzinfo=UTC)
@@ -69,8 +88,26 @@ class Sleeps(list):
         self.append(seconds)
 
 
-def sandbox(*, settings=None, credentials=None, clock=None, sleep=None, store=None, name="Sandbox EU", livemode=False):
-    """A sandbox account of its own (fresh id and store), on a fixed clock, recording its sleeps."""
+@pytest.fixture(scope="module")
+def redis(app):
+    connection = Redis.from_url(app.config["REDIS_URL"])
+    yield connection
+    connection.close()
+
+
+_store: SandboxStore | None = None  # the `store` of the running test
+
+
+@pytest.fixture(autouse=True)
+def store(redis, monkeypatch) -> SandboxStore:
+    """The store of every adapter `sandbox()` builds: the test Redis database, as the app uses it."""
+    shared = SandboxStore(redis)
+    monkeypatch.setitem(globals(), "_store", shared)
+    return shared
+
+
+def sandbox(*, settings=None, credentials=None, clock=None, sleep=None, name="Sandbox EU", livemode=False):
+    """A sandbox account of its own (fresh id), on a fixed clock, recording its sleeps."""
     if credentials is None:
         credentials = {"secret_key": SECRET_KEY, "webhook_secret": WEBHOOK_SECRET}
     config = ChannelConfig(
@@ -78,7 +115,7 @@ def sandbox(*, settings=None, credentials=None, clock=None, sleep=None, store=No
     )
     return SandboxAdapter(
         config,
-        store=SandboxStore() if store is None else store,
+        store=_store,
         sleep=Sleeps() if sleep is None else sleep,
         clock=Clock() if clock is None else clock,
     )
@@ -365,8 +402,7 @@ def test_other_keys_make_other_charges_and_a_reused_key_with_other_parameters_is
 
 
 def test_idempotency_keys_belong_to_one_channel_account():
-    store = SandboxStore()
-    a, b = sandbox(store=store), sandbox(store=store)
+    a, b = sandbox(), sandbox()
     assert a.charge(charge_request(key="same")).reference != b.charge(charge_request(key="same")).reference
     with pytest.raises(ChannelInvalidRequest):
         b.query(a.charge(charge_request(key="same")).reference)
@@ -378,6 +414,172 @@ def test_unavailable_does_not_burn_the_key():
         adapter.charge(charge_request(5_003, key="retry-me"))
     # The same key with a charge the channel takes: nothing was recorded under it the first time.
     assert adapter.charge(charge_request(5_003 + 1, key="retry-me")).status is ChargeStatus.SUCCEEDED
+
+
+# --- one channel for every process ------------------------------------------------------------
+
+# Another process (a worker, a second web process) with its own adapter of the same account on the same Redis.
+OTHER_PROCESS = """
+import json, sys
+from redis import Redis
+from payments.channels.base import ChannelConfig, ChargeRequest
+from payments.channels.sandbox import SandboxAdapter, SandboxStore
+
+url, name, account, action, key = sys.argv[1:6]
+redis = Redis.from_url(url, client_name=name)
+adapter = SandboxAdapter(ChannelConfig(id=account, name="Sandbox EU"), store=SandboxStore(redis))
+if action == "query":
+    result = adapter.query(idempotency_key=key)
+else:
+    request = ChargeRequest(amount=3000, currency="EUR", idempotency_key=key, payment_method="pm_card_visa")
+    result = adapter.charge(request)
+print(json.dumps({"reference": result.reference, "status": str(result.status), "amount": result.amount}))
+"""
+
+
+def other_process(app, name: str, account: str, action: str, key: str) -> subprocess.Popen:
+    command = [sys.executable, "-c", OTHER_PROCESS, app.config["REDIS_URL"], name, account, action, key]
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def answer_of(process: subprocess.Popen) -> dict:
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    return json.loads(out)
+
+
+def wait_for(predicate, timeout: float, what: str):
+    """Until `predicate()` is true, or fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)  # between two looks at the condition, never to synchronise by itself
+
+
+def test_another_process_finds_the_charge_whose_answer_was_lost_here(app):
+    adapter = sandbox()
+    request = charge_request(4_001, key="order-lost-answer")
+    with pytest.raises(ChannelTimeout):
+        adapter.charge(request)
+    seen = answer_of(other_process(app, "worker", adapter.config.id, "query", request.idempotency_key))
+    here = adapter.query(idempotency_key=request.idempotency_key)
+    assert seen == {"reference": here.reference, "status": "succeeded", "amount": 4_001}
+
+
+def test_processes_charging_with_one_key_make_one_charge(app, redis, store):
+    inside, release = threading.Event(), threading.Event()
+
+    def network(seconds):
+        # This process's call holds the key inside the channel until the other processes are waiting for it.
+        inside.set()
+        release.wait(timeout=60)
+
+    adapter = sandbox(settings={"latency_ms": 1}, sleep=network)
+    results = []
+    first = threading.Thread(target=lambda: results.append(adapter.charge(charge_request(3_000, key="order-77"))))
+    first.start()
+    others = []
+    try:
+        assert inside.wait(timeout=30)
+        names = [f"payer-{uuid.uuid4().hex[:8]}" for _ in range(3)]
+        others = [other_process(app, name, adapter.config.id, "charge", "order-77") for name in names]
+
+        def all_waiting():
+            # A process whose last command is the claim script has asked for the key and found it taken.
+            clients = {c.get("name"): c.get("cmd") for c in redis.client_list()}
+            return all(clients.get(name) == "evalsha" for name in names)
+
+        wait_for(all_waiting, 60, "the other processes to ask for the key")
+    finally:
+        release.set()
+        first.join(timeout=30)
+        answers = [answer_of(process) for process in others]
+    reference = results[0].reference
+    assert answers == [{"reference": reference, "status": "succeeded", "amount": 3_000}] * 3
+    assert store.charge_references(adapter.config.id) == [reference]
+    assert [line.amount for line in adapter.fetch_statement(NOON.date()).lines] == [3_000]
+
+
+def test_what_the_sandbox_keeps_expires_after_a_week(redis):
+    adapter = sandbox()
+    charge = adapter.charge(charge_request(1_000, key="order-ttl"))
+    adapter.refund(refund_request(charge.reference, 100))
+    keys = list(redis.scan_iter(match=f"sandbox:{{{adapter.config.id}}}:*"))
+    assert len(keys) >= 5  # answers, the charge, its key, the account's charges, the statement
+    assert all(0 < redis.ttl(key) <= RETENTION_SECONDS for key in keys)
+
+
+def test_a_charge_the_channel_lost_is_gone_from_queries_and_the_statement(store):
+    adapter = sandbox()
+    kept, lost = adapter.charge(charge_request(1_000, key="kept")), adapter.charge(charge_request(2_000, key="lost"))
+    assert store.forget_charge(adapter.config.id, "lost") and not store.forget_charge(adapter.config.id, "lost")
+    with pytest.raises(ChannelInvalidRequest) as missing:
+        adapter.query(idempotency_key="lost")
+    assert missing.value.code == "resource_missing"
+    with pytest.raises(ChannelInvalidRequest):
+        adapter.query(lost.reference)
+    assert store.charge_references(adapter.config.id) == [kept.reference]
+    assert [line.our_reference for line in adapter.fetch_statement(NOON.date()).lines] == ["kept"]
+
+
+def test_a_sandbox_whose_redis_is_out_of_reach_is_a_channel_out_of_reach():
+    unreachable = Redis.from_url("redis://127.0.0.1:1/0")  # port 1: the connection is refused
+    adapter = SandboxAdapter(ChannelConfig(id=str(uuid.uuid4()), name="Sandbox EU"), store=SandboxStore(unreachable))
+    with pytest.raises(ChannelUnavailable, match="'Sandbox EU' \\(sandbox\\) could not be reached") as charge:
+        adapter.charge(charge_request())
+    assert charge.value.fail_over  # nothing was charged: the router tries the next account
+    with pytest.raises(ChannelUnavailable):
+        adapter.query(idempotency_key="order-1")
+    with pytest.raises(ChannelUnavailable):
+        adapter.fetch_statement(NOON.date())
+    unreachable.close()
+
+
+def test_a_worker_process_resolves_the_timeout_the_web_process_left(app, make, owner_url, tmp_path):
+    """The flow of `make run`: the web process's charge times out (the channel took it), the RQ worker, another
+    process, asks the channel by the idempotency key and the payment succeeds."""
+    tenant = make.tenant("twoprocesses")
+    merchant = make.merchant(tenant, "Coffee", "owner@coffee.example.com", password=None)
+    shop = intents.MerchantContext(tenant.id, merchant, livemode=False)
+    with app.app_context(), tenant_context(db.session, tenant.id):
+        create_channel_account(
+            tenant.id,
+            ChannelAccountInput(name="Sandbox", type="sandbox", currency="USD", products=["card"]),
+            {"card"},
+            Actor.system(),
+        )
+        pi = intents.create(shop, amount=4_001, currency="usd", payment_method="pm_card_visa", confirm=True)
+        assert pi.status == "processing"
+        db.session.remove()
+    env = {
+        **os.environ,
+        "FLASK_APP": "wsgi.py",
+        "DATABASE_URL": owner_url,
+        "PAYPLAT_APP_DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+        "REDIS_URL": app.config["REDIS_URL"],
+        "PAYPLAT_SECRET_KEY": app.config["SECRET_KEY"],
+        "PAYPLAT_ENCRYPTION_KEYS": ",".join(app.config["ENCRYPTION_KEYS"]),
+        "PAYPLAT_INSTANCE_DIR": str(tmp_path / "instance"),
+    }
+    worker = subprocess.run(
+        [sys.executable, "-m", "flask", "worker", "--queue", "channels", "--burst", "--without-scheduler"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert worker.returncode == 0, worker.stdout + worker.stderr
+    with app.app_context(), tenant_context(db.session, tenant.id):
+        pi = intents.get(shop, pi.id)
+        assert (pi.status, pi.amount_received) == ("succeeded", 4_001)
+        attempts = db.session.execute(
+            sa.select(PaymentAttempt.status).where(PaymentAttempt.payment_intent_id == pi.id)
+        ).scalars()
+        assert list(attempts) == ["succeeded"]
+        db.session.remove()
 
 
 # --- refunds and payouts ----------------------------------------------------------------------
@@ -482,8 +684,7 @@ def test_the_statement_lists_the_days_charges_and_refunds():
 
 
 def test_a_statement_shows_only_its_own_accounts_movements():
-    store = SandboxStore()
-    mine, theirs = sandbox(store=store), sandbox(store=store)
+    mine, theirs = sandbox(), sandbox()
     mine.charge(charge_request(1_000))
     theirs.charge(charge_request(9_999))
     assert [line.amount for line in mine.fetch_statement(NOON.date()).lines] == [1_000]

@@ -5,7 +5,8 @@ table fails `test_every_route_with_a_variable_is_in_the_table`, naming it: add i
 with how to build its URL from the signed-in side's own objects and from another tenant's.
 
 For each route: A's admin (or, for the merchant dashboard, A's merchant owner; for the merchant
-API at /v1, A's merchant's secret key), on A's host, requests the URL built with B's ids and gets
+API at /v1, A's merchant's secret key; for channel notifications, a channel with a signed body), on
+A's host, requests the URL built with B's ids and gets
 404 (or the refusal named in the table); B's data is unchanged and nobody at B got an e-mail. As
 controls, the same route with A's own ids is not refused, and B's ids on B's host, by B's admin
 (B's merchant owner, B's key), are not refused either (so B's ids are real and the 404 means
@@ -15,6 +16,8 @@ something).
 from __future__ import annotations
 
 import io
+import json
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +29,8 @@ from PIL import Image
 
 from core.db import db
 from payments import balance_operations, channel_accounts, intents, refunds, webhooks
+from payments.channels.base import Secret, sign_payload
+from payments.channels.sandbox import SIGNATURE_HEADER
 from payments.models import BalanceTransaction, Event
 from tenants import api_keys, branding, tokens
 from tenants.audit import Actor
@@ -33,6 +38,7 @@ from tenants.isolation import tenant_context
 from tenants.models import User
 
 NEW_PASSWORD = "a-brand-new-password-42"
+CHANNEL_WEBHOOK_SECRET = "whsec_x"  # of both sides' sandbox account `channel`
 
 
 @dataclass
@@ -85,6 +91,7 @@ class Route:
 
     # "tenant" (A's admin on A's host) | "merchant" (A's merchant owner on A's host)
     # | "api" (A's merchant's secret key on A's host) | "platform" (platform admin on the platform host)
+    # | "channel" (a payment channel, signed in as nobody, POSTing a signed notification on A's host)
     who: str
     method: str  # GET | POST | DELETE (DELETE: the API only)
     own: Callable[[World], dict]
@@ -262,6 +269,15 @@ ROUTES: dict[str, Route] = {
         lambda w: [{"webhook_endpoint": w.b.webhook}],
         **API_REFUSAL,
     ),
+    # A channel's notification to a channel account: another tenant's account does not exist on A's host (its
+    # body, signed with the same secret, would otherwise be acknowledged: it names no payment of either side).
+    "notifications.receive": Route(
+        "channel",
+        "POST",
+        lambda w: {"channel_account_id": w.a.channel},
+        lambda w: [{"channel_account_id": w.b.channel}],
+        refused_text="No such channel account on this site.",
+    ),
     # The platform console sees every tenant by design: what it must refuse is an id that names
     # no tenant, and a user id that belongs to another tenant than the one in the URL.
     "platform.tenant": Route(
@@ -338,7 +354,7 @@ def _side(app, make, slug: str, color) -> Side:
                     type="sandbox",
                     currency="USD",
                     products=["card"],
-                    credentials={"webhook_secret": "whsec_x"},
+                    credentials={"webhook_secret": CHANNEL_WEBHOOK_SECRET},
                 ),
                 {"card"},
                 Actor.system(),
@@ -497,12 +513,24 @@ def _url(app, endpoint: str, values: dict) -> str:
     return app.url_map.bind("localhost").build(endpoint, values)
 
 
+def _channel_notification() -> tuple[dict, bytes]:
+    """A sandbox notification, signed now with the sides' webhook secret, about a charge neither side made."""
+    created = int(time.time())
+    charge = {"id": "sbx_ch_elsewhere", "status": "succeeded", "amount": 100, "currency": "usd"}
+    body = json.dumps({"id": "sbx_evt_1", "type": "charge.succeeded", "created": created, "data": {"object": charge}})
+    signature = sign_payload(Secret(CHANNEL_WEBHOOK_SECRET), body.encode(), created)
+    return {"Content-Type": "application/json", SIGNATURE_HEADER: signature}, body.encode()
+
+
 def _call(client, route: Route, url: str, csrf_page: str | None):
     """Make the request; the body is read and the response closed (a logo is a streamed file)."""
     if route.method == "GET":
         response = client.get(url)
     elif route.method == "DELETE":
         response = client.delete(url)
+    elif route.who == "channel":
+        headers, body = _channel_notification()
+        response = client.post(url, data=body, headers=headers)
     elif route.who == "api":
         response = client.post(url, data=route.data)
     else:
@@ -547,6 +575,8 @@ def _on_side(site, side: Side, who: str):
     """A client of `side` for a kind of route on a tenant's host, and its page with a CSRF token."""
     if who == "api":
         return ApiClient(site, side), None
+    if who == "channel":
+        return site(side.host), None
     email_of, home = TENANT_SIDE_LOGINS[who]
     return _signed_in(site, side.host, email_of(side)), home
 

@@ -3,9 +3,9 @@
 Everything that matters runs for real and across processes: the charge is made by the test process, the
 query job runs in a `python -m flask worker` subprocess (RQ `SimpleWorker`, the same command the Procfile
 runs) against the test database and Redis database, and the channel is the Stripe adapter talking to a
-local stand-in HTTP server run by the test. (The sandbox channel cannot be used: its charge store is memory
-of one process, so a worker in another process could never find the charge.) The stand-in is shared state
-every process sees, and lets the test stop the worker at an exact point:
+local stand-in HTTP server run by the test. (Not the sandbox channel, whose state every process sees in Redis
+too: the test must hold the worker's query inside the channel.) The stand-in is shared state every process
+sees, and lets the test stop the worker at an exact point:
 
 1. The charge POST reaches the stand-in, which records the PaymentIntent (the money moved) and closes the
    connection without an answer: the adapter raises `ChannelTimeout` (a POST whose answer was lost), the

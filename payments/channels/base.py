@@ -388,7 +388,8 @@ class Statement:
 
 @dataclass(frozen=True, kw_only=True)
 class Notification:
-    """A verified event from the channel. Deduplicate by `event_id`: channels deliver more than once."""
+    """A verified event from the channel. Deduplicate by `event_id`: channels deliver more than once.
+    `our_reference` is the idempotency key we sent, when the channel echoes it (as it does on statements)."""
 
     event_id: str
     type: str
@@ -397,6 +398,8 @@ class Notification:
     amount: int | None = None
     currency: str | None = None
     failure_code: str | None = None
+    failure_message: str | None = None
+    our_reference: str | None = None
     occurred_at: datetime | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, hash=False)
 

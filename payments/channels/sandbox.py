@@ -1,4 +1,4 @@
-"""The sandbox channel: deterministic, in-process, through the same contract as a real channel.
+"""The sandbox channel: deterministic, shared by every process, through the same contract as a real channel.
 
 Charges are decided first by the amount (what the network does), then by the product and the
 payment method (what the payer's card does). Stripe's test payment method names are used so
@@ -32,11 +32,13 @@ that the same test data works against both.
 | bank_transfer            | processing, with `bank_transfer_instructions`; `simulate_payer` as above       |
 | face_pay, wallet_balance | succeeded, once the product's elements (terminal_id, face_code, ...) are given |
 
-Charges, refunds, payouts and contracts live in a process-wide, thread-safe `SandboxStore`,
-scoped by channel account. Every operation that changes something takes an idempotency key: the
-same key returns the first answer (concurrent callers wait for it), a key reused with other
-parameters is refused. The store is memory of this process only: another process (an RQ worker)
-does not see the charges made here.
+Charges, refunds, contracts and statements live in Redis (`payments.channels.sandbox_store`: the
+app's `REDIS_URL`), scoped by channel account and kept 7 days, so the web process, the RQ worker and
+any other process see the same channel: a charge made by the web process that timed out is found by
+the worker's `query(idempotency_key=...)`. Every operation that changes something takes an
+idempotency key: the same key returns the first answer (concurrent callers, in any process, wait for
+it), a key reused with other parameters is refused. Redis out of reach is the channel out of reach:
+`ChannelUnavailable` while nothing was done, `ChannelTimeout` once a call may have been.
 
 Credentials: `secret_key` is optional (when set, it must be a test key: sk_test_…); `webhook_secret`
 signs notifications, which are JSON signed with HMAC-SHA256 in Stripe's `t=…,v1=…` header format.
@@ -46,14 +48,16 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from types import MappingProxyType
 from typing import Any
+
+from redis.exceptions import RedisError
 
 from payments.channels.base import (
     CancelRequest,
@@ -64,7 +68,6 @@ from payments.channels.base import (
     ChannelConfig,
     ChannelConfigError,
     ChannelDeclined,
-    ChannelError,
     ChannelInvalidRequest,
     ChannelTimeout,
     ChannelUnavailable,
@@ -88,6 +91,7 @@ from payments.channels.base import (
     sign_payload,
     verified_body,
 )
+from payments.channels.sandbox_store import STORE, Change, Outcome, SandboxStore
 from payments.products import ELEMENTS, PRODUCTS
 
 SPECIAL_MODULUS = 100_000
@@ -156,12 +160,19 @@ def _new_reference(kind: str) -> str:
     return f"sbx_{kind}_{uuid.uuid4().hex[:24]}"
 
 
-# --- the sandbox's memory ------------------------------------------------------------------
+# --- the sandbox's records ----------------------------------------------------------------
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def _moment(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text is not None else None
 
 
 @dataclass
 class _Charge:
-    account_id: str
     reference: str
     idempotency_key: str
     product: str
@@ -179,90 +190,48 @@ class _Charge:
     amount_captured: int = 0
     amount_refunded: int = 0
 
+    def record(self) -> dict[str, Any]:
+        """The charge as the store keeps it (JSON)."""
+        return {
+            **{name: getattr(self, name) for name in _CHARGE_FIELDS},
+            "capture_method": str(self.capture_method),
+            "created": _iso(self.created),
+            "succeeded_at": _iso(self.succeeded_at),
+            "next_action": dict(self.next_action) if self.next_action is not None else None,
+        }
 
-@dataclass
-class _Refund:
-    reference: str
-    charge_reference: str
-    idempotency_key: str
-    amount: int
-    currency: str
-    created: datetime
-
-
-@dataclass
-class _Pending:
-    done: threading.Event = field(default_factory=threading.Event)
-
-
-@dataclass
-class _Done:
-    fingerprint: tuple
-    replay: Callable[[], Any]
-
-
-@dataclass
-class _Outcome:
-    """`replay` answers this call and every later call with the same key; `first` is raised to this call only
-    (a timeout: the channel did the work but the caller never heard back)."""
-
-    replay: Callable[[], Any]
-    first: ChannelError | None = None
+    @classmethod
+    def of(cls, record: Mapping[str, Any]) -> _Charge:
+        return cls(
+            **{name: record[name] for name in _CHARGE_FIELDS},
+            capture_method=CaptureMethod(record["capture_method"]),
+            created=_moment(record["created"]),
+            succeeded_at=_moment(record["succeeded_at"]),
+            next_action=record["next_action"],
+        )
 
 
-class SandboxStore:
-    """What the sandbox 'channel' has done, per channel account. One lock guards it; no call sleeps under it."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self._answers: dict[tuple[str, str, str], _Pending | _Done] = {}
-        self.charges: dict[tuple[str, str], _Charge] = {}
-        self.charge_by_key: dict[tuple[str, str], str] = {}
-        self.refunds: dict[str, list[_Refund]] = {}
-        self.payouts: dict[tuple[str, str], PayoutResult] = {}
-        self.contracts: dict[tuple[str, str], ContractResult] = {}
-
-    def once(self, key: tuple[str, str, str], fingerprint: tuple, work: Callable[[], _Outcome], *, channel: str):
-        """Run `work` once per idempotency key; later and concurrent callers get the first answer."""
-        while True:
-            with self.lock:
-                entry = self._answers.get(key)
-                if entry is None:
-                    pending = _Pending()
-                    self._answers[key] = pending
-                    break
-            if isinstance(entry, _Pending):
-                entry.done.wait()
-                continue
-            if entry.fingerprint != fingerprint:
-                raise ChannelInvalidRequest(
-                    f"channel {channel}: idempotency key {key[2]!r} was already used for a {key[1]} "
-                    "with other parameters",
-                    channel=channel,
-                    code="idempotency_key_reused",
-                )
-            return entry.replay()
-        try:
-            outcome = work()
-        except BaseException:
-            # Nothing was recorded at the channel, so the key is free for a retry.
-            with self.lock:
-                del self._answers[key]
-            pending.done.set()
-            raise
-        with self.lock:
-            self._answers[key] = _Done(fingerprint, outcome.replay)
-        pending.done.set()
-        if outcome.first is not None:
-            raise outcome.first
-        return outcome.replay()
+_CHARGE_FIELDS = tuple(
+    name
+    for name in _Charge.__dataclass_fields__
+    if name not in ("capture_method", "created", "succeeded_at", "next_action")
+)
 
 
-STORE = SandboxStore()
-
-
-def _returns(value: Any) -> Callable[[], Any]:
-    return lambda: value
+def _line(
+    kind: str, reference: str, amount: int, currency: str, at: datetime, charge: str, ours: str
+) -> dict[str, Any]:
+    """A statement line as the store keeps it (JSON)."""
+    return {
+        "reference": reference,
+        "kind": kind,
+        "amount": amount,
+        "currency": currency,
+        "fee": 0,
+        "occurred_at": _iso(at),
+        "charge_reference": charge,
+        "our_reference": ours,
+    }
 
 
 # --- the adapter ---------------------------------------------------------------------------
@@ -318,16 +287,49 @@ class SandboxAdapter(ChannelAdapter):
     def _invalid(self, code: str, message: str) -> ChannelInvalidRequest:
         return ChannelInvalidRequest(f"channel {self.channel}: {message}", channel=self.channel, code=code)
 
-    def _once(self, operation: str, idempotency_key: str, fingerprint: tuple, work: Callable[[], _Outcome]):
-        key = (self.config.id, operation, idempotency_key)
-        return self._store.once(key, fingerprint, work, channel=self.channel)
+    @contextmanager
+    def _reached(self) -> Iterator[None]:
+        """A read at the channel: Redis out of reach is a channel out of reach (nothing was done)."""
+        try:
+            yield
+        except RedisError as exc:
+            raise ChannelUnavailable(
+                f"channel {self.channel} could not be reached ({type(exc).__name__})", channel=self.channel
+            ) from exc
 
-    def _charge_at(self, reference: str) -> _Charge:
-        """The account's charge; call with the store's lock held."""
-        charge = self._store.charges.get((self.config.id, reference))
-        if charge is None:
-            raise self._invalid("resource_missing", f"no charge {reference!r} on this account")
-        return charge
+    def _missing_charge(self, reference: str) -> ChannelInvalidRequest:
+        return self._invalid("resource_missing", f"no charge {reference!r} on this account")
+
+    def _once(self, operation: str, idempotency_key: str, fingerprint: tuple, work: Callable[[Change], Outcome]):
+        """Run `work` at the channel once per key (after the simulated network) and answer as it first did."""
+        answer, first = self._store.once(
+            self.config.id, operation, idempotency_key, fingerprint, work, channel=self.channel, arrive=self._network
+        )
+        if first is not None:
+            raise first
+        return self._replay(answer)
+
+    def _charge_in(self, change: Change, reference: str) -> _Charge:
+        """The account's charge, read for a change."""
+        record = change.charge(reference)
+        if record is None:
+            raise self._missing_charge(reference)
+        return _Charge.of(record)
+
+    def _succeeded(self, change: Change, charge: _Charge, amount: int) -> None:
+        charge.status, charge.amount_captured, charge.succeeded_at = "succeeded", amount, self._clock()
+        change.add_line(
+            _line(
+                "charge",
+                charge.reference,
+                amount,
+                charge.currency,
+                charge.succeeded_at,
+                charge.reference,
+                charge.idempotency_key,
+            ),
+            charge.succeeded_at,
+        )
 
     def _raw(self, charge: _Charge) -> dict[str, Any]:
         return {
@@ -342,6 +344,9 @@ class SandboxAdapter(ChannelAdapter):
             "amount_captured": charge.amount_captured,
             "amount_refunded": charge.amount_refunded,
             "failure_code": charge.failure_code,
+            "failure_message": charge.failure_message,
+            # The key the charge was made with, echoed as channels echo the merchant's order number.
+            "idempotency_key": charge.idempotency_key,
             "livemode": False,
         }
 
@@ -363,6 +368,45 @@ class SandboxAdapter(ChannelAdapter):
             **extra,
         )
 
+    def _replay(self, answer: Mapping[str, Any]) -> Any:
+        """An operation's stored answer as the adapter returns (or raises) it."""
+        kind = answer["kind"]
+        if kind == "charge":
+            return self._result(_Charge.of(answer["charge"]))
+        if kind == "declined":
+            raise ChannelDeclined(
+                f"channel {self.channel} declined the charge: {answer['message']}",
+                channel=self.channel,
+                decline_code=answer["code"],
+                reference=answer["reference"],
+            )
+        if kind == "refund":
+            return RefundResult(
+                reference=answer["reference"],
+                charge_reference=answer["charge_reference"],
+                status=RefundStatus(answer["status"]),
+                amount=answer["amount"],
+                currency=answer["currency"],
+                raw=MappingProxyType(answer["raw"]),
+            )
+        if kind == "payout":
+            return PayoutResult(
+                reference=answer["reference"],
+                status=PayoutStatus(answer["status"]),
+                amount=answer["amount"],
+                currency=answer["currency"],
+                arrival_date=date.fromisoformat(answer["arrival_date"]),
+                raw=MappingProxyType(answer["raw"]),
+            )
+        if kind == "contract":
+            return ContractResult(
+                reference=answer["reference"],
+                status=answer["status"],
+                payer_reference=answer["payer_reference"],
+                raw=MappingProxyType(answer["raw"]),
+            )
+        raise ValueError(f"unknown sandbox answer {kind!r}")
+
     # --- the contract ---
 
     def check_credentials(self) -> None:
@@ -372,8 +416,8 @@ class SandboxAdapter(ChannelAdapter):
                 "or choose a real channel type in Console → Channels",
                 channel=self.channel,
             )
-        # The sandbox runs in this process and needs no key; one that is set must still look like a test key,
-        # so that a live key pasted into a sandbox account is caught.
+        # The sandbox needs no key; one that is set must still look like a test key, so that a live key pasted
+        # into a sandbox account is caught.
         key = self.config.credentials.get("secret_key")
         if key and not _SECRET_KEY.match(key.reveal()):
             raise ChannelConfigError(
@@ -393,10 +437,9 @@ class SandboxAdapter(ChannelAdapter):
             request.capture_method,
             tuple(sorted(request.elements.items())),
         )
-        return self._once("charge", request.idempotency_key, fingerprint, lambda: self._make_charge(request))
+        return self._once("charge", request.idempotency_key, fingerprint, lambda c: self._make_charge(request, c))
 
-    def _make_charge(self, request: ChargeRequest) -> _Outcome:
-        self._network()
+    def _make_charge(self, request: ChargeRequest, change: Change) -> Outcome:
         special = request.amount % SPECIAL_MODULUS
         if special == UNAVAILABLE_AMOUNT:
             raise ChannelUnavailable(
@@ -408,9 +451,7 @@ class SandboxAdapter(ChannelAdapter):
 
         reference = _new_reference("ch")
         status, decline, next_action = self._decide(request, reference)
-        now = self._clock()
         charge = _Charge(
-            account_id=self.config.id,
             reference=reference,
             idempotency_key=request.idempotency_key,
             product=request.product,
@@ -419,32 +460,19 @@ class SandboxAdapter(ChannelAdapter):
             capture_method=request.capture_method,
             payment_method=request.payment_method,
             status=status,
-            created=now,
+            created=self._clock(),
             description=request.description,
             failure_code=decline[0] if decline else None,
             failure_message=decline[1] if decline else None,
             next_action=next_action,
-            succeeded_at=now if status == "succeeded" else None,
-            amount_captured=request.amount if status == "succeeded" else 0,
         )
-        with self._store.lock:
-            self._store.charges[(self.config.id, reference)] = charge
-            self._store.charge_by_key[(self.config.id, request.idempotency_key)] = reference
-            result = self._result(charge)
-
+        if status == "succeeded":
+            self._succeeded(change, charge, request.amount)
+        change.put_charge(charge.record(), new=True)
         if decline:
-            code, message = decline
-
-            def replay():
-                raise ChannelDeclined(
-                    f"channel {self.channel} declined the charge: {message}",
-                    channel=self.channel,
-                    decline_code=code,
-                    reference=reference,
-                )
-
+            answer = {"kind": "declined", "code": decline[0], "message": decline[1], "reference": reference}
         else:
-            replay = _returns(result)
+            answer = {"kind": "charge", "charge": charge.record()}
         first = None
         if special == TIMEOUT_AMOUNT:
             first = ChannelTimeout(
@@ -452,7 +480,7 @@ class SandboxAdapter(ChannelAdapter):
                 channel=self.channel,
                 idempotency_key=request.idempotency_key,
             )
-        return _Outcome(replay, first)
+        return Outcome(answer, first)
 
     def _decide(self, request: ChargeRequest, reference: str):
         """(sandbox status, (decline code, message) or None, next action) for a charge that reached the channel."""
@@ -464,9 +492,7 @@ class SandboxAdapter(ChannelAdapter):
         method = request.payment_method
         approved = "requires_capture" if request.capture_method is CaptureMethod.MANUAL else "succeeded"
         if method is not None and method.startswith("sbx_ct_"):
-            with self._store.lock:
-                known = (self.config.id, method) in self._store.contracts
-            if not known:
+            if self._store.contract(self.config.id, method) is None:
                 raise self._invalid("resource_missing", f"no contract {method!r} on this account")
             return approved, None, None
         if request.product == "card":
@@ -487,129 +513,122 @@ class SandboxAdapter(ChannelAdapter):
             raise ValueError("query needs exactly one of reference or idempotency_key")
         self.check_credentials()
         self._network()
-        with self._store.lock:
-            if reference is None:
-                reference = self._store.charge_by_key.get((self.config.id, idempotency_key))
-                if reference is None:
-                    raise self._invalid(
-                        "resource_missing",
-                        f"no charge was made with idempotency key {idempotency_key!r}: the channel never took it",
-                    )
-            return self._result(self._charge_at(reference), QueryResult)
+        with self._reached():
+            record = (
+                self._store.charge_for_key(self.config.id, idempotency_key)
+                if reference is None
+                else self._store.charge(self.config.id, reference)
+            )
+        if reference is None:
+            if record is None:
+                raise self._invalid(
+                    "resource_missing",
+                    f"no charge was made with idempotency key {idempotency_key!r}: the channel never took it",
+                )
+        elif record is None:
+            raise self._missing_charge(reference)
+        return self._result(_Charge.of(record), QueryResult)
 
     def capture(self, request: CaptureRequest) -> ChargeResult:
         self.check_credentials()
 
-        def work() -> _Outcome:
-            self._network()
-            with self._store.lock:
-                charge = self._charge_at(request.reference)
-                if charge.status != "requires_capture":
-                    raise self._invalid(
-                        "charge_not_capturable",
-                        f"charge {charge.reference} is {charge.status}; only an uncaptured authorisation is captured",
-                    )
-                amount = charge.amount if request.amount is None else request.amount
-                if amount > charge.amount:
-                    raise self._invalid(
-                        "amount_too_large",
-                        f"capture of {amount:,} exceeds the {charge.amount:,} authorised on {charge.reference}",
-                    )
-                charge.status, charge.amount_captured, charge.succeeded_at = "succeeded", amount, self._clock()
-                return _Outcome(_returns(self._result(charge)))
+        def work(change: Change) -> Outcome:
+            charge = self._charge_in(change, request.reference)
+            if charge.status != "requires_capture":
+                raise self._invalid(
+                    "charge_not_capturable",
+                    f"charge {charge.reference} is {charge.status}; only an uncaptured authorisation is captured",
+                )
+            amount = charge.amount if request.amount is None else request.amount
+            if amount > charge.amount:
+                raise self._invalid(
+                    "amount_too_large",
+                    f"capture of {amount:,} exceeds the {charge.amount:,} authorised on {charge.reference}",
+                )
+            self._succeeded(change, charge, amount)
+            change.put_charge(charge.record())
+            return Outcome({"kind": "charge", "charge": charge.record()})
 
         return self._once("capture", request.idempotency_key, (request.reference, request.amount), work)
 
     def cancel(self, request: CancelRequest) -> ChargeResult:
         self.check_credentials()
 
-        def work() -> _Outcome:
-            self._network()
-            with self._store.lock:
-                charge = self._charge_at(request.reference)
-                if charge.status not in ("requires_capture", "requires_action", "processing"):
-                    raise self._invalid(
-                        "charge_not_cancelable",
-                        f"charge {charge.reference} is {charge.status}; only an open charge can be cancelled",
-                    )
-                charge.status, charge.next_action = "canceled", None
-                return _Outcome(_returns(self._result(charge)))
+        def work(change: Change) -> Outcome:
+            charge = self._charge_in(change, request.reference)
+            if charge.status not in ("requires_capture", "requires_action", "processing"):
+                raise self._invalid(
+                    "charge_not_cancelable",
+                    f"charge {charge.reference} is {charge.status}; only an open charge can be cancelled",
+                )
+            charge.status, charge.next_action = "canceled", None
+            change.put_charge(charge.record())
+            return Outcome({"kind": "charge", "charge": charge.record()})
 
         return self._once("cancel", request.idempotency_key, (request.reference,), work)
 
     def refund(self, request: RefundRequest) -> RefundResult:
         self.check_credentials()
 
-        def work() -> _Outcome:
-            self._network()
-            with self._store.lock:
-                charge = self._charge_at(request.reference)
-                if charge.status != "succeeded":
-                    raise self._invalid(
-                        "charge_not_refundable", f"charge {charge.reference} is {charge.status}; nothing to refund"
-                    )
-                left = charge.amount_captured - charge.amount_refunded
-                amount = left if request.amount is None else request.amount
-                if left == 0:
-                    raise self._invalid("charge_already_refunded", f"charge {charge.reference} is fully refunded")
-                if amount > left:
-                    raise self._invalid(
-                        "amount_too_large",
-                        f"refund of {amount:,} exceeds the {left:,} left to refund on charge {charge.reference}",
-                    )
-                refund = _Refund(
-                    _new_reference("re"),
-                    charge.reference,
-                    request.idempotency_key,
-                    amount,
-                    charge.currency,
-                    self._clock(),
+        def work(change: Change) -> Outcome:
+            charge = self._charge_in(change, request.reference)
+            if charge.status != "succeeded":
+                raise self._invalid(
+                    "charge_not_refundable", f"charge {charge.reference} is {charge.status}; nothing to refund"
                 )
-                charge.amount_refunded += amount
-                self._store.refunds.setdefault(self.config.id, []).append(refund)
-                result = RefundResult(
-                    reference=refund.reference,
-                    charge_reference=charge.reference,
-                    status=RefundStatus.SUCCEEDED,
-                    amount=amount,
-                    currency=charge.currency,
-                    raw=MappingProxyType(
-                        {
-                            "id": refund.reference,
-                            "object": "sandbox.refund",
-                            "charge": charge.reference,
-                            "amount": amount,
-                        }
-                    ),
+            left = charge.amount_captured - charge.amount_refunded
+            amount = left if request.amount is None else request.amount
+            if left == 0:
+                raise self._invalid("charge_already_refunded", f"charge {charge.reference} is fully refunded")
+            if amount > left:
+                raise self._invalid(
+                    "amount_too_large",
+                    f"refund of {amount:,} exceeds the {left:,} left to refund on charge {charge.reference}",
                 )
-                return _Outcome(_returns(result))
+            reference, now = _new_reference("re"), self._clock()
+            charge.amount_refunded += amount
+            change.put_charge(charge.record())
+            change.add_line(
+                _line("refund", reference, -amount, charge.currency, now, charge.reference, request.idempotency_key),
+                now,
+            )
+            raw = {"id": reference, "object": "sandbox.refund", "charge": charge.reference, "amount": amount}
+            return Outcome(
+                {
+                    "kind": "refund",
+                    "reference": reference,
+                    "charge_reference": charge.reference,
+                    "status": str(RefundStatus.SUCCEEDED),
+                    "amount": amount,
+                    "currency": charge.currency,
+                    "raw": raw,
+                }
+            )
 
         return self._once("refund", request.idempotency_key, (request.reference, request.amount), work)
 
     def payout(self, request: PayoutRequest) -> PayoutResult:
         self.check_credentials()
 
-        def work() -> _Outcome:
-            self._network()
+        def work(change: Change) -> Outcome:
             reference = _new_reference("po")
-            result = PayoutResult(
-                reference=reference,
-                status=PayoutStatus.PAID,
-                amount=request.amount,
-                currency=request.currency,
-                arrival_date=self._clock().date(),
-                raw=MappingProxyType(
-                    {
-                        "id": reference,
-                        "object": "sandbox.payout",
-                        "amount": request.amount,
-                        "destination_last4": request.destination[-4:],
-                    }
-                ),
+            raw = {
+                "id": reference,
+                "object": "sandbox.payout",
+                "amount": request.amount,
+                "destination_last4": request.destination[-4:],
+            }
+            return Outcome(
+                {
+                    "kind": "payout",
+                    "reference": reference,
+                    "status": str(PayoutStatus.PAID),
+                    "amount": request.amount,
+                    "currency": request.currency,
+                    "arrival_date": self._clock().date().isoformat(),
+                    "raw": raw,
+                }
             )
-            with self._store.lock:
-                self._store.payouts[(self.config.id, reference)] = result
-            return _Outcome(_returns(result))
 
         fingerprint = (request.amount, request.currency, request.destination)
         return self._once("payout", request.idempotency_key, fingerprint, work)
@@ -617,18 +636,17 @@ class SandboxAdapter(ChannelAdapter):
     def sign_contract(self, request: ContractRequest) -> ContractResult:
         self.check_credentials()
 
-        def work() -> _Outcome:
-            self._network()
+        def work(change: Change) -> Outcome:
             reference = _new_reference("ct")
-            result = ContractResult(
-                reference=reference,
-                status="active",
-                payer_reference=request.payer_reference,
-                raw=MappingProxyType({"id": reference, "object": "sandbox.contract", "product": request.product}),
-            )
-            with self._store.lock:
-                self._store.contracts[(self.config.id, reference)] = result
-            return _Outcome(_returns(result))
+            answer = {
+                "kind": "contract",
+                "reference": reference,
+                "status": "active",
+                "payer_reference": request.payer_reference,
+                "raw": {"id": reference, "object": "sandbox.contract", "product": request.product},
+            }
+            change.put_contract(answer)
+            return Outcome(answer)
 
         return self._once("contract", request.idempotency_key, (request.payer_reference, request.product), work)
 
@@ -636,36 +654,9 @@ class SandboxAdapter(ChannelAdapter):
         """The day's money movements (UTC days): captured charges positive, refunds negative, no fees."""
         self.check_credentials()
         self._network()
-        lines = []
-        with self._store.lock:
-            for (account_id, _), charge in self._store.charges.items():
-                if account_id == self.config.id and charge.succeeded_at and charge.succeeded_at.date() == day:
-                    lines.append(
-                        StatementLine(
-                            reference=charge.reference,
-                            kind="charge",
-                            amount=charge.amount_captured,
-                            currency=charge.currency,
-                            fee=0,
-                            occurred_at=charge.succeeded_at,
-                            charge_reference=charge.reference,
-                            our_reference=charge.idempotency_key,
-                        )
-                    )
-            for refund in self._store.refunds.get(self.config.id, []):
-                if refund.created.date() == day:
-                    lines.append(
-                        StatementLine(
-                            reference=refund.reference,
-                            kind="refund",
-                            amount=-refund.amount,
-                            currency=refund.currency,
-                            fee=0,
-                            occurred_at=refund.created,
-                            charge_reference=refund.charge_reference,
-                            our_reference=refund.idempotency_key,
-                        )
-                    )
+        with self._reached():
+            stored = self._store.statement(self.config.id, day)
+        lines = [StatementLine(**{**line, "occurred_at": _moment(line["occurred_at"])}) for line in stored]
         lines.sort(key=lambda line: (line.occurred_at, line.reference))
         return Statement(channel_id=self.config.id, day=day, lines=tuple(lines))
 
@@ -676,15 +667,17 @@ class SandboxAdapter(ChannelAdapter):
         endpoint receives. `event_type` overrides the type derived from the status (e.g. charge.refunded)."""
         secret = self.credential("webhook_secret")
         now = self._clock()
-        with self._store.lock:
-            charge = self._charge_at(reference)
-            event = {
-                "id": _new_reference("evt"),
-                "type": event_type or EVENT_TYPES[charge.status],
-                "created": int(now.timestamp()),
-                "livemode": False,
-                "data": {"object": self._raw(charge)},
-            }
+        record = self._store.charge(self.config.id, reference)
+        if record is None:
+            raise self._missing_charge(reference)
+        charge = _Charge.of(record)
+        event = {
+            "id": _new_reference("evt"),
+            "type": event_type or EVENT_TYPES[charge.status],
+            "created": int(now.timestamp()),
+            "livemode": False,
+            "data": {"object": self._raw(charge)},
+        }
         body = json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign_payload(secret, body, event["created"])}
         return headers, body
@@ -692,18 +685,22 @@ class SandboxAdapter(ChannelAdapter):
     def simulate_payer(self, reference: str, *, pays: bool = True) -> tuple[dict[str, str], bytes]:
         """The payer scans the QR code (or sends the transfer) and pays, or walks away; returns the notification."""
         self.credential("webhook_secret")
-        with self._store.lock:
-            charge = self._charge_at(reference)
+
+        def work(change: Change) -> None:
+            charge = self._charge_in(change, reference)
             if charge.status != "requires_action":
                 raise self._invalid(
                     "charge_not_pending", f"charge {reference} is {charge.status}, not waiting for the payer"
                 )
             if pays:
-                charge.status, charge.amount_captured, charge.succeeded_at = "succeeded", charge.amount, self._clock()
+                self._succeeded(change, charge, charge.amount)
             else:
                 charge.status = "requires_payment_method"
                 charge.failure_code, charge.failure_message = "payer_abandoned", "The payer did not pay."
             charge.next_action = None
+            change.put_charge(charge.record())
+
+        self._store.update(self.config.id, work)
         return self.notification_for(reference)
 
     def parse_notification(self, headers: Mapping[str, str], body: bytes) -> Notification:
@@ -737,6 +734,12 @@ class SandboxAdapter(ChannelAdapter):
             amount=amount,
             currency=currency.upper(),
             failure_code=obj.get("failure_code"),
+            failure_message=_optional_text(obj.get("failure_message")),
+            our_reference=_optional_text(obj.get("idempotency_key")),
             occurred_at=datetime.fromtimestamp(created, UTC),
             raw=MappingProxyType({"id": event_id, "type": event_type, "object": obj}),
         )
+
+
+def _optional_text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None

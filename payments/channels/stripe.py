@@ -430,12 +430,14 @@ def notification_from_event(event: Mapping[str, Any]) -> Notification:
     if not isinstance(obj, Mapping):
         raise ValueError("data.object must be an object")
     kind = obj.get("object")
-    status = failure_code = amount = None
+    status = failure_code = failure_message = amount = our_reference = None
     if kind == "payment_intent":
         reference = _str(obj.get("id"), "id")
         status = to_charge_status(obj.get("status"))
-        failure_code, _ = _failure(obj.get("last_payment_error"))
+        failure_code, failure_message = _failure(obj.get("last_payment_error"))
         amount = _int(obj.get("amount"), "amount")
+        metadata = obj.get("metadata")
+        our_reference = metadata.get(METADATA_KEY) if isinstance(metadata, Mapping) else None
     elif kind == "charge":
         reference = _id_of(obj.get("payment_intent")) or _str(obj.get("id"), "id")
         field = "amount_refunded" if event_type == "charge.refunded" else "amount"
@@ -457,6 +459,8 @@ def notification_from_event(event: Mapping[str, Any]) -> Notification:
         amount=amount,
         currency=currency.upper() if isinstance(currency, str) else None,
         failure_code=failure_code,
+        failure_message=failure_message if isinstance(failure_message, str) else None,
+        our_reference=our_reference if isinstance(our_reference, str) and our_reference else None,
         occurred_at=datetime.fromtimestamp(created, UTC),
         raw=MappingProxyType({"id": event_id, "type": event_type, "object": _object_summary(obj)}),
     )

@@ -1,0 +1,27 @@
+"""The adapter of a stored channel account: its decrypted credentials and settings, in the contract's terms.
+
+Built fresh for every use (an adapter carries one tenant's credentials; see `payments.channels`).
+"""
+
+from __future__ import annotations
+
+from payments.channel_accounts import credentials_of
+from payments.channels import adapter_for
+from payments.channels.base import ChannelAdapter, ChannelConfig
+from payments.models import ChannelAccount
+
+
+def adapter_of(account: ChannelAccount) -> ChannelAdapter:
+    settings = dict(account.settings or {})
+    if account.base_url:
+        settings["base_url"] = account.base_url
+    return adapter_for(
+        account.type,
+        ChannelConfig(
+            id=str(account.id),
+            name=account.name,
+            credentials=credentials_of(account),
+            settings=settings,
+            livemode=account.mode == "live",
+        ),
+    )
