@@ -1,7 +1,10 @@
 """Wallet money movements of a merchant: top-ups, transfers between merchants, payouts (use cases).
 
-Each use case posts its money movement to the ledger and writes the merchant's balance
-transactions (`payments.balance_transactions`) in one database transaction, and commits.
+Each use case posts its money movement to the ledger, writes the merchant's balance
+transactions (`payments.balance_transactions`) and records the merchant's events
+(`payments.events`: the Events list and webhooks) in one database transaction, and commits.
+Events: `topup.created` and `topup.succeeded` (a test top-up succeeds at once), `transfer.created`
+(for the sending merchant, whose object it is), `payout.created`, `payout.canceled`.
 
 - Top-up (`tu_...`): the merchant adds money to its platform wallet: channel_receivable debit,
   merchant_available credit. In test mode it succeeds at once and no channel is charged. A live
@@ -32,7 +35,7 @@ import sqlalchemy as sa
 import ledger
 from core.db import db
 from ledger.models import LedgerAccount
-from payments import balance_transactions, objects
+from payments import balance_transactions, events, objects
 from payments.errors import InvalidRequest, NotFound
 from payments.intents import MerchantContext, clean_amount, clean_currency, merge_metadata, owned
 from payments.models import BalanceTransaction, Payout, Topup, Transfer
@@ -73,9 +76,10 @@ def _require_available(available: LedgerAccount, amount: int) -> None:
     """Call with `available` locked: refuse (and roll back) when it holds less than `amount`."""
     have = -available.balance  # credit-normal: what the merchant sees
     if have < amount:
+        currency = available.currency.lower()  # (read first: the rollback may undo the account's creation)
         db.session.rollback()
         raise InvalidRequest(
-            f"Insufficient funds: {amount} {available.currency.lower()} requested, {max(have, 0)} available.",
+            f"Insufficient funds: {amount} {currency} requested, {max(have, 0)} available.",
             code="insufficient_funds",
             param="amount",
         )
@@ -140,6 +144,9 @@ def create_topup(
     balance_transactions.record(
         ctx.tenant_id, ctx.merchant_id, ctx.livemode, "topup", amount, currency, topup.id, description=topup.description
     )
+    db.session.flush()  # (the object's `created` comes from the database)
+    for type_ in ("topup.created", "topup.succeeded"):
+        events.record(ctx.tenant_id, ctx.merchant_id, ctx.livemode, type_, topup_object(topup))
     db.session.commit()
     return topup
 
@@ -229,6 +236,8 @@ def create_transfer(
             transfer.id,
             description=transfer.description,
         )
+    db.session.flush()
+    events.record(ctx.tenant_id, ctx.merchant_id, ctx.livemode, "transfer.created", transfer_object(transfer))
     db.session.commit()
     return transfer
 
@@ -289,6 +298,8 @@ def create_payout(
         payout.id,
         description=payout.description,
     )
+    db.session.flush()
+    events.record(ctx.tenant_id, ctx.merchant_id, ctx.livemode, "payout.created", payout_object(payout))
     db.session.commit()
     return payout
 
@@ -323,6 +334,7 @@ def cancel_payout(ctx: MerchantContext, payout_id: str) -> Payout:
         payout.id,
         description=f"Cancellation of {payout.id}",
     )
+    events.record(ctx.tenant_id, ctx.merchant_id, ctx.livemode, "payout.canceled", payout_object(payout))
     db.session.commit()
     return payout
 

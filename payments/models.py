@@ -279,7 +279,12 @@ class Event(TenantOwned, db.Model):
 
 class IdempotencyKey(TenantOwned, db.Model):
     """A merchant API request made with an `Idempotency-Key`: the first response is kept and
-    replayed for the same key and body; another body with the same key is an error."""
+    replayed for the same key and body; another body with the same key is an error.
+
+    While `in_progress`, `locked_at` is when the running request claimed the key (its lease; NULL:
+    released) and `object_id` the object it created or acted on, written in the transaction that
+    first wrote that object (the recovery point should the request's process die).
+    """
 
     __tablename__ = "idempotency_keys"
 
@@ -291,6 +296,8 @@ class IdempotencyKey(TenantOwned, db.Model):
     status: Mapped[str] = mapped_column(sa.String(12), default="in_progress")
     response_status: Mapped[int | None] = mapped_column()
     response_body: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    locked_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    object_id: Mapped[str | None] = mapped_column(sa.String(40))
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
 
     __table_args__ = (

@@ -41,7 +41,7 @@ import httpx
 import sqlalchemy as sa
 from rq import Retry
 from sqlalchemy import event as orm_event
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -68,6 +68,11 @@ EVENT_TYPES = (
     "charge.refunded",
     "refund.created",
     "refund.updated",
+    "topup.created",
+    "topup.succeeded",
+    "transfer.created",
+    "payout.created",
+    "payout.canceled",
 )
 ALL_EVENTS = "*"
 ENDPOINT_STATUSES = ("enabled", "disabled")
@@ -127,6 +132,7 @@ class WebhookEndpoint(TenantOwned, db.Model):
     url: Mapped[str] = mapped_column(sa.String(URL_MAX))
     enabled_events: Mapped[list[str]] = mapped_column(ARRAY(sa.String(60)))
     description: Mapped[str | None] = mapped_column(sa.String(DESCRIPTION_MAX))
+    metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSONB, default=dict, server_default="{}")
     secret_encrypted: Mapped[str] = mapped_column(sa.Text)
     status: Mapped[str] = mapped_column(sa.String(10), default="enabled")
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
@@ -312,8 +318,16 @@ def _audit_fields(endpoint: WebhookEndpoint) -> dict[str, Any]:
         "mode": endpoint.mode,
         "enabled_events": list(endpoint.enabled_events),
         "description": endpoint.description,
+        "metadata": dict(endpoint.metadata_ or {}),
         "status": endpoint.status,
     }
+
+
+def _merged_metadata(current: dict[str, str], given: Any) -> dict[str, str]:
+    """Stripe's metadata rules, as for PaymentIntents: given keys are set, "" removes a key."""
+    from payments.intents import merge_metadata  # (here: intents imports events, which imports this module)
+
+    return merge_metadata(current, given)
 
 
 def create_endpoint(
@@ -325,11 +339,13 @@ def create_endpoint(
     actor: audit.Actor,
     *,
     description: Any = None,
+    metadata: Any = None,
     allow_private: bool = False,
 ) -> tuple[WebhookEndpoint, str]:
     """A new enabled endpoint and its signing secret (returned once, stored only encrypted)."""
     url = clean_url(url, livemode=livemode, allow_private=allow_private)
     events = clean_events(enabled_events)
+    kept = _merged_metadata({}, metadata)
     count = db.session.execute(
         sa.select(sa.func.count())
         .select_from(WebhookEndpoint)
@@ -353,6 +369,7 @@ def create_endpoint(
         url=url,
         enabled_events=events,
         description=clean_description(description),
+        metadata_=kept,
         secret_encrypted=crypto.encrypt(secret),
         status="enabled",
     )
@@ -376,10 +393,12 @@ def update_endpoint(
     url: Any = None,
     enabled_events: Any = None,
     description: Any = None,
+    metadata: Any = None,
     disabled: bool | None = None,
     allow_private: bool = False,
 ) -> WebhookEndpoint:
-    """Change what is given (None leaves a field as it is; description "" clears it)."""
+    """Change what is given (None leaves a field as it is; description "" clears it; metadata is
+    merged: given keys are set, a key set to "" is removed, metadata "" removes them all)."""
     row = _locked_endpoint(endpoint.tenant_id, endpoint.id)
     before = _audit_fields(row)
     if url is not None:
@@ -388,6 +407,8 @@ def update_endpoint(
         row.enabled_events = clean_events(enabled_events)
     if description is not None:
         row.description = clean_description(description)
+    if metadata is not None:
+        row.metadata_ = _merged_metadata(row.metadata_ or {}, metadata)
     if disabled is not None:
         row.status = "disabled" if disabled else "enabled"
     diff = audit.changes(before, _audit_fields(row))
@@ -451,7 +472,7 @@ def endpoint_object(endpoint: WebhookEndpoint, secret: str | None = None) -> dic
         "description": endpoint.description,
         "enabled_events": list(endpoint.enabled_events),
         "livemode": endpoint.livemode,
-        "metadata": {},
+        "metadata": dict(endpoint.metadata_ or {}),
         "status": endpoint.status,
         "url": endpoint.url,
     }

@@ -23,7 +23,7 @@ from rq.scheduler import RQScheduler
 from core import crypto
 from core import queue as core_queue
 from core.db import db
-from payments import events, intents, refunds, webhooks
+from payments import balance_operations, events, intents, refunds, webhooks
 from payments.channel_accounts import ChannelAccountInput, create_channel_account
 from payments.channels.base import Secret
 from payments.errors import InvalidRequest, NotFound
@@ -298,6 +298,45 @@ def test_only_the_merchants_matching_endpoints_of_the_same_mode_get_an_event(
         db.session.commit()
     run_jobs()
     assert len(receiver.at("/live")) == 2 and not receiver.at("/tea") and not receiver.at("/disabled")
+
+
+def test_top_ups_transfers_and_payouts_reach_a_subscribed_endpoint(app, shop, site, receiver, run_jobs, owner_engine):
+    wallet = ["topup.created", "topup.succeeded", "transfer.created", "payout.created", "payout.canceled"]
+    endpoint_id, secret = add_endpoint(app, shop, receiver.url(), wallet)
+    add_endpoint(app, shop, receiver.url("/payouts"), ["payout.canceled"])
+    with as_tenant(app, shop.tenant_id):
+        topup = balance_operations.create_topup(shop.ctx(), amount=5000, currency="usd").id
+        transfer = balance_operations.create_transfer(
+            shop.ctx(), amount=1000, currency="usd", destination=shop.other_merchant
+        ).id
+        payout = balance_operations.create_payout(shop.ctx(), amount=2000, currency="usd").id
+        balance_operations.cancel_payout(shop.ctx(), payout)
+    run_jobs()
+
+    got = [r.event(secret) for r in receiver.at("/hooks")]
+    assert sorted((e.type, e.data.object.id) for e in got) == sorted(
+        [
+            ("topup.created", topup),
+            ("topup.succeeded", topup),
+            ("transfer.created", transfer),
+            ("payout.created", payout),
+            ("payout.canceled", payout),
+        ]
+    )
+    assert {e.data.object.id: e.data.object.object for e in got} == {
+        topup: "topup",
+        transfer: "transfer",
+        payout: "payout",
+    }
+    assert [json.loads(r.body)["type"] for r in receiver.at("/payouts")] == ["payout.canceled"]
+    log = deliveries(owner_engine, endpoint_id)
+    assert len(log) == 5 and {(d.status, d.attempts) for d in log} == {("succeeded", 1)}
+    # The dashboard's delivery log lists them.
+    owner = site(shop.host)
+    owner.login(OWNER)
+    detail = owner.get(f"/merchant/webhooks/{endpoint_id}").get_data(as_text=True)
+    assert all(name in detail for name in wallet)
+    assert all(f'value="{name}"' in owner.get("/merchant/webhooks").get_data(as_text=True) for name in wallet)
 
 
 def test_a_failing_endpoint_is_retried_on_schedule_until_it_answers(app, shop, receiver, run_jobs, owner_engine):

@@ -39,7 +39,7 @@ from portal.api.errors import (
     no_key,
     unrecognized_url,
 )
-from portal.api.operations import BY_ENDPOINT, OPERATIONS, Operation
+from portal.api.operations import BY_ENDPOINT, OPERATIONS, Operation, recovery_for
 from portal.api.params import malformed, parse_pairs, validate
 from portal.extensions import csrf
 from tenants import api_keys
@@ -162,7 +162,11 @@ def _view(operation: Operation):
         if operation.method == "POST" and key is not None and ctx is not None:
             print_ = idempotency.fingerprint(request.method, request.path, params)
             status, body, headers = idempotency.run(
-                ctx, idempotency.check_key(key), print_, lambda: _run(operation, ctx, params, values)
+                ctx,
+                idempotency.check_key(key),
+                print_,
+                lambda: _run(operation, ctx, params, values),
+                recovery_for(operation, values),
             )
             return json_response(status, body, {"Idempotency-Key": key, **headers})
         status, body = _run(operation, ctx, params, values)

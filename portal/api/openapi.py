@@ -127,7 +127,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "data": {
                 "type": "object",
                 "required": ["object"],
-                "properties": {"object": {"oneOf": [_ref("payment_intent"), _ref("refund")]}},
+                "properties": {
+                    "object": {
+                        "oneOf": [_ref(name) for name in ("payment_intent", "refund", "topup", "transfer", "payout")]
+                    }
+                },
             },
             "livemode": {"type": "boolean"},
             "pending_webhooks": INTEGER,

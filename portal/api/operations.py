@@ -34,6 +34,7 @@ from payments.models import (
 )
 from payments.refunds import REASONS
 from payments.webhooks import WebhookEndpoint
+from portal.api import idempotency
 from portal.api.params import Boolean, Integer, Metadata, Object, Param, Range, String, StringList
 from tenants.audit import Actor
 
@@ -314,16 +315,6 @@ def _allow_private() -> bool:
     return allow_private_urls(current_app.config)
 
 
-def _no_metadata(p: dict[str, Any]) -> None:
-    """Webhook endpoints keep no metadata yet: an empty value is accepted, anything else refused."""
-    metadata = p.get("metadata")
-    if metadata:
-        name = next(iter(metadata))
-        raise InvalidRequest(
-            "Webhook endpoints do not keep metadata yet; leave metadata out.", param=f"metadata[{name}]"
-        )
-
-
 def _endpoint(ctx: MerchantContext, endpoint_id: str) -> WebhookEndpoint:
     try:
         return webhooks.get_endpoint(ctx.tenant_id, ctx.merchant_id, endpoint_id, livemode=ctx.livemode)
@@ -332,7 +323,6 @@ def _endpoint(ctx: MerchantContext, endpoint_id: str) -> WebhookEndpoint:
 
 
 def create_webhook_endpoint(ctx: MerchantContext, p: dict[str, Any]) -> dict[str, Any]:
-    _no_metadata(p)
     endpoint, secret = webhooks.create_endpoint(
         ctx.tenant_id,
         ctx.merchant_id,
@@ -341,6 +331,7 @@ def create_webhook_endpoint(ctx: MerchantContext, p: dict[str, Any]) -> dict[str
         p["enabled_events"],
         _key_actor(),
         description=p.get("description"),
+        metadata=p.get("metadata"),
         allow_private=_allow_private(),
     )
     return webhooks.endpoint_object(endpoint, secret)
@@ -355,13 +346,13 @@ def retrieve_webhook_endpoint(ctx: MerchantContext, p: dict[str, Any], webhook_e
 
 
 def update_webhook_endpoint(ctx: MerchantContext, p: dict[str, Any], webhook_endpoint: str) -> dict[str, Any]:
-    _no_metadata(p)
     endpoint = webhooks.update_endpoint(
         _endpoint(ctx, webhook_endpoint),
         _key_actor(),
         url=p.get("url"),
         enabled_events=p.get("enabled_events"),
         description=p.get("description"),
+        metadata=p.get("metadata"),
         disabled=p.get("disabled"),
         allow_private=_allow_private(),
     )
@@ -407,7 +398,7 @@ WEBHOOK_FIELDS = {
     "description": Param(
         String(max_length=webhooks.DESCRIPTION_MAX), description="What the endpoint is for ('' clears it)."
     ),
-    "metadata": Param(Metadata(), description="Not kept for webhook endpoints yet: only an empty value is accepted."),
+    "metadata": METADATA,
     "expand": EXPAND,
 }
 
@@ -721,7 +712,7 @@ OPERATIONS: list[Operation] = [
         "POST",
         "/webhook_endpoints/<webhook_endpoint>",
         "update_webhook_endpoint",
-        "Update a webhook endpoint: its URL, events or description, or disable (disabled=true) and enable it",
+        "Update a webhook endpoint: its URL, events, description or metadata, or disable (disabled=true) and enable it",
         update_webhook_endpoint,
         "webhook_endpoint",
         {
@@ -751,3 +742,24 @@ OPERATIONS: list[Operation] = [
 ]
 
 BY_ENDPOINT = {op.endpoint: op for op in OPERATIONS}
+
+# What each POST creates or acts on, by the object it returns, and how to retrieve that object:
+# the recovery point of its Idempotency-Key should its process die (`idempotency.Recovery`).
+RETRIEVERS: dict[str, tuple[type, Callable[..., dict[str, Any]]]] = {
+    "payment_intent": (PaymentIntent, retrieve_payment_intent),
+    "refund": (Refund, retrieve_refund),
+    "topup": (Topup, retrieve_topup),
+    "transfer": (Transfer, retrieve_transfer),
+    "payout": (Payout, retrieve_payout),
+    "webhook_endpoint": (WebhookEndpoint, retrieve_webhook_endpoint),
+}
+
+
+def recovery_for(operation: Operation, values: dict[str, str]) -> idempotency.Recovery | None:
+    """The object a POST acts on (the one its URL names) or creates (the first new one of the kind
+    it returns), and how a retry answers with it."""
+    if operation.returns not in RETRIEVERS:
+        return None
+    model, retrieve = RETRIEVERS[operation.returns]
+    named = next(iter(values.values()), None)
+    return idempotency.Recovery(model, lambda ctx, object_id: retrieve(ctx, {}, object_id), object_id=named)

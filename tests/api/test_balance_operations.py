@@ -153,6 +153,49 @@ def test_balance_transactions_list_every_movement(stripe_client, other_shop, htt
     assert http.get("/v1/balance_transactions/txn_nothing").status_code == 404
 
 
+def test_every_movement_records_its_event(stripe_client, sdk, other_shop):
+    topup = stripe_client.v1.topups.create({"amount": 3000, "currency": "usd", "metadata": {"ref": "t1"}})
+    transfer = stripe_client.v1.transfers.create(
+        {"amount": 500, "currency": "usd", "destination": str(other_shop.merchant)}
+    )
+    payout = stripe_client.v1.payouts.create({"amount": 1000, "currency": "usd"})
+    stripe_client.v1.payouts.cancel(payout.id)
+
+    listed = stripe_client.v1.events.list({"limit": 100}).data
+    assert all(isinstance(e, stripe.Event) for e in listed)
+    # Oldest first; a test top-up is created and succeeds at once, so its two events share a time.
+    oldest_first = [(e.created, e.type, e.data.object.id, e.data.object.object) for e in reversed(listed)]
+    assert [event[1:] for event in sorted(oldest_first, key=lambda e: (e[0], e[1] != "topup.created"))] == [
+        ("topup.created", topup.id, "topup"),
+        ("topup.succeeded", topup.id, "topup"),
+        ("transfer.created", transfer.id, "transfer"),
+        ("payout.created", payout.id, "payout"),
+        ("payout.canceled", payout.id, "payout"),
+    ]
+    assert [e.type for e in listed[:3]] == ["payout.canceled", "payout.created", "transfer.created"]
+    # Each event carries the object as it was then.
+    by_type = {e.type: e.data.object for e in listed}
+    assert (by_type["topup.succeeded"].status, by_type["topup.succeeded"].metadata.to_dict()) == (
+        "succeeded",
+        {"ref": "t1"},
+    )
+    assert (by_type["payout.created"].status, by_type["payout.canceled"].status) == ("pending", "canceled")
+    assert by_type["transfer.created"].destination == str(other_shop.merchant)
+    payouts = stripe_client.v1.events.list({"type": "payout.*"}).data
+    assert [e.type for e in payouts] == ["payout.canceled", "payout.created"]
+    assert stripe_client.v1.events.retrieve(payouts[0].id).data.object.id == payout.id
+    # The transfer is the sender's object: the receiving merchant sees its balance move, no event.
+    assert sdk(other_shop.secret).v1.events.list().data == []
+
+
+def test_a_failed_movement_records_no_event(stripe_client, other_shop):
+    with pytest.raises(stripe.InvalidRequestError):
+        stripe_client.v1.transfers.create({"amount": 100, "currency": "usd", "destination": str(other_shop.merchant)})
+    with pytest.raises(stripe.InvalidRequestError):
+        stripe_client.v1.payouts.create({"amount": 100, "currency": "usd"})
+    assert stripe_client.v1.events.list().data == []
+
+
 def test_another_tenants_merchant_is_no_destination(stripe_client, new_shop):
     stripe_client.v1.topups.create({"amount": 1000, "currency": "usd"})
     foreign = new_shop("globex")
@@ -179,3 +222,10 @@ def test_the_object_schemas_match_real_answers(http, other_shop):
     )
     matches("payout", http.post("/v1/payouts", data={"amount": "100", "currency": "usd"}).json())
     matches("balance_transaction", http.get("/v1/balance_transactions").json()["data"][0])
+    for event in http.get("/v1/events").json()["data"]:
+        matches("event", event)
+        kind = event["data"]["object"]["object"]
+        assert {"$ref": f"#/components/schemas/{kind}"} in schemas["event"]["properties"]["data"]["properties"][
+            "object"
+        ]["oneOf"]
+        matches(kind, event["data"]["object"])

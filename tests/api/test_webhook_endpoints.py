@@ -65,7 +65,7 @@ def test_the_list_pages_newest_first(stripe_client):
         ({"url": HOOK_URL}, "enabled_events", "parameter_missing"),
         ({"url": "ftp://example.com/x", "enabled_events": ["*"]}, "url", "url_invalid"),
         ({"url": HOOK_URL, "enabled_events": ["charge.exploded"]}, "enabled_events", None),
-        ({"url": HOOK_URL, "enabled_events": ["*"], "metadata": {"team": "ops"}}, "metadata[team]", None),
+        ({"url": HOOK_URL, "enabled_events": ["*"], "metadata": {"k" * 41: "v"}}, f"metadata[{'k' * 41}]", None),
         ({"url": HOOK_URL, "enabled_events": ["*"], "connect": True}, "connect", "parameter_unknown"),
     ],
 )
@@ -74,6 +74,46 @@ def test_bad_parameters_are_refused_naming_the_parameter(stripe_client, params, 
         stripe_client.v1.webhook_endpoints.create(params)
     assert refused.value.http_status == 400 and refused.value.param == param and refused.value.code == code
     assert stripe_client.v1.webhook_endpoints.list().data == []
+
+
+def test_metadata_is_kept_merged_on_update_and_returned_everywhere(stripe_client, http):
+    endpoint = _create(stripe_client, metadata={"team": "ops", "env": "staging"})
+    assert endpoint.metadata.to_dict() == {"team": "ops", "env": "staging"}
+    assert stripe_client.v1.webhook_endpoints.retrieve(endpoint.id).metadata.to_dict() == endpoint.metadata.to_dict()
+
+    # As for PaymentIntents: given keys are set, a key set to "" is removed, the others stay.
+    changed = stripe_client.v1.webhook_endpoints.update(endpoint.id, {"metadata": {"env": "", "owner": "ana"}})
+    assert changed.metadata.to_dict() == {"team": "ops", "owner": "ana"}
+    untouched = stripe_client.v1.webhook_endpoints.update(endpoint.id, {"description": "Orders"})
+    assert untouched.metadata.to_dict() == {"team": "ops", "owner": "ana"}
+    [listed] = stripe_client.v1.webhook_endpoints.list().data
+    assert listed.metadata.to_dict() == {"team": "ops", "owner": "ana"}
+    # JSON bodies too; metadata="" removes every key.
+    cleared = http.post(f"/v1/webhook_endpoints/{endpoint.id}", json={"metadata": ""})
+    assert cleared.status_code == 200 and cleared.json()["metadata"] == {}
+
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        stripe_client.v1.webhook_endpoints.update(endpoint.id, {"metadata": {"note": "x" * 501}})
+    assert refused.value.param == "metadata[note]"
+    too_many = {f"k{i}": "v" for i in range(51)}
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        stripe_client.v1.webhook_endpoints.update(endpoint.id, {"metadata": too_many})
+    assert refused.value.param == "metadata"
+    assert stripe_client.v1.webhook_endpoints.retrieve(endpoint.id).metadata.to_dict() == {}
+
+
+def test_the_openapi_document_describes_metadata_on_create_and_update(http):
+    paths = http.get("/v1/openapi.json").json()["paths"]
+    for path in ("/v1/webhook_endpoints", "/v1/webhook_endpoints/{webhook_endpoint}"):
+        form = paths[path]["post"]["requestBody"]["content"]["application/x-www-form-urlencoded"]
+        assert "metadata" in form["schema"]["properties"], path
+        assert form["encoding"]["metadata"] == {"style": "deepObject", "explode": True}
+
+
+def test_wallet_movement_events_can_be_chosen(stripe_client):
+    wanted = ["topup.created", "topup.succeeded", "transfer.created", "payout.created", "payout.canceled"]
+    endpoint = _create(stripe_client, events=wanted)
+    assert endpoint.enabled_events == wanted
 
 
 def test_private_addresses_are_refused_when_the_platform_does_not_allow_them(app, stripe_client, monkeypatch):
