@@ -119,19 +119,27 @@ def setup(channel: str, settings: dict, base_url: str | None) -> tuple[str, list
             ctx = intents.MerchantContext(tenant_id, merchant.id, False)
             # A first payment creates the ledger accounts; the captured one is a steady-state payment.
             intents.create(ctx, amount=1000, currency="usd", payment_method="pm_card_visa", confirm=True)
-            captured: list[tuple[str, tuple]] = []
+        db.session.remove()
+        # The captured payment is a whole API request (host, key, create, confirm), as clients send it.
+        captured: list[tuple[str, tuple]] = []
 
-            def capture(conn, cursor, statement, parameters, context, executemany):
-                captured.append((statement, ("many", parameters) if executemany else parameters))
+        def capture(conn, cursor, statement, parameters, context, executemany):
+            captured.append((statement, ("many", parameters) if executemany else parameters))
 
-            def commit(conn):
-                captured.append(("COMMIT", None))
+        def commit(conn):
+            captured.append(("COMMIT", None))
 
-            event.listen(db.engine, "before_cursor_execute", capture)
-            event.listen(db.engine, "commit", commit)
-            intents.create(ctx, amount=1000, currency="usd", payment_method="pm_card_visa", confirm=True)
-            event.remove(db.engine, "before_cursor_execute", capture)
-            event.remove(db.engine, "commit", commit)
+        event.listen(db.engine, "before_cursor_execute", capture)
+        event.listen(db.engine, "commit", commit)
+        answer = app.test_client().post(
+            "/v1/payment_intents",
+            data={"amount": "1000", "currency": "usd", "payment_method": "pm_card_visa", "confirm": "true"},
+            headers={"Authorization": f"Bearer {secret}", "Host": "127.0.0.1"},
+        )
+        event.remove(db.engine, "before_cursor_execute", capture)
+        event.remove(db.engine, "commit", commit)
+        if answer.status_code != 200:
+            raise SystemExit(f"the captured payment failed: {answer.status_code} {answer.get_data(as_text=True)}")
         db.session.remove()
         db.engine.dispose()
     return secret, captured
@@ -145,12 +153,8 @@ class Gunicorn:
                 sys.executable,
                 "-m",
                 "gunicorn",
-                "--worker-class",
-                "gthread",
-                "--workers",
-                "2",
-                "--threads",
-                "16",
+                "--config",
+                "gunicorn.conf.py",
                 "--bind",
                 f"127.0.0.1:{port}",
                 "--log-level",
@@ -238,6 +242,8 @@ def baseline(database: str, captured: list[tuple[str, tuple]], n: int, concurren
         }  # noqa: S608  (fixed table names)
 
     def renew(value, fresh):
+        if isinstance(value, list):  # arrays (a journal entry's lines)
+            return [renew(v, fresh) for v in value]
         if isinstance(value, uuid.UUID) and value not in keep:
             return fresh.setdefault(value, uuid.uuid4())
         if isinstance(value, str) and ID_RE.match(value):

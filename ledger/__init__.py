@@ -3,6 +3,7 @@
 The API (all in the caller's transaction; nothing here commits):
 
     account(tenant_id, purpose, currency, livemode, merchant_id=None) -> LedgerAccount
+    account_ref(...same...) -> AccountRef  the account's id and identity, cached per process (for posting)
     post(tenant_id, kind, reference, lines, livemode, description="") -> JournalEntry
     balance(account) -> int            debit-positive, as stored
     natural_balance(account) -> int    positive on the account's normal side
@@ -16,12 +17,14 @@ The sign convention and each purpose's normal side are documented in `ledger.mod
 
 from ledger.models import NORMAL_SIDE, PURPOSES, JournalEntry, JournalLine, LedgerAccount
 from ledger.posting import (
+    AccountRef,
     AlreadyPosted,
     InvalidEntry,
     LedgerError,
     Problem,
     UnbalancedEntry,
     account,
+    account_ref,
     balance,
     check,
     counts,
@@ -34,6 +37,7 @@ from ledger.posting import (
 __all__ = [
     "NORMAL_SIDE",
     "PURPOSES",
+    "AccountRef",
     "AlreadyPosted",
     "InvalidEntry",
     "JournalEntry",
@@ -43,6 +47,7 @@ __all__ = [
     "Problem",
     "UnbalancedEntry",
     "account",
+    "account_ref",
     "balance",
     "check",
     "counts",

@@ -20,10 +20,12 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.orm import Session, attributes
+from sqlalchemy.orm import Session, attributes, make_transient_to_detached
+from sqlalchemy.orm.util import identity_key
 
 from core.db import db
 from ledger.models import MERCHANT_PURPOSES, NORMAL_SIDE, PURPOSES, JournalEntry, JournalLine, LedgerAccount
@@ -64,7 +66,7 @@ class AlreadyPosted(LedgerError):
         self.entry_id = entry_id
 
 
-Line = tuple[LedgerAccount, int] | tuple[LedgerAccount, int, str]
+Line = tuple[Any, int] | tuple[Any, int, str]
 
 
 def _session() -> Session:
@@ -129,6 +131,53 @@ def account(
     ).scalar_one()
 
 
+@dataclass(frozen=True)
+class AccountRef:
+    """An account known by its identity and id, without a database row in hand: what `post()`
+    needs of an account. `account_ref()` hands these out from a per-process cache."""
+
+    tenant_id: uuid.UUID
+    id: uuid.UUID
+    purpose: str
+    currency: str
+    livemode: bool
+    merchant_id: uuid.UUID | None = None
+
+
+# (tenant, merchant, purpose, currency, livemode) -> AccountRef. Accounts are never deleted and
+# their identity never changes, so an id once read stays right; `post()` re-resolves an id it
+# cannot find (a database reset under a long-lived process) instead of failing.
+_REFS: dict[tuple, AccountRef] = {}
+_REFS_LIMIT = 100_000
+
+
+def account_ref(
+    tenant_id: uuid.UUID,
+    purpose: str,
+    currency: str,
+    livemode: bool,
+    merchant_id: uuid.UUID | None = None,
+) -> AccountRef:
+    """Like `account()`, but from the process's cache after the first call: no statement at all
+    for an account already seen. For posting; read balances with `account()`."""
+    _require_tenant(tenant_id)
+    identity = (tenant_id, merchant_id, purpose, currency, livemode)
+    ref = _REFS.get(identity)
+    if ref is None:
+        row = account(tenant_id, purpose, currency, livemode, merchant_id)
+        ref = AccountRef(row.tenant_id, row.id, row.purpose, row.currency, row.livemode, row.merchant_id)
+        if len(_REFS) >= _REFS_LIMIT:
+            _REFS.clear()
+        _REFS[identity] = ref
+    return ref
+
+
+def _forget_refs(ids: set[uuid.UUID]) -> None:
+    for identity, ref in list(_REFS.items()):
+        if ref.id in ids:
+            _REFS.pop(identity, None)
+
+
 def balance(account: LedgerAccount) -> int:
     """The account's balance as stored, debit positive (see the sign convention in ledger.models)."""
     value = (
@@ -158,8 +207,10 @@ def merchant_balance(account: LedgerAccount) -> int:
 
 # --- posting -----------------------------------------------------------------------------------
 
+AnyAccount = LedgerAccount | AccountRef
 
-def _unpack(line) -> tuple[LedgerAccount, int, str | None]:
+
+def _unpack(line) -> tuple[AnyAccount, int, str | None]:
     if not isinstance(line, tuple) or len(line) not in (2, 3):
         raise InvalidEntry(f"a line is (account, amount) or (account, amount, currency), not {line!r}")
     if len(line) == 2:
@@ -167,14 +218,14 @@ def _unpack(line) -> tuple[LedgerAccount, int, str | None]:
     return line
 
 
-def _validate(tenant_id: uuid.UUID, lines: Sequence[Line], livemode: bool) -> list[tuple[LedgerAccount, int, str]]:
+def _validate(tenant_id: uuid.UUID, lines: Sequence[Line], livemode: bool) -> list[tuple[AnyAccount, int, str]]:
     """Everything that can be checked without the database; raises before any SQL runs."""
     if len(lines) < 2:
         raise InvalidEntry(f"an entry needs at least two lines, got {len(lines)}")
     checked = []
     for number, line in enumerate(lines, start=1):
         acct, amount, currency = _unpack(line)
-        if not isinstance(acct, LedgerAccount):
+        if not isinstance(acct, LedgerAccount | AccountRef):
             raise InvalidEntry(f"line {number}: {acct!r} is not a LedgerAccount")
         # bool is an int subclass and Decimal/float are not minor units: accept exactly int.
         if type(amount) is not int:
@@ -199,7 +250,7 @@ def _validate(tenant_id: uuid.UUID, lines: Sequence[Line], livemode: bool) -> li
     return checked
 
 
-def _require_balanced(lines: Sequence[tuple[LedgerAccount, int, str]]) -> None:
+def _require_balanced(lines: Sequence[tuple[AnyAccount, int, str]]) -> None:
     totals: dict[str, int] = defaultdict(int)
     for _, amount, currency in lines:
         totals[currency] += amount
@@ -211,20 +262,65 @@ def _require_balanced(lines: Sequence[tuple[LedgerAccount, int, str]]) -> None:
         raise UnbalancedEntry(f"entry does not balance: {detail}")
 
 
-def _lock_accounts(session: Session, tenant_id: uuid.UUID, ids: set[uuid.UUID]) -> dict[uuid.UUID, LedgerAccount]:
-    # Ordered by id so that every posting takes its locks in the same global order.
-    rows = (
-        session.execute(
-            sa.select(LedgerAccount)
-            .where(LedgerAccount.tenant_id == tenant_id, LedgerAccount.id.in_(ids))
-            .order_by(LedgerAccount.id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        .scalars()
-        .all()
+_ACCOUNTS = LedgerAccount.__table__
+_ENTRIES = JournalEntry.__table__
+_LINES = JournalLine.__table__
+
+# The entry, its lines and the balances in one statement (the accounts are already locked). When
+# (kind, reference) exists, the entry's insert returns nothing, so nothing else is written and the
+# statement returns no row.
+_WRITE_ENTRY = sa.text(
+    """
+    WITH entry AS (
+        INSERT INTO journal_entries (tenant_id, id, kind, reference, livemode, description)
+        VALUES (:tenant_id, :entry_id, :kind, :reference, :livemode, :description)
+        ON CONFLICT ON CONSTRAINT uq_journal_entries_tenant_id_kind_reference DO NOTHING
+        RETURNING tenant_id, id
+    ), lines AS (
+        INSERT INTO journal_lines (tenant_id, id, entry_id, account_id, amount, currency)
+        SELECT entry.tenant_id, line.id, entry.id, line.account_id, line.amount, line.currency
+        FROM entry, unnest(
+            CAST(:line_ids AS uuid[]), CAST(:account_ids AS uuid[]),
+            CAST(:amounts AS bigint[]), CAST(:currencies AS text[])
+        ) AS line(id, account_id, amount, currency)
+        RETURNING tenant_id, account_id, amount
+    ), moved AS (
+        UPDATE ledger_accounts AS account SET balance = account.balance + move.delta
+        FROM (SELECT tenant_id, account_id, sum(amount) AS delta FROM lines GROUP BY tenant_id, account_id) AS move
+        WHERE account.tenant_id = move.tenant_id AND account.id = move.account_id
     )
+    SELECT id FROM entry
+    """
+)
+
+
+def _lock_accounts(session: Session, tenant_id: uuid.UUID, ids: set[uuid.UUID]) -> dict[uuid.UUID, sa.Row]:
+    # Ordered by id so that every posting takes its locks in the same global order.
+    rows = session.execute(
+        sa.select(_ACCOUNTS.c.id, _ACCOUNTS.c.livemode, _ACCOUNTS.c.currency, _ACCOUNTS.c.balance)
+        .where(_ACCOUNTS.c.tenant_id == tenant_id, _ACCOUNTS.c.id.in_(ids))
+        .order_by(_ACCOUNTS.c.id)
+        .with_for_update()
+    ).all()
     return {row.id: row for row in rows}
+
+
+def _resolve_missing(tenant_id: uuid.UUID, checked: list, locked: dict) -> list:
+    """Account refs whose id is gone from the database (reset under this process) are looked up again."""
+    stale = {acct.id for acct, _, _ in checked if isinstance(acct, AccountRef) and acct.id not in locked}
+    if not stale:
+        return checked
+    _forget_refs(stale)
+    return [
+        (
+            account_ref(tenant_id, acct.purpose, acct.currency, acct.livemode, acct.merchant_id)
+            if acct.id in stale
+            else acct,
+            amount,
+            currency,
+        )
+        for acct, amount, currency in checked
+    ]
 
 
 def post(
@@ -238,8 +334,12 @@ def post(
     """Write one balanced journal entry and move the cached balances, in the caller's transaction.
 
     `lines` are `(account, amount)` (or `(account, amount, currency)` to assert the currency),
-    amounts signed debit-positive. Raises `InvalidEntry`/`UnbalancedEntry` naming the problem,
-    or `AlreadyPosted`; in every refusal nothing has been written.
+    amounts signed debit-positive; an account is a `LedgerAccount` or an `AccountRef`. Raises
+    `InvalidEntry`/`UnbalancedEntry` naming the problem, or `AlreadyPosted`; in every refusal
+    nothing has been written.
+
+    Four statements whatever the number of lines: lock the accounts (by id), insert the entry,
+    insert every line, update every balance.
     """
     _require_tenant(tenant_id)
     for name, value, limit in (("kind", kind, 80), ("reference", reference, 200)):
@@ -251,6 +351,9 @@ def post(
 
     session = _session()
     locked = _lock_accounts(session, tenant_id, {acct.id for acct, _, _ in checked})
+    if any(acct.id not in locked for acct, _, _ in checked):
+        checked = _resolve_missing(tenant_id, checked, locked)
+        locked = _lock_accounts(session, tenant_id, {acct.id for acct, _, _ in checked})
     # The caller's objects may be stale or hand-made: judge again by the locked rows.
     for number, (acct, _, currency) in enumerate(checked, start=1):
         row = locked.get(acct.id)
@@ -262,46 +365,68 @@ def post(
                 f" the line says {currency} {'live' if livemode else 'test'} mode"
             )
 
-    entry = session.execute(
-        pg_insert(JournalEntry)
-        .values(
-            tenant_id=tenant_id,
-            id=uuid.uuid4(),
-            kind=kind,
-            reference=reference,
-            livemode=livemode,
-            description=description,
-        )
-        .on_conflict_do_nothing(constraint="uq_journal_entries_tenant_id_kind_reference")
-        .returning(JournalEntry)
+    entry_id = uuid.uuid4()
+    values = [
+        {
+            "tenant_id": tenant_id,
+            "id": uuid.uuid4(),
+            "entry_id": entry_id,
+            "account_id": acct.id,
+            "amount": amount,
+            "currency": currency,
+        }
+        for acct, amount, currency in checked
+    ]
+    written = session.execute(
+        _WRITE_ENTRY,
+        {
+            "tenant_id": tenant_id,
+            "entry_id": entry_id,
+            "kind": kind,
+            "reference": reference,
+            "livemode": livemode,
+            "description": description,
+            "line_ids": [v["id"] for v in values],
+            "account_ids": [v["account_id"] for v in values],
+            "amounts": [v["amount"] for v in values],
+            "currencies": [v["currency"] for v in values],
+        },
     ).scalar_one_or_none()
-    if entry is None:
+    if written is None:
         existing = session.execute(
-            sa.select(JournalEntry.id).where(
-                JournalEntry.tenant_id == tenant_id, JournalEntry.kind == kind, JournalEntry.reference == reference
+            sa.select(_ENTRIES.c.id).where(
+                _ENTRIES.c.tenant_id == tenant_id, _ENTRIES.c.kind == kind, _ENTRIES.c.reference == reference
             )
         ).scalar_one_or_none()
         raise AlreadyPosted(tenant_id, kind, reference, existing)
 
-    new_lines = [
-        JournalLine(
-            tenant_id=tenant_id,
-            id=uuid.uuid4(),
-            entry_id=entry.id,
-            account_id=acct.id,
-            amount=amount,
-            currency=currency,
-        )
-        for acct, amount, currency in checked
-    ]
-    session.add_all(new_lines)
+    deltas: dict[uuid.UUID, int] = defaultdict(int)
     for acct, amount, _ in checked:
-        row = locked[acct.id]
-        row.balance = row.balance + amount
-    session.flush()
+        deltas[acct.id] += amount
+    balances = {account_id: locked[account_id].balance + delta for account_id, delta in deltas.items()}
+    # Keep the caller's account objects (and any copy in the session) true to the new balances.
+    for account_id, new_balance in balances.items():
+        loaded = session.identity_map.get(identity_key(LedgerAccount, (tenant_id, account_id)))
+        if loaded is not None:
+            attributes.set_committed_value(loaded, "balance", new_balance)
     for acct, _, _ in checked:
-        if acct is not locked[acct.id]:
-            attributes.set_committed_value(acct, "balance", locked[acct.id].balance)
+        if isinstance(acct, LedgerAccount):
+            attributes.set_committed_value(acct, "balance", balances[acct.id])
+
+    entry = JournalEntry(
+        tenant_id=tenant_id,
+        id=entry_id,
+        kind=kind,
+        reference=reference,
+        livemode=livemode,
+        description=description,
+    )
+    new_lines = [JournalLine(**value) for value in values]
+    # The rows are written; attach them to the session as loaded rows (no statement), so that what
+    # they do not carry yet (the lines' accounts, timestamps) loads on access like any other row.
+    for obj in (entry, *new_lines):
+        make_transient_to_detached(obj)
+        session.add(obj)
     attributes.set_committed_value(entry, "lines", sorted(new_lines, key=lambda line: -line.amount))
     return entry
 

@@ -328,23 +328,3 @@ def remove_rule(rule: RoutingRule, actor: audit.Actor) -> None:
     )
     db.session.delete(rule)
     db.session.commit()
-
-
-def rules_for(tenant_id: uuid.UUID, merchant_id: uuid.UUID, product: str | None) -> tuple[uuid.UUID | None, set]:
-    """(forced channel account id or None, excluded channel account ids) for a merchant and product."""
-    rules = (
-        db.session.execute(
-            sa.select(RoutingRule).where(
-                RoutingRule.tenant_id == tenant_id,
-                RoutingRule.merchant_id == merchant_id,
-                sa.or_(RoutingRule.product.is_(None), RoutingRule.product == product),
-            )
-        )
-        .scalars()
-        .all()
-    )
-    forced = [r for r in rules if r.action == "force"]
-    # A product-specific force beats an all-products one.
-    forced.sort(key=lambda r: r.product is None)
-    excluded = {r.channel_account_id for r in rules if r.action == "exclude"}
-    return (forced[0].channel_account_id if forced else None), excluded

@@ -3,7 +3,8 @@
 How a confirmation talks to a channel without ever holding a database transaction open across
 the call, and without ever charging twice:
 
-1. In a transaction: lock the intent, route it, write a `PaymentAttempt` with the idempotency
+1. In a transaction: lock the intent (or, for `create` with `confirm`, insert it), route it from
+   the routing inputs read once (`RoutingInputs`), write a `PaymentAttempt` with the idempotency
    key the channel will receive, set the intent `processing`, commit.
 2. Call the channel (no transaction open).
 3. In a new transaction: lock the intent and the attempt and apply the outcome once
@@ -13,32 +14,33 @@ A channel that certainly did not take the money (connection refused, 5xx before 
 refused configuration) hands the payment to the next route candidate. A timeout is not a
 failure: the attempt stays `unknown`, the intent `processing`, and a job asks the channel with
 the same idempotency key until the outcome is final (`payments.jobs.resolve_attempt`).
+
+A payment created and confirmed in one request costs two transactions and about twenty
+statements (docs/PERFORMANCE.md lists them); keep it so when changing this module.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from rq import Retry
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 import ledger
 from core import queue
 from core.db import db
 from core.money import MoneyError, normalise_currency
-from payments import balance_transactions, events, objects
+from payments import balance_transactions, channel_health, events, objects
 from payments import products as catalogue
-from payments.channel_accounts import credentials_of, rules_for
-from payments.channels import adapter_for
+from payments.channel_adapters import adapter_of
 from payments.channels.base import (
     CancelRequest,
     CaptureRequest,
-    ChannelConfig,
     ChannelConfigError,
     ChannelDeclined,
     ChannelInvalidRequest,
@@ -50,8 +52,8 @@ from payments.channels.base import (
     is_test_payment_method,
 )
 from payments.errors import CardError, ChannelError, InvalidRequest, NotFound
-from payments.models import ChannelAccount, ChannelDailyUsage, PaymentAttempt, PaymentIntent
-from payments.route_planning import candidates, plan, tenant_today
+from payments.models import ChannelAccount, PaymentAttempt, PaymentIntent
+from payments.route_planning import RoutingInputs
 
 log = logging.getLogger(__name__)
 MAX_AMOUNT = 99_999_999_999
@@ -128,24 +130,6 @@ def merge_metadata(current: dict[str, str], given: Any) -> dict[str, str]:
     if len(merged) > METADATA_KEYS:
         raise InvalidRequest(f"Metadata can have at most {METADATA_KEYS} keys.", param="metadata")
     return merged
-
-
-def offered_products(ctx: MerchantContext, amount: int, currency: str) -> list[str]:
-    """The products at least one of the tenant's channel accounts can take for this payment."""
-    pool = candidates(ctx.tenant_id, ctx.mode, tenant_today(ctx.tenant_id))
-    offered = []
-    for code in catalogue.PRODUCTS:
-        forced, excluded = rules_for(ctx.tenant_id, ctx.merchant_id, code)
-        usable = catalogue.offered_products(
-            amount,
-            currency,
-            pool,
-            excluded_channel_ids={str(e) for e in excluded},
-            forced_channel_id=str(forced) if forced else None,
-        )
-        if any(p.code == code for p in usable):
-            offered.append(code)
-    return offered
 
 
 def product_for(payment_method: str, types: list[str]) -> str:
@@ -263,7 +247,9 @@ def create(
     if capture_method not in ("automatic", "manual", "automatic_async"):
         raise InvalidRequest("capture_method must be automatic or manual.", param="capture_method")
     capture_method = "manual" if capture_method == "manual" else "automatic"
-    offered = offered_products(ctx, amount, currency)
+    # Read once: what the intent offers and, when it is confirmed at once, its route.
+    inputs = RoutingInputs.load(ctx.tenant_id, ctx.merchant_id, ctx.mode)
+    offered = inputs.offered(amount, currency)
     if payment_method_types:
         unavailable = [t for t in payment_method_types if t not in offered]
         if unavailable:
@@ -301,13 +287,17 @@ def create(
         amount_capturable=0,
         amount_received=0,
         amount_refunded=0,
+        # Set here rather than by the database, so the object is complete without a flush and the
+        # intent is written by one INSERT together with its routing and first attempt.
+        created_at=_now(),
     )
     db.session.add(pi)
-    db.session.flush()
     events.record(pi.tenant_id, pi.merchant_id, pi.livemode, "payment_intent.created", objects.payment_intent(pi))
-    db.session.commit()
     if confirm:
-        return confirm_intent(ctx, pi.id)
+        # The new intent is not visible to anyone before this transaction commits: no lock needed,
+        # and the first attempt is committed together with the intent.
+        return _confirm(ctx, pi, inputs, earlier_attempts=0, created=True)
+    db.session.commit()
     return pi
 
 
@@ -340,19 +330,6 @@ def update(ctx: MerchantContext, intent_id: str, **fields: Any) -> PaymentIntent
 
 
 # --- confirm -----------------------------------------------------------------------------------
-
-
-def _adapter(account: ChannelAccount):
-    return adapter_for(
-        account.type,
-        ChannelConfig(
-            id=str(account.id),
-            name=account.name,
-            credentials=credentials_of(account),
-            settings={**(account.settings or {}), **({"base_url": account.base_url} if account.base_url else {})},
-            livemode=account.mode == "live",
-        ),
-    )
 
 
 def _account(tenant_id: uuid.UUID, account_id: uuid.UUID) -> ChannelAccount:
@@ -388,21 +365,38 @@ def confirm_intent(ctx: MerchantContext, intent_id: str, payment_method: str | N
             code="payment_intent_unexpected_state",
             param="payment_method",
         )
-    product = product_for(pi.payment_method, pi.payment_method_types)
-    if product not in pi.payment_method_types:
-        db.session.rollback()
-        raise InvalidRequest(
-            f"This PaymentIntent does not offer {product}.", code="payment_method_unavailable", param="payment_method"
-        )
-    decision = plan(
-        ctx.tenant_id,
-        ctx.merchant_id,
-        product,
-        pi.amount,
-        pi.currency,
-        ctx.mode,
-        set(catalogue.product(product).required_elements),
+    # Each attempt gets its own key towards the channel; a re-confirmation continues the count.
+    earlier = db.session.scalar(
+        sa.select(sa.func.count())
+        .select_from(PaymentAttempt)
+        .where(PaymentAttempt.tenant_id == ctx.tenant_id, PaymentAttempt.payment_intent_id == pi.id)
     )
+    return _confirm(ctx, pi, RoutingInputs.load(ctx.tenant_id, ctx.merchant_id, ctx.mode), earlier_attempts=earlier)
+
+
+def _confirm(
+    ctx: MerchantContext, pi: PaymentIntent, inputs: RoutingInputs, *, earlier_attempts: int, created: bool = False
+) -> PaymentIntent:
+    """Route the (locked or new) intent and charge through the route, failing over while a channel
+    certainly did not take the money. The routing decision and the first attempt are committed
+    together, before the channel is called."""
+    intent_id = pi.id
+    try:
+        product = product_for(pi.payment_method, pi.payment_method_types)
+        if product not in pi.payment_method_types:
+            raise InvalidRequest(
+                f"This PaymentIntent does not offer {product}.",
+                code="payment_method_unavailable",
+                param="payment_method",
+            )
+    except InvalidRequest:
+        # A new intent is kept (as when created and confirmed in two calls); a confirmation changes nothing.
+        if created:
+            db.session.commit()
+        else:
+            db.session.rollback()
+        raise
+    decision = inputs.plan(product, pi.amount, pi.currency, set(catalogue.product(product).required_elements))
     pi.product = product
     pi.routing = decision.to_record()
     pi.last_payment_error = None
@@ -410,18 +404,16 @@ def confirm_intent(ctx: MerchantContext, intent_id: str, payment_method: str | N
         _fail(pi, {"type": "invalid_request_error", "code": "payment_method_unavailable", "message": decision.summary})
         db.session.commit()
         raise InvalidRequest(decision.summary, code="payment_method_unavailable", param="payment_method")
-    db.session.commit()
     route = [decision.chosen, *decision.failover]
-    # Each attempt gets its own key towards the channel; a re-confirmation continues the count.
-    earlier = db.session.scalar(
-        sa.select(sa.func.count())
-        .select_from(PaymentAttempt)
-        .where(PaymentAttempt.tenant_id == ctx.tenant_id, PaymentAttempt.payment_intent_id == pi.id)
-    )
-    for number, candidate in enumerate(route, start=earlier + 1):
-        pi = get(ctx, intent_id, lock=True)
+    for number, candidate in enumerate(route, start=earlier_attempts + 1):
+        if number > earlier_attempts + 1:  # failing over: the intent was committed and unlocked meanwhile
+            pi = get(ctx, intent_id, lock=True)
+        pi.status = "processing"
+        pi.channel_account_id = uuid.UUID(candidate.id)
+        db.session.flush()  # the intent's row first: the attempt refers to it
         attempt = PaymentAttempt(
             tenant_id=ctx.tenant_id,
+            id=uuid.uuid4(),
             payment_intent_id=pi.id,
             channel_account_id=uuid.UUID(candidate.id),
             kind="charge",
@@ -437,9 +429,7 @@ def confirm_intent(ctx: MerchantContext, intent_id: str, payment_method: str | N
             },
         )
         db.session.add(attempt)
-        pi.status = "processing"
-        pi.channel_account_id = attempt.channel_account_id
-        account = _account(ctx.tenant_id, attempt.channel_account_id)
+        account = inputs.accounts[attempt.channel_account_id]
         request = ChargeRequest(
             amount=pi.amount,
             currency=pi.currency,
@@ -453,26 +443,34 @@ def confirm_intent(ctx: MerchantContext, intent_id: str, payment_method: str | N
         attempt_id = attempt.id
         db.session.commit()
         try:
-            adapter = _adapter(account)
+            adapter = adapter_of(account)
             if not ctx.livemode and request.payment_method:  # the channel's own test instrument
                 request = replace(request, payment_method=adapter.test_instrument(request.payment_method))
             result = adapter.charge(request)
-        except (ChannelUnavailable, ChannelConfigError) as exc:
+        except ChannelConfigError as exc:
+            _finish_attempt(ctx, attempt_id, "unavailable", error=str(exc))
+            continue
+        except ChannelUnavailable as exc:
+            channel_health.record_failure(account.id, str(exc))
             _finish_attempt(ctx, attempt_id, "unavailable", error=str(exc))
             continue
         except ChannelTimeout as exc:
+            channel_health.record_failure(account.id, str(exc))
             _finish_attempt(ctx, attempt_id, "unknown", error=str(exc))
             queue_resolution(ctx.tenant_id, attempt_id)
             return get(ctx, intent_id)
         except ChannelDeclined as exc:
+            channel_health.record_success(account.id, inputs.health.get(account.id))
             return _declined(ctx, intent_id, attempt_id, exc)
         except ChannelInvalidRequest as exc:
+            channel_health.record_success(account.id, inputs.health.get(account.id))
             pi = get(ctx, intent_id, lock=True)
             _mark(attempt_id, ctx.tenant_id, "failed", error=str(exc))
             _fail(pi, {"type": "invalid_request_error", "code": exc.code or "invalid_request", "message": str(exc)})
             db.session.commit()
             raise InvalidRequest(str(exc), code=exc.code or "invalid_request", param="payment_method") from exc
-        return apply_charge_result(ctx.tenant_id, attempt_id, result)
+        channel_health.record_success(account.id, inputs.health.get(account.id))
+        return apply_charge_result(ctx.tenant_id, attempt_id, result, intent_id=intent_id)
     pi = get(ctx, intent_id, lock=True)
     _fail(
         pi,
@@ -523,6 +521,12 @@ def _mark(
         .where(PaymentAttempt.tenant_id == tenant_id, PaymentAttempt.id == attempt_id)
         .with_for_update()
     ).scalar_one()
+    return _set_attempt(attempt, status, error=error, response=response)
+
+
+def _set_attempt(
+    attempt: PaymentAttempt, status: str, *, error: str | None = None, response: dict[str, Any] | None = None
+) -> PaymentAttempt:
     attempt.status = status
     attempt.error = error[:500] if error else None
     if response is not None:
@@ -563,26 +567,26 @@ def _declined(ctx: MerchantContext, intent_id: str, attempt_id: uuid.UUID, exc: 
     )
 
 
+# What a channel account took today, on the tenant's calendar day, in one statement.
+_ADD_USAGE = sa.text(
+    """
+    INSERT INTO channel_daily_usage (tenant_id, channel_account_id, day, amount, count)
+    SELECT tenants.id, :account_id, CAST(timezone(tenants.time_zone, now()) AS date), :amount, 1
+    FROM tenants WHERE tenants.id = :tenant_id
+    ON CONFLICT (tenant_id, channel_account_id, day)
+    DO UPDATE SET amount = channel_daily_usage.amount + EXCLUDED.amount, count = channel_daily_usage.count + 1
+    """
+)
+
+
 def _add_usage(pi: PaymentIntent, amount: int) -> None:
     """What the channel account took today counts against its daily cap (the tenant's day)."""
-    statement = pg_insert(ChannelDailyUsage).values(
-        tenant_id=pi.tenant_id,
-        channel_account_id=pi.channel_account_id,
-        day=tenant_today(pi.tenant_id),
-        amount=amount,
-        count=1,
-    )
-    db.session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["tenant_id", "channel_account_id", "day"],
-            set_={"amount": ChannelDailyUsage.amount + amount, "count": ChannelDailyUsage.count + 1},
-        )
-    )
+    db.session.execute(_ADD_USAGE, {"tenant_id": pi.tenant_id, "account_id": pi.channel_account_id, "amount": amount})
 
 
 def _post_capture(pi: PaymentIntent, amount: int) -> None:
-    receivable = ledger.account(pi.tenant_id, "channel_receivable", pi.currency, pi.livemode)
-    pending = ledger.account(pi.tenant_id, "merchant_pending", pi.currency, pi.livemode, merchant_id=pi.merchant_id)
+    receivable = ledger.account_ref(pi.tenant_id, "channel_receivable", pi.currency, pi.livemode)
+    pending = ledger.account_ref(pi.tenant_id, "merchant_pending", pi.currency, pi.livemode, pi.merchant_id)
     ledger.post(
         pi.tenant_id,
         "payment.captured",
@@ -591,24 +595,33 @@ def _post_capture(pi: PaymentIntent, amount: int) -> None:
         pi.livemode,
         description=f"{pi.id} captured",
     )
-    balance_transactions.for_charge(pi, amount)
 
 
-def _succeed(pi: PaymentIntent, amount: int) -> None:
+# Statements on rows every payment of a tenant writes (the ledger's shared accounts, a channel's
+# daily usage): run last, after everything else of the transaction is written, right before the
+# commit, so their row locks are held as briefly as possible.
+HotWork = list[Callable[[], None]]
+
+
+def _succeed(pi: PaymentIntent, amount: int, hot: HotWork) -> None:
     pi.status = "succeeded"
     pi.amount_received = amount
     pi.amount_capturable = 0
-    _post_capture(pi, amount)
+    balance_transactions.for_charge(pi, amount)
     events.record(pi.tenant_id, pi.merchant_id, pi.livemode, "payment_intent.succeeded", objects.payment_intent(pi))
+    hot.append(lambda: _post_capture(pi, amount))
 
 
-def _lock_attempt(tenant_id: uuid.UUID, attempt_id: uuid.UUID) -> tuple[PaymentIntent, PaymentAttempt]:
+def _lock_attempt(
+    tenant_id: uuid.UUID, attempt_id: uuid.UUID, intent_id: str | None = None
+) -> tuple[PaymentIntent, PaymentAttempt]:
     """Lock an attempt's intent, then the attempt: every writer locks in this order."""
-    intent_id = db.session.execute(
-        sa.select(PaymentAttempt.payment_intent_id).where(
-            PaymentAttempt.tenant_id == tenant_id, PaymentAttempt.id == attempt_id
+    if intent_id is None:
+        intent_id = (
+            sa.select(PaymentAttempt.payment_intent_id)
+            .where(PaymentAttempt.tenant_id == tenant_id, PaymentAttempt.id == attempt_id)
+            .scalar_subquery()
         )
-    ).scalar_one()
     pi = db.session.execute(
         sa.select(PaymentIntent)
         .where(PaymentIntent.tenant_id == tenant_id, PaymentIntent.id == intent_id)
@@ -616,37 +629,59 @@ def _lock_attempt(tenant_id: uuid.UUID, attempt_id: uuid.UUID) -> tuple[PaymentI
     ).scalar_one()
     attempt = db.session.execute(
         sa.select(PaymentAttempt)
-        .where(PaymentAttempt.tenant_id == tenant_id, PaymentAttempt.id == attempt_id)
+        .where(
+            PaymentAttempt.tenant_id == tenant_id,
+            PaymentAttempt.id == attempt_id,
+            PaymentAttempt.payment_intent_id == pi.id,
+        )
         .with_for_update()
     ).scalar_one()
     return pi, attempt
 
 
-def apply_charge_result(tenant_id: uuid.UUID, attempt_id: uuid.UUID, result: ChargeResult) -> PaymentIntent:
+def apply_charge_result(
+    tenant_id: uuid.UUID, attempt_id: uuid.UUID, result: ChargeResult, *, intent_id: str | None = None
+) -> PaymentIntent:
     """Apply a channel's answer for an attempt exactly once (a late notification and a query
-    result for the same attempt may both arrive: the second finds the attempt final)."""
-    pi, attempt = _lock_attempt(tenant_id, attempt_id)
+    result for the same attempt may both arrive: the second finds the attempt final).
+    `intent_id`, when the caller knows it, saves looking it up."""
+    pi, attempt = _lock_attempt(tenant_id, attempt_id, intent_id)
     if attempt.status not in ("started", "unknown"):
         db.session.rollback()
         return pi
+    hot: HotWork = []
+    with db.session.no_autoflush:
+        applied = _apply(pi, attempt, result, hot)
+    if not applied:
+        db.session.rollback()
+        return pi
+    db.session.flush()
+    for work in hot:
+        work()
+    db.session.commit()
+    return pi
+
+
+def _apply(pi: PaymentIntent, attempt: PaymentAttempt, result: ChargeResult, hot: HotWork) -> bool:
+    """Change the intent and the attempt by the channel's answer, leaving the statements on shared
+    rows to `hot`; False when there is nothing to apply yet."""
     response = {"reference": result.reference, "status": str(result.status), **dict(result.raw or {})}
     pi.channel_reference = result.reference
     if attempt.kind == "capture":
         if result.status == ChargeStatus.SUCCEEDED:
-            _mark(attempt_id, tenant_id, "succeeded", response=response)
-            _succeed(pi, getattr(result, "amount_captured", 0) or attempt.amount)
+            _set_attempt(attempt, "succeeded", response=response)
+            _succeed(pi, getattr(result, "amount_captured", 0) or attempt.amount, hot)
         elif result.status in (ChargeStatus.FAILED, ChargeStatus.CANCELED):
-            _mark(attempt_id, tenant_id, "failed", response=response, error=result.failure_message)
+            _set_attempt(attempt, "failed", response=response, error=result.failure_message)
         else:
-            db.session.rollback()
-            return pi
+            return False
     elif result.status == ChargeStatus.SUCCEEDED:
-        _mark(attempt_id, tenant_id, "succeeded", response=response)
-        _add_usage(pi, pi.amount)
-        _succeed(pi, pi.amount)
+        _set_attempt(attempt, "succeeded", response=response)
+        hot.append(lambda: _add_usage(pi, pi.amount))
+        _succeed(pi, pi.amount, hot)
     elif result.status == ChargeStatus.REQUIRES_CAPTURE:
-        _mark(attempt_id, tenant_id, "requires_capture", response=response)
-        _add_usage(pi, pi.amount)
+        _set_attempt(attempt, "requires_capture", response=response)
+        hot.append(lambda: _add_usage(pi, pi.amount))
         pi.status = "requires_capture"
         pi.amount_capturable = pi.amount
         events.record(
@@ -657,7 +692,7 @@ def apply_charge_result(tenant_id: uuid.UUID, attempt_id: uuid.UUID, result: Cha
             objects.payment_intent(pi),
         )
     elif result.status in (ChargeStatus.FAILED, ChargeStatus.CANCELED):
-        _mark(attempt_id, tenant_id, "declined", response=response, error=result.failure_message)
+        _set_attempt(attempt, "declined", response=response, error=result.failure_message)
         _fail(
             pi,
             {
@@ -669,9 +704,8 @@ def apply_charge_result(tenant_id: uuid.UUID, attempt_id: uuid.UUID, result: Cha
         )
     else:
         # Still processing at the channel (a QR code to scan, a transfer to arrive).
-        _mark(attempt_id, tenant_id, "unknown", response=response)
-    db.session.commit()
-    return pi
+        _set_attempt(attempt, "unknown", response=response)
+    return True
 
 
 def apply_not_taken(tenant_id: uuid.UUID, attempt_id: uuid.UUID, reason: str) -> PaymentIntent:
@@ -681,7 +715,7 @@ def apply_not_taken(tenant_id: uuid.UUID, attempt_id: uuid.UUID, reason: str) ->
     if attempt.status not in ("started", "unknown"):
         db.session.rollback()
         return pi
-    attempt = _mark(attempt_id, tenant_id, "unavailable", error=reason)
+    attempt = _set_attempt(attempt, "unavailable", error=reason)
     if pi.status == "processing" and attempt.kind == "charge":
         _fail(
             pi,
@@ -731,7 +765,7 @@ def capture(ctx: MerchantContext, intent_id: str, amount_to_capture: Any = None)
     attempt_id = attempt.id
     db.session.commit()
     try:
-        result = _adapter(account).capture(request)
+        result = adapter_of(account).capture(request)
     except ChannelTimeout as exc:
         _finish_attempt(ctx, attempt_id, "unknown", error=str(exc))
         queue_resolution(ctx.tenant_id, attempt_id)
@@ -758,7 +792,7 @@ def cancel(ctx: MerchantContext, intent_id: str, cancellation_reason: str | None
         )
         db.session.commit()
         try:
-            _adapter(account).cancel(request)
+            adapter_of(account).cancel(request)
         except (ChannelUnavailable, ChannelTimeout, ChannelConfigError) as exc:
             raise ChannelError(f"The channel could not release the authorisation: {exc}", code="cancel_failed") from exc
         pi = get(ctx, intent_id, lock=True)

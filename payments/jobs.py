@@ -21,7 +21,8 @@ def resolve_attempt(tenant_id: uuid.UUID, attempt_id: str) -> str:
     Asks by the idempotency key the channel received, never charges again. Safe to run twice
     or after a worker died: a final attempt is left as it is.
     """
-    from payments.intents import _adapter, apply_charge_result, apply_not_taken
+    from payments.channel_adapters import adapter_of
+    from payments.intents import apply_charge_result, apply_not_taken
 
     attempt = db.session.execute(
         sa.select(PaymentAttempt).where(
@@ -38,7 +39,7 @@ def resolve_attempt(tenant_id: uuid.UUID, attempt_id: str) -> str:
     key = attempt.idempotency_key
     db.session.commit()
     try:
-        result = _adapter(account).query(idempotency_key=key)
+        result = adapter_of(account).query(idempotency_key=key)
     except (ChannelTimeout, ChannelUnavailable) as exc:
         raise OutcomeStillUnknown(f"attempt {attempt_id}: the channel did not answer ({exc})") from exc
     except ChannelInvalidRequest as exc:
@@ -52,24 +53,36 @@ def resolve_attempt(tenant_id: uuid.UUID, attempt_id: str) -> str:
 
 
 SWEEP_GRACE_SECONDS = 60
+# An attempt still `started` this long after it was written lost its process between writing the
+# attempt and applying the channel's answer (a crash, a SIGKILL). Far longer than any channel call
+# may take (the adapters' timeouts are at most a few minutes), so a live request is never raced.
+ABANDONED_AFTER_SECONDS = 900
 SWEEP_LIMIT = 500
 
 
 def sweep_unknown_attempts() -> int:
-    """Re-queue the resolution of attempts still `unknown` a minute after their last news, over
-    all tenants (platform scope). A queued, scheduled or running resolution of the same attempt
-    is kept (deterministic job id); one whose retries ran out starts again, so an outcome is asked
-    for until the channel gives a final one. Returns how many attempts were looked at."""
+    """Re-queue the resolution of attempts still `unknown` a minute after their last news, and of
+    attempts abandoned while `started`, over all tenants (platform scope). A queued, scheduled or
+    running resolution of the same attempt is kept (deterministic job id); one whose retries ran
+    out starts again, so an outcome is asked for until the channel gives a final one. Returns how
+    many attempts were looked at."""
     from datetime import UTC, datetime, timedelta
 
     from payments.intents import queue_resolution
     from tenants import isolation
 
-    cutoff = datetime.now(UTC) - timedelta(seconds=SWEEP_GRACE_SECONDS)
+    now = datetime.now(UTC)
+    cutoff = now - timedelta(seconds=SWEEP_GRACE_SECONDS)
+    abandoned = now - timedelta(seconds=ABANDONED_AFTER_SECONDS)
     with isolation.platform_scope(db.session):
         rows = db.session.execute(
             sa.select(PaymentAttempt.tenant_id, PaymentAttempt.id)
-            .where(PaymentAttempt.status == "unknown", PaymentAttempt.created_at < cutoff)
+            .where(
+                sa.or_(
+                    sa.and_(PaymentAttempt.status == "unknown", PaymentAttempt.created_at < cutoff),
+                    sa.and_(PaymentAttempt.status == "started", PaymentAttempt.created_at < abandoned),
+                )
+            )
             .order_by(PaymentAttempt.created_at)
             .limit(SWEEP_LIMIT)
         ).all()

@@ -17,6 +17,7 @@ import ledger
 from core import queue
 from core.db import db
 from payments import balance_transactions, events, objects
+from payments.channel_adapters import adapter_of
 from payments.channels.base import (
     ChannelConfigError,
     ChannelDeclined,
@@ -31,7 +32,6 @@ from payments.intents import (
     QUERY_BACKOFF,
     MerchantContext,
     _account,
-    _adapter,
     clean_amount,
     get,
     merge_metadata,
@@ -105,7 +105,7 @@ def create(
 
 def _call_channel(ctx: MerchantContext, refund_id: str, account, request: RefundRequest) -> Refund:
     try:
-        result = _adapter(account).refund(request)
+        result = adapter_of(account).refund(request)
     except ChannelTimeout:
         # Unknown: the same idempotency key is sent again later, so the channel refunds once.
         queue.enqueue(

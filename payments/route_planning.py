@@ -1,29 +1,41 @@
 """Routing against the tenant's stored channel accounts and rules: the bridge from the database
-to the pure router (`payments.routing`). Used by the payment core and the console's route tester."""
+to the pure router (`payments.routing`). Used by the payment core and the console's route tester.
+
+`RoutingInputs.load` reads everything routing needs for one merchant in one mode with two
+statements (the channel accounts joined with today's usage, and the merchant's rules) and one
+Redis round trip (the accounts' health, `payments.channel_health`), so a
+payment reads them once: the products a PaymentIntent offers and the route of its confirmation
+are both decided from the same inputs. Nothing is cached across requests, so a change in the
+console takes effect on the next payment.
+"""
 
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from dataclasses import dataclass
 from decimal import Decimal
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
 from core.db import db
-from payments.channel_accounts import rules_for
-from payments.models import ChannelAccount, ChannelDailyUsage
+from payments import channel_health
+from payments import products as catalogue
+from payments.channel_health import HEALTHY, Health
+from payments.models import ChannelAccount, ChannelDailyUsage, RoutingRule
 from payments.routing import ChannelCandidate, ChannelCost, RouteDecision, RouteRequest, route
 from tenants.models import Tenant
 
 
-def tenant_today(tenant_id: uuid.UUID) -> date:
-    """Today in the tenant's time zone: daily caps reset at the tenant's midnight."""
-    zone = db.session.execute(sa.select(Tenant.time_zone).where(Tenant.id == tenant_id)).scalar_one()
-    return datetime.now(ZoneInfo(zone)).date()
+def tenant_today_sql(tenant_id: uuid.UUID):
+    """The same day as a SQL expression, so a statement needs no separate read of the time zone."""
+    return (
+        sa.select(sa.cast(sa.func.timezone(Tenant.time_zone, sa.func.now()), sa.Date))
+        .where(Tenant.id == tenant_id)
+        .scalar_subquery()
+    )
 
 
-def candidate_of(account: ChannelAccount, used_today: int) -> ChannelCandidate:
+def candidate_of(account: ChannelAccount, used_today: int, health: Health = HEALTHY) -> ChannelCandidate:
     return ChannelCandidate(
         id=str(account.id),
         name=account.name,
@@ -41,29 +53,93 @@ def candidate_of(account: ChannelAccount, used_today: int) -> ChannelCandidate:
         used_today=used_today,
         priority=account.priority,
         required_elements=frozenset(account.required_elements),
-        # Health from live channel failures arrives with the payment core; until then every
-        # stored account counts as healthy and only its status can pause it.
-        healthy=True,
+        healthy=health.healthy(),
+        health_note="" if health.healthy() else health.describe(),
     )
 
 
-def candidates(tenant_id: uuid.UUID, mode: str, day: date) -> list[ChannelCandidate]:
-    """Every channel account of the tenant in `mode`, with what it has taken on `day`."""
-    accounts = (
-        db.session.execute(
-            sa.select(ChannelAccount).where(ChannelAccount.tenant_id == tenant_id, ChannelAccount.mode == mode)
+def rules_in(rules: list[RoutingRule], product: str | None) -> tuple[uuid.UUID | None, set[uuid.UUID]]:
+    """(forced channel account id or None, excluded ids) among a merchant's rules, for one product."""
+    applying = [r for r in rules if r.product is None or r.product == product]
+    forced = sorted((r for r in applying if r.action == "force"), key=lambda r: r.product is None)
+    excluded = {r.channel_account_id for r in applying if r.action == "exclude"}
+    # A product-specific force beats an all-products one.
+    return (forced[0].channel_account_id if forced else None), excluded
+
+
+@dataclass(frozen=True)
+class RoutingInputs:
+    """What routing reads for one merchant in one mode, read once."""
+
+    tenant_id: uuid.UUID
+    merchant_id: uuid.UUID
+    accounts: dict[uuid.UUID, ChannelAccount]
+    candidates: tuple[ChannelCandidate, ...]
+    rules: tuple[RoutingRule, ...]
+    health: dict[uuid.UUID, Health]
+
+    @classmethod
+    def load(cls, tenant_id: uuid.UUID, merchant_id: uuid.UUID, mode: str) -> RoutingInputs:
+        usage = (
+            sa.select(ChannelDailyUsage.amount)
+            .where(
+                ChannelDailyUsage.tenant_id == tenant_id,
+                ChannelDailyUsage.channel_account_id == ChannelAccount.id,
+                ChannelDailyUsage.day == tenant_today_sql(tenant_id),
+            )
+            .scalar_subquery()
         )
-        .scalars()
-        .all()
-    )
-    usage = dict(
-        db.session.execute(
-            sa.select(ChannelDailyUsage.channel_account_id, ChannelDailyUsage.amount).where(
-                ChannelDailyUsage.tenant_id == tenant_id, ChannelDailyUsage.day == day
+        rows = db.session.execute(
+            sa.select(ChannelAccount, sa.func.coalesce(usage, 0)).where(
+                ChannelAccount.tenant_id == tenant_id, ChannelAccount.mode == mode
             )
         ).all()
-    )
-    return [candidate_of(account, usage.get(account.id, 0)) for account in accounts]
+        rules = (
+            db.session.execute(
+                sa.select(RoutingRule).where(RoutingRule.tenant_id == tenant_id, RoutingRule.merchant_id == merchant_id)
+            )
+            .scalars()
+            .all()
+        )
+        health = channel_health.states(account.id for account, _ in rows)
+        return cls(
+            tenant_id,
+            merchant_id,
+            {account.id: account for account, _ in rows},
+            tuple(candidate_of(account, int(used), health.get(account.id, HEALTHY)) for account, used in rows),
+            tuple(rules),
+            health,
+        )
+
+    def offered(self, amount: int, currency: str) -> list[str]:
+        """The products at least one channel account can take for this payment (SPEC step 2)."""
+        offered = []
+        for code in catalogue.PRODUCTS:
+            forced, excluded = rules_in(list(self.rules), code)
+            usable = catalogue.offered_products(
+                amount,
+                currency,
+                self.candidates,
+                excluded_channel_ids={str(e) for e in excluded},
+                forced_channel_id=str(forced) if forced else None,
+            )
+            if any(p.code == code for p in usable):
+                offered.append(code)
+        return offered
+
+    def plan(self, product: str, amount: int, currency: str, payer_elements: set[str]) -> RouteDecision:
+        """Which channel account would take this payment, and why, for every candidate."""
+        forced, excluded = rules_in(list(self.rules), product)
+        request = RouteRequest(
+            merchant_id=str(self.merchant_id),
+            product=product,
+            amount=amount,
+            currency=currency,
+            payer_elements=frozenset(payer_elements),
+            rule_forced_channel_id=str(forced) if forced else None,
+            rule_excluded_channel_ids=frozenset(str(channel) for channel in excluded),
+        )
+        return route(request, self.candidates)
 
 
 def plan(
@@ -76,14 +152,4 @@ def plan(
     payer_elements: set[str],
 ) -> RouteDecision:
     """Which channel account would take this payment now, and why, for every candidate."""
-    forced, excluded = rules_for(tenant_id, merchant_id, product)
-    request = RouteRequest(
-        merchant_id=str(merchant_id),
-        product=product,
-        amount=amount,
-        currency=currency,
-        payer_elements=frozenset(payer_elements),
-        rule_forced_channel_id=str(forced) if forced else None,
-        rule_excluded_channel_ids=frozenset(str(channel) for channel in excluded),
-    )
-    return route(request, candidates(tenant_id, mode, tenant_today(tenant_id)))
+    return RoutingInputs.load(tenant_id, merchant_id, mode).plan(product, amount, currency, payer_elements)

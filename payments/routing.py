@@ -137,6 +137,7 @@ class ChannelCandidate:
     priority: int = 100
     required_elements: frozenset[str] = frozenset()
     healthy: bool = True
+    health_note: str = ""  # why it is unhealthy, when it is
 
     def __post_init__(self):
         try:
@@ -194,7 +195,7 @@ class ChannelCandidate:
         if self.status != "active":
             return Reason.PAUSED, "the channel is paused"
         if not self.healthy:
-            return Reason.UNHEALTHY, "the channel is failing its health checks"
+            return Reason.UNHEALTHY, f"the channel is failing: {self.health_note or 'recent calls got no answer'}"
         if product_code not in self.products:
             return Reason.PRODUCT, f"does not offer {product(product_code).label}"
         if currency.upper() not in self.currencies:

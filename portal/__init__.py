@@ -28,11 +28,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
 def configure_settings(app: Flask, test_config: dict[str, Any] | None) -> None:
     from core import crypto, queue
+    from core import redis as shared_redis
     from portal import jobs
 
     app.config.from_mapping(settings.load(test_config))
     crypto.configure(app.config["ENCRYPTION_KEYS"])
     queue.configure(jobs.enqueue)
+    # Core packages (channel health, the sandbox channel's state) reach the app's Redis through this hook.
+    shared_redis.configure(jobs.redis_connection)
     if app.config["PROXY_FIX"]:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
 
@@ -69,11 +72,12 @@ def configure_theming(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from portal import api, auth, console, merchant, platform
+    from portal import api, auth, console, merchant, notifications, platform
 
     for blueprint, prefix in (
         (auth.bp, None),
         (api.bp, "/v1"),
+        (notifications.bp, "/channels"),
         (platform.bp, "/platform"),
         (console.bp, "/console"),
         (merchant.bp, "/merchant"),

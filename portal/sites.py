@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from flask import Flask, abort, current_app, g, request
 from flask_login import current_user
+from sqlalchemy.orm import lazyload
 
 from core.db import db
 from tenants import branding, hosts, isolation
@@ -67,16 +68,22 @@ def resolve_site():
     if not site.is_tenant:
         abort(404)
     isolation.activate_tenant(db.session, site.tenant_id)
-    tenant = db.session.get(Tenant, site.tenant_id)
+    # The domains load when a page asks for them; the API never does.
+    tenant = db.session.get(Tenant, site.tenant_id, options=[lazyload(Tenant.domains)])
     if tenant is None:
         abort(404)
     g.tenant = tenant
-    g.brand = BrandView.of(branding.brand(tenant.id, "published"))
+    # The merchant API answers JSON only: no brand to read for it.
+    g.brand = None if _is_api(request.path) else BrandView.of(branding.brand(tenant.id, "published"))
     if not tenant.is_active:
         from portal.errors import suspended_response
 
         return suspended_response()
     return None
+
+
+def _is_api(path: str) -> bool:
+    return path == "/v1" or path.startswith("/v1/")
 
 
 def use_draft_brand() -> None:

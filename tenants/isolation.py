@@ -63,9 +63,25 @@ def _set_config(connection) -> None:
 
 def activate_tenant(session: Session, tenant_id: uuid.UUID | None) -> None:
     """Make `tenant_id` the tenant of this context (a request, a job, a CLI command)."""
-    _tenant_id.set(tenant_id)
-    _scope.set("")
-    _apply_settings(session)
+    _switch(session, tenant_id, "")
+
+
+def _switch(session: Session, tenant_id: uuid.UUID | None, scope: str) -> tuple:
+    """Set the context, writing it into the open transaction only when it changes. Returns the
+    tokens that restore the previous context."""
+    changed = _tenant_id.get() != tenant_id or _scope.get() != scope
+    tokens = (_tenant_id.set(tenant_id), _scope.set(scope))
+    if changed:
+        _apply_settings(session)
+    return tokens
+
+
+def _restore(session: Session, tokens: tuple) -> None:
+    before = (_tenant_id.get(), _scope.get())
+    _tenant_id.reset(tokens[0])
+    _scope.reset(tokens[1])
+    if (_tenant_id.get(), _scope.get()) != before:
+        _apply_settings(session)
 
 
 def reset(session: Session | None = None) -> None:
@@ -82,29 +98,21 @@ def platform_scope(session: Session) -> Iterator[None]:
 
     Used only by the platform console, provisioning and tenant-looping schedulers.
     """
-    tenant_token = _tenant_id.set(None)
-    scope_token = _scope.set(PLATFORM)
-    _apply_settings(session)
+    tokens = _switch(session, None, PLATFORM)
     try:
         yield
     finally:
-        _tenant_id.reset(tenant_token)
-        _scope.reset(scope_token)
-        _apply_settings(session)
+        _restore(session, tokens)
 
 
 @contextlib.contextmanager
 def tenant_context(session: Session, tenant_id: uuid.UUID) -> Iterator[None]:
     """Run a block as `tenant_id` and restore the previous context afterwards."""
-    tenant_token = _tenant_id.set(tenant_id)
-    scope_token = _scope.set("")
-    _apply_settings(session)
+    tokens = _switch(session, tenant_id, "")
     try:
         yield
     finally:
-        _tenant_id.reset(tenant_token)
-        _scope.reset(scope_token)
-        _apply_settings(session)
+        _restore(session, tokens)
 
 
 def install(session_class: type[Session]) -> None:

@@ -134,9 +134,10 @@ def test_an_attempt_the_channel_never_received_frees_the_payment(as_shop, run_jo
     pi = intents.create(as_shop, amount=4001, currency="usd", payment_method="pm_card_visa", confirm=True)
     assert pi.status == "processing"
     # The channel lost the request: it has no charge under our idempotency key.
-    with STORE.lock:
-        for key in [k for k in STORE.charge_by_key if k[1].startswith(pi.id)]:
-            del STORE.charges[(key[0], STORE.charge_by_key.pop(key))]
+    attempt = db.session.execute(
+        sa.select(PaymentAttempt).where(PaymentAttempt.payment_intent_id == pi.id)
+    ).scalar_one()
+    assert STORE.forget_charge(str(attempt.channel_account_id), attempt.idempotency_key)
     db.session.remove()
     assert run_jobs() == 1
     with tenant_context(db.session, as_shop.tenant_id):
@@ -156,8 +157,10 @@ def test_a_lost_resolution_job_is_queued_again_by_the_sweep(as_shop, run_jobs, a
     pi = intents.create(as_shop, amount=4001, currency="usd", payment_method="pm_card_visa", confirm=True)
     assert pi.status == "processing"
     db.session.remove()
-    # The job is lost (Redis emptied, a worker gone): nothing would ever ask the channel again.
-    jobs.redis_connection().flushdb()
+    # The job is lost (RQ's data emptied, a worker gone): nothing would ever ask the channel again. (The sandbox
+    # channel keeps its charges in the same Redis: they stay, as a real channel's would.)
+    connection = jobs.redis_connection()
+    connection.delete(*connection.keys("rq:*"))
     assert run_jobs() == 0
     with owner_engine.begin() as conn:
         conn.execute(sa.text("UPDATE payment_attempts SET created_at = now() - interval '5 minutes'"))
@@ -166,5 +169,49 @@ def test_a_lost_resolution_job_is_queued_again_by_the_sweep(as_shop, run_jobs, a
     assert run_jobs() == 1
     with tenant_context(db.session, as_shop.tenant_id):
         assert intents.get(as_shop, pi.id).status == "succeeded"
+    assert webhooks.sweep()["attempts"] == 0
+    assert _ledger_ok() == []
+
+
+class _Died(BaseException):
+    """The process dies (SIGKILL-like): nothing after this point of the request runs."""
+
+
+@pytest.mark.parametrize("charged", [True, False], ids=["after-the-charge", "before-the-charge"])
+def test_a_payment_whose_process_died_mid_confirmation_is_finished_by_the_sweep(
+    as_shop, run_jobs, monkeypatch, owner_engine, charged
+):
+    from payments import webhooks
+    from payments.channels.sandbox import SandboxAdapter
+
+    real_charge = SandboxAdapter.charge
+
+    def charge_then_die(self, request):
+        if charged:
+            real_charge(self, request)
+        raise _Died
+
+    monkeypatch.setattr(SandboxAdapter, "charge", charge_then_die)
+    with pytest.raises(_Died):
+        intents.create(as_shop, amount=2500, currency="usd", payment_method="pm_card_visa", confirm=True)
+    monkeypatch.setattr(SandboxAdapter, "charge", real_charge)
+    db.session.rollback()
+    pi_id = db.session.execute(sa.select(PaymentAttempt.payment_intent_id)).scalar_one()
+    assert intents.get(as_shop, pi_id).status == "processing"
+    db.session.remove()
+    # A live request is never raced: a young `started` attempt is left alone.
+    assert webhooks.sweep()["attempts"] == 0
+    with owner_engine.begin() as conn:
+        conn.execute(sa.text("UPDATE payment_attempts SET created_at = now() - interval '20 minutes'"))
+    assert webhooks.sweep()["attempts"] == 1
+    assert run_jobs() == 1
+    with tenant_context(db.session, as_shop.tenant_id):
+        pi = intents.get(as_shop, pi_id)
+        if charged:  # the channel has the charge: the payment succeeds, posted once
+            assert pi.status == "succeeded" and pi.amount_received == 2500
+            assert refunds.balance(as_shop)["pending"] == [{"amount": 2500, "currency": "usd"}]
+        else:  # nothing was charged: the payment can be tried again
+            assert pi.status == "requires_payment_method"
+            assert intents.confirm_intent(as_shop, pi_id).status == "succeeded"
     assert webhooks.sweep()["attempts"] == 0
     assert _ledger_ok() == []

@@ -10,8 +10,8 @@ from flask import abort, flash, g, redirect, request, url_for
 from core.db import db
 from core.money import MoneyError, format_amount, to_major, to_minor
 from payments import channel_accounts as accounts
+from payments import channel_health, route_planning
 from payments import products as catalogue
-from payments import route_planning
 from payments.models import ChannelAccount, RoutingRule
 from portal import theming
 from portal.access import tenant_role_required
@@ -105,9 +105,15 @@ def _save(form, account: ChannelAccount | None):
 @bp.route("/channels")
 @tenant_role_required("admin", "operator")
 def channels():
-    rows = db.session.execute(sa.select(ChannelAccount).order_by(ChannelAccount.mode, ChannelAccount.name)).scalars()
+    rows = (
+        db.session.execute(sa.select(ChannelAccount).order_by(ChannelAccount.mode, ChannelAccount.name)).scalars().all()
+    )
     return theming.render(
-        "console/channels.html", accounts=rows.all(), format_amount=format_amount, labels=dict(_product_choices())
+        "console/channels.html",
+        accounts=rows,
+        health=channel_health.states(account.id for account in rows),
+        format_amount=format_amount,
+        labels=dict(_product_choices()),
     )
 
 
