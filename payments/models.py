@@ -306,6 +306,32 @@ class IdempotencyKey(TenantOwned, db.Model):
     )
 
 
+class ChannelNotification(TenantOwned, db.Model):
+    """A verified notification from a channel, once per (channel account, the channel's event id):
+    a repeat delivery is recognised and answered without being applied again."""
+
+    __tablename__ = "channel_notifications"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    channel_account_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid)
+    event_id: Mapped[str] = mapped_column(sa.String(255))
+    type: Mapped[str] = mapped_column(sa.String(100))
+    outcome: Mapped[str] = mapped_column(sa.String(10))
+    reason: Mapped[str | None] = mapped_column(sa.String(300))
+    payment_intent_id: Mapped[str | None] = mapped_column(sa.String(40))
+    received_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "channel_account_id"],
+            ["channel_accounts.tenant_id", "channel_accounts.id"],
+            ondelete="CASCADE",
+        ),
+        sa.CheckConstraint("outcome IN ('applied', 'ignored')", name="outcome"),
+        sa.UniqueConstraint("tenant_id", "channel_account_id", "event_id", name="uq_channel_notifications_event"),
+    )
+
+
 # --- wallet money movements -------------------------------------------------------------------
 
 BALANCE_TRANSACTION_TYPES = ("charge", "refund", "topup", "transfer", "payout", "payout_cancel")

@@ -5,7 +5,10 @@ adapter verifies the signature and reads the event; the attempt it names is foun
 we sent (when the channel echoes it) or else by the channel's reference, and the outcome is applied with
 `payments.intents.apply_charge_result`, under the same locks and with the same once-only rule as an
 answer to the call itself or to a query. So a notification delivered twice, or after the query job
-already learned the outcome, changes nothing the second time. A notification about nothing of ours (a
+already learned the outcome, changes nothing the second time. Each verified notification is kept once
+per (channel account, the channel's event id) in `channel_notifications`, after it was handled: a
+repeat delivery is recognised there and answered without touching the payment again (a repeat that
+races the first is still harmless, by the once-only rule). A notification about nothing of ours (a
 payment made elsewhere on the account, an event without a payment status) is acknowledged and ignored,
 so that the channel stops sending it.
 """
@@ -18,12 +21,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from core.db import db
 from payments.channel_adapters import adapter_of
 from payments.channels.base import ChargeResult, Notification
 from payments.intents import apply_charge_result
-from payments.models import ChannelAccount, PaymentAttempt
+from payments.models import ChannelAccount, ChannelNotification, PaymentAttempt
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +38,7 @@ class NoSuchChannelAccount(LookupError):
 
 @dataclass(frozen=True)
 class Received:
-    """What a verified notification did: `applied` to a payment, or `ignored` and why."""
+    """What a verified notification did: `applied` to a payment, `ignored` and why, or nothing as a `duplicate`."""
 
     event_id: str
     outcome: str
@@ -55,14 +59,21 @@ def receive(tenant_id: uuid.UUID, account_id: uuid.UUID, headers: Mapping[str, s
     adapter = adapter_of(account)
     try:
         notification = adapter.parse_notification(headers, body)
+        if _seen(tenant_id, account_id, notification.event_id):
+            log.info(
+                "channel notification %s on channel account %s received again: already handled",
+                notification.event_id,
+                account_id,
+            )
+            return Received(notification.event_id, "duplicate")
         attempt = _attempt_named(tenant_id, account_id, notification)
         attempt_id, attempt_amount = (attempt.id, attempt.amount) if attempt is not None else (None, None)
     finally:
         db.session.rollback()  # only read so far; the outcome is applied in a transaction of its own
     if attempt_id is None:
-        return _ignored(account_id, notification, "it names no payment made through this channel account")
+        return _ignored(tenant_id, account_id, notification, "it names no payment made through this channel account")
     if notification.status is None or notification.reference is None:
-        return _ignored(account_id, notification, "it carries no payment status")
+        return _ignored(tenant_id, account_id, notification, "it carries no payment status")
     result = ChargeResult(
         reference=notification.reference,
         status=notification.status,
@@ -82,7 +93,47 @@ def receive(tenant_id: uuid.UUID, account_id: uuid.UUID, headers: Mapping[str, s
         pi.id,
         pi.status,
     )
+    _keep(tenant_id, account_id, notification, "applied", payment_intent_id=pi.id)
     return Received(notification.event_id, "applied", payment_intent_id=pi.id)
+
+
+def _seen(tenant_id: uuid.UUID, account_id: uuid.UUID, event_id: str) -> bool:
+    return (
+        db.session.execute(
+            sa.select(ChannelNotification.id).where(
+                ChannelNotification.tenant_id == tenant_id,
+                ChannelNotification.channel_account_id == account_id,
+                ChannelNotification.event_id == event_id,
+            )
+        ).first()
+        is not None
+    )
+
+
+def _keep(
+    tenant_id: uuid.UUID,
+    account_id: uuid.UUID,
+    notification: Notification,
+    outcome: str,
+    *,
+    reason: str | None = None,
+    payment_intent_id: str | None = None,
+) -> None:
+    db.session.execute(
+        pg_insert(ChannelNotification)
+        .values(
+            tenant_id=tenant_id,
+            id=uuid.uuid4(),
+            channel_account_id=account_id,
+            event_id=notification.event_id[:255],
+            type=(notification.type or "")[:100],
+            outcome=outcome,
+            reason=reason[:300] if reason else None,
+            payment_intent_id=payment_intent_id,
+        )
+        .on_conflict_do_nothing(constraint="uq_channel_notifications_event")
+    )
+    db.session.commit()
 
 
 def _attempt_named(tenant_id: uuid.UUID, account_id: uuid.UUID, notification: Notification) -> PaymentAttempt | None:
@@ -108,7 +159,7 @@ def _attempt_named(tenant_id: uuid.UUID, account_id: uuid.UUID, notification: No
     ).scalar_one_or_none()
 
 
-def _ignored(account_id: uuid.UUID, notification: Notification, reason: str) -> Received:
+def _ignored(tenant_id: uuid.UUID, account_id: uuid.UUID, notification: Notification, reason: str) -> Received:
     log.info(
         "channel notification %s (%s) on channel account %s about %s ignored: %s",
         notification.event_id,
@@ -117,4 +168,5 @@ def _ignored(account_id: uuid.UUID, notification: Notification, reason: str) -> 
         notification.reference,
         reason,
     )
+    _keep(tenant_id, account_id, notification, "ignored", reason=reason)
     return Received(notification.event_id, "ignored", reason=reason)

@@ -18,7 +18,7 @@ from payments.channel_accounts import ChannelAccountInput, create_channel_accoun
 from payments.channel_adapters import adapter_of
 from payments.channels.base import ChargeRequest
 from payments.channels.sandbox import SIGNATURE_HEADER
-from payments.models import ChannelAccount, Event, PaymentAttempt
+from payments.models import ChannelAccount, ChannelNotification, Event, PaymentAttempt
 from tenants.audit import Actor
 from tenants.isolation import tenant_context
 
@@ -84,6 +84,17 @@ class Shop:
             db.session.remove()
             return state
 
+    def received(self) -> list[tuple[str, str | None]]:
+        """The notifications kept for this account: (outcome, payment intent)."""
+        with self.app.app_context(), tenant_context(db.session, self.tenant.id):
+            rows = db.session.execute(
+                sa.select(ChannelNotification.outcome, ChannelNotification.payment_intent_id).where(
+                    ChannelNotification.channel_account_id == self.account_id
+                )
+            ).all()
+            db.session.remove()
+            return [tuple(row) for row in rows]
+
     def attempt_key(self, pi_id: str) -> str:
         with self.app.app_context(), tenant_context(db.session, self.tenant.id):
             key = db.session.execute(
@@ -102,7 +113,7 @@ def notify(site, host: str, url: str, headers: dict, body: bytes):
     return site(host).post(url, data=body, headers=headers)
 
 
-def test_the_payer_pays_the_channel_notifies_and_the_payment_succeeds_once(shop, site):
+def test_the_payer_pays_the_channel_notifies_and_the_payment_succeeds_once(shop, site, caplog):
     pi = shop.pay(8_800, "alipay_qr")
     assert pi.status == "processing" and pi.channel_reference
     assert shop.state(pi.id)["ledger_entries"] == 0
@@ -114,10 +125,13 @@ def test_the_payer_pays_the_channel_notifies_and_the_payment_succeeds_once(shop,
     assert (paid["status"], paid["amount_received"], paid["ledger_entries"]) == ("succeeded", 8_800, 1)
     assert paid["events"] == ["payment_intent.created", "payment_intent.succeeded"]
 
-    # Channels deliver more than once: the same notification again changes nothing.
+    # Channels deliver more than once: the same notification again is recognised by its event id and changes nothing.
+    caplog.set_level(logging.INFO, logger="payments.notifications")
     again = notify(site, shop.tenant.host, shop.url, headers, body)
     assert again.status_code == 200 and again.get_json() == {"received": True}
     assert shop.state(pi.id) == paid
+    assert "received again: already handled" in caplog.text
+    assert shop.received() == [("applied", pi.id)]
 
 
 def test_a_payer_who_walks_away_fails_the_payment(shop, site):
@@ -200,6 +214,7 @@ def test_a_notification_about_a_payment_that_is_not_ours_is_acknowledged_and_ign
     assert response.status_code == 200 and response.get_json() == {"received": True}
     assert "ignored: it names no payment made through this channel account" in caplog.text
     assert shop.state(pi.id) == before
+    assert shop.received() == [("ignored", None)]
 
 
 def test_an_account_without_a_webhook_secret_says_what_to_set(app, make, site):
