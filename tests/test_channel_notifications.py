@@ -6,6 +6,7 @@ away) at the channel, the channel notifies, and the payment the merchant sees ch
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -230,3 +231,15 @@ def test_an_id_that_is_not_an_account_is_404(shop, site):
     unknown = notify(site, shop.tenant.host, "/channels/notify/00000000-0000-0000-0000-000000000000", {}, b"{}")
     assert unknown.status_code == 404 and unknown.get_json()["error"]["type"] == "not_found"
     assert notify(site, shop.tenant.host, "/channels/notify/not-a-uuid", {}, b"{}").status_code == 404
+
+
+def test_the_merchant_sees_the_notification_in_the_payment_timeline(shop, site, make):
+    pi = shop.pay(6_600, "alipay_qr")
+    headers, body = shop.channel(lambda adapter: adapter.simulate_payer(pi.channel_reference))
+    assert notify(site, shop.tenant.host, shop.url, headers, body).status_code == 200
+    event_id = json.loads(body)["id"]
+    make.user(shop.tenant, "staff@teahouse.example.com", "staff", merchant_id=shop.ctx.merchant_id)
+    staff = site(shop.tenant.host)
+    staff.login("staff@teahouse.example.com")
+    html = staff.get(f"/merchant/payments/{pi.id}").get_data(as_text=True)
+    assert "notification from Sandbox CN" in html and f"event {event_id}, applied" in html

@@ -792,3 +792,16 @@ def test_staff_see_the_log_but_change_nothing_and_other_merchants_get_404(app, s
     assert tea_delivery is not None
     response = owner.post(f"{page}/deliveries/{tea_delivery}/resend", data={"csrf_token": token})
     assert response.status_code == 404
+
+
+def test_the_payment_timeline_shows_the_webhooks_sent_for_it(app, shop, site, receiver, run_jobs):
+    add_endpoint(app, shop, receiver.url(), ["payment_intent.succeeded"])
+    pi_id = pay(app, shop)
+    owner = site(shop.host)
+    owner.login(OWNER)
+    before = owner.get(f"/merchant/payments/{pi_id}").get_data(as_text=True)
+    assert "webhook payment_intent.succeeded" not in before  # not dispatched yet
+    run_jobs()
+    html = owner.get(f"/merchant/payments/{pi_id}").get_data(as_text=True)
+    assert f"webhook payment_intent.succeeded to {receiver.url()}: succeeded" in html
+    assert "1 attempt, last answer HTTP 200" in html

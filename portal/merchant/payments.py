@@ -12,7 +12,16 @@ from core.db import db
 from core.money import MoneyError, format_amount, to_minor
 from payments import intents, refunds
 from payments.errors import PaymentError
-from payments.models import INTENT_STATUSES, ChannelAccount, Event, PaymentAttempt, PaymentIntent, Refund
+from payments.models import (
+    INTENT_STATUSES,
+    ChannelAccount,
+    ChannelNotification,
+    Event,
+    PaymentAttempt,
+    PaymentIntent,
+    Refund,
+)
+from payments.webhooks import WebhookDelivery, WebhookEndpoint
 from portal import theming
 from portal.access import merchant_role_required
 from portal.forms import RefundForm
@@ -97,7 +106,8 @@ def _payment(intent_id: str) -> PaymentIntent:
 
 
 def _timeline(pi: PaymentIntent) -> list[dict]:
-    """What happened to a payment, oldest first: events, channel attempts, refunds."""
+    """What happened to a payment, oldest first: events, channel attempts, refunds, the webhooks sent
+    for it and its refunds, and the channel's notifications about it."""
     items = []
     for event in db.session.execute(
         sa.select(Event).where(Event.tenant_id == pi.tenant_id, Event.object_id == pi.id)
@@ -119,15 +129,52 @@ def _timeline(pi: PaymentIntent) -> list[dict]:
                 "detail": attempt.error or detail,
             }
         )
+    refund_ids = []
     for refund in db.session.execute(
         sa.select(Refund).where(Refund.tenant_id == pi.tenant_id, Refund.payment_intent_id == pi.id)
     ).scalars():
+        refund_ids.append(refund.id)
         items.append(
             {
                 "at": refund.created_at,
                 "kind": "refund",
                 "title": f"refund {refund.id}: {format_amount(refund.amount, refund.currency)} {refund.status}",
                 "detail": refund.failure_reason or refund.reason or "",
+            }
+        )
+    deliveries = db.session.execute(
+        sa.select(WebhookDelivery, Event.type, WebhookEndpoint.url)
+        .join(Event, sa.and_(Event.tenant_id == WebhookDelivery.tenant_id, Event.id == WebhookDelivery.event_id))
+        .join(
+            WebhookEndpoint,
+            sa.and_(
+                WebhookEndpoint.tenant_id == WebhookDelivery.tenant_id,
+                WebhookEndpoint.id == WebhookDelivery.endpoint_id,
+            ),
+        )
+        .where(WebhookDelivery.tenant_id == pi.tenant_id, Event.object_id.in_([pi.id, *refund_ids]))
+    ).all()
+    for delivery, event_type, url in deliveries:
+        answer = f"HTTP {delivery.response_status}" if delivery.response_status else (delivery.error or "not sent yet")
+        items.append(
+            {
+                "at": delivery.last_attempt_at or delivery.created_at,
+                "kind": "webhook",
+                "title": f"webhook {event_type} to {url}: {delivery.status}",
+                "detail": f"{delivery.attempts} attempt{'' if delivery.attempts == 1 else 's'}, last answer {answer}",
+            }
+        )
+    for note in db.session.execute(
+        sa.select(ChannelNotification).where(
+            ChannelNotification.tenant_id == pi.tenant_id, ChannelNotification.payment_intent_id == pi.id
+        )
+    ).scalars():
+        items.append(
+            {
+                "at": note.received_at,
+                "kind": "notification",
+                "title": f"notification from {channel_names.get(note.channel_account_id, 'the channel')}: {note.type}",
+                "detail": f"event {note.event_id}, {note.outcome}",
             }
         )
     return sorted(items, key=lambda item: item["at"])
