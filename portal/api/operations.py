@@ -10,6 +10,7 @@ Everything is scoped to the key's merchant and mode: another merchant's or tenan
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -366,9 +367,16 @@ def delete_webhook_endpoint(ctx: MerchantContext, p: dict[str, Any], webhook_end
 
 
 def openapi_document(ctx: MerchantContext | None, p: dict[str, Any]) -> dict[str, Any]:
+    return _openapi_for(request.url_root.rstrip("/"))
+
+
+@functools.lru_cache(maxsize=64)
+def _openapi_for(server_url: str) -> dict[str, Any]:
+    """The document depends only on the operations table and the host: built once per host (it
+    takes about 10 ms) and never changed after, so the same dict serves every request."""
     from portal.api import openapi
 
-    return openapi.document(OPERATIONS, request.url_root.rstrip("/"))
+    return openapi.document(OPERATIONS, server_url)
 
 
 # --- the table ----------------------------------------------------------------------------------
