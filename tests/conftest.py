@@ -173,6 +173,19 @@ class Factory:
             db.session.remove()
         return user_id
 
+    def channel_account(self, tenant_id, name: str = "Sandbox", **fields):
+        """A channel account of the tenant (a USD sandbox taking cards unless `fields` say otherwise); its id."""
+        from payments.channel_accounts import ChannelAccountInput, create_channel_account
+
+        spec = {"type": "sandbox", "currency": "USD", "products": ["card"], **fields}
+        with self.app.app_context(), tenant_context(db.session, tenant_id):
+            account = create_channel_account(
+                tenant_id, ChannelAccountInput(name=name, **spec), set(spec["products"]), Actor.system()
+            )
+            account_id = account.id
+            db.session.remove()
+        return account_id
+
     def merchant(self, tenant: TenantInfo, name: str, owner_email: str, password: str | None = PASSWORD):
         with self.app.app_context():
             merchant, owner = provisioning.create_merchant(tenant.id, name, owner_email, Actor.system())

@@ -10,10 +10,8 @@ from redis import Redis
 from core import redis as shared_redis
 from core.db import db
 from payments import channel_health, intents
-from payments.channel_accounts import ChannelAccountInput, create_channel_account
 from payments.errors import CardError
 from payments.models import PaymentAttempt
-from tenants.audit import Actor
 from tenants.isolation import tenant_context
 
 
@@ -24,39 +22,19 @@ def _closed_port() -> int:
 
 
 @pytest.fixture
-def shop(app, make):
+def shop(make):
     """A merchant whose cheapest channel is down (connection refused) and a dearer sandbox that works."""
     tenant = make.tenant("acme")
     merchant = make.merchant(tenant, "Coffee", "owner@coffee.example.com")
-    with app.app_context(), tenant_context(db.session, tenant.id):
-        dead = create_channel_account(
-            tenant.id,
-            ChannelAccountInput(
-                name="Dead stripe",
-                type="stripe",
-                currency="USD",
-                products=["card"],
-                costs={"card": {"percent": "1.0", "fixed": 0}},
-                base_url=f"http://127.0.0.1:{_closed_port()}",
-                credentials={"secret_key": "sk_test_DeadChannel0001"},
-            ),
-            {"card"},
-            Actor.system(),
-        )
-        create_channel_account(
-            tenant.id,
-            ChannelAccountInput(
-                name="Sandbox",
-                type="sandbox",
-                currency="USD",
-                products=["card"],
-                costs={"card": {"percent": "2.9", "fixed": 30}},
-            ),
-            {"card"},
-            Actor.system(),
-        )
-        dead_id = dead.id
-        db.session.remove()
+    dead_id = make.channel_account(
+        tenant.id,
+        "Dead stripe",
+        type="stripe",
+        costs={"card": {"percent": "1.0", "fixed": 0}},
+        base_url=f"http://127.0.0.1:{_closed_port()}",
+        credentials={"secret_key": "sk_test_DeadChannel0001"},
+    )
+    make.channel_account(tenant.id, "Sandbox", costs={"card": {"percent": "2.9", "fixed": 30}})
     return tenant, merchant, intents.MerchantContext(tenant.id, merchant, livemode=False), dead_id
 
 
@@ -116,20 +94,13 @@ def test_an_answer_from_the_channel_clears_its_failures(app, shop):
 def test_a_decline_is_an_answer_not_a_failure(app, make):
     tenant = make.tenant("acme")
     merchant = make.merchant(tenant, "Coffee", "owner@coffee.example.com")
-    with app.app_context(), tenant_context(db.session, tenant.id):
-        account = create_channel_account(
-            tenant.id,
-            ChannelAccountInput(name="Sandbox", type="sandbox", currency="USD", products=["card"]),
-            {"card"},
-            Actor.system(),
-        )
-        db.session.remove()
+    account_id = make.channel_account(tenant.id)
     ctx = intents.MerchantContext(tenant.id, merchant, livemode=False)
     for _ in range(channel_health.THRESHOLD + 1):
         with pytest.raises(CardError):
             _pay(app, ctx, method="pm_card_chargeDeclined")
     with app.app_context():
-        assert channel_health.states([account.id]) == {}
+        assert channel_health.states([account_id]) == {}
 
 
 def test_the_route_tester_names_the_unhealthy_channel(app, shop, site):

@@ -8,31 +8,16 @@ import sqlalchemy as sa
 import ledger
 from core.db import db
 from payments import intents, refunds
-from payments.channel_accounts import ChannelAccountInput, create_channel_account
 from payments.errors import CardError, InvalidRequest
 from payments.models import Event, PaymentAttempt
-from tenants.audit import Actor
 from tenants.isolation import platform_scope, tenant_context
 
 
 @pytest.fixture
-def shop(app, make):
+def shop(make):
     tenant = make.tenant("acme")
     merchant = make.merchant(tenant, "Coffee", "owner@coffee.example.com")
-    with app.app_context(), tenant_context(db.session, tenant.id):
-        create_channel_account(
-            tenant.id,
-            ChannelAccountInput(
-                name="Sandbox",
-                type="sandbox",
-                currency="USD",
-                products=["card"],
-                costs={"card": {"percent": "2.9", "fixed": 30}},
-            ),
-            {"card"},
-            Actor.system(),
-        )
-        db.session.remove()
+    make.channel_account(tenant.id, costs={"card": {"percent": "2.9", "fixed": 30}})
     return intents.MerchantContext(tenant.id, merchant, livemode=False)
 
 
