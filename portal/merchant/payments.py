@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
-from flask import abort, flash, redirect, request, url_for
+from flask import abort, flash, g, redirect, request, url_for
 from flask_login import current_user
 
 from core.db import db
-from core.money import MoneyError, format_amount, to_minor
+from core.money import MoneyError, format_amount, normalise_currency, to_minor
 from payments import intents, refunds
 from payments.errors import PaymentError
 from payments.models import (
@@ -31,16 +32,88 @@ from portal.sites import current_actor
 from tenants import audit
 from tenants.models import MERCHANT_ROLES
 
+PAGE_SIZE = 25
+FILTERS = ("q", "status", "from", "to", "currency", "min", "max")
+
 
 def _mode() -> str:
     return "live" if request.args.get("mode") == "live" else "test"
 
 
-def _day(value: str | None) -> datetime | None:
+def _tenant_zone() -> ZoneInfo:
+    """The tenant's time zone: days in the filters and times on the pages are the tenant's."""
     try:
-        return datetime.combine(datetime.strptime(value or "", "%Y-%m-%d").date(), time.min, tzinfo=UTC)
+        return ZoneInfo(g.tenant.time_zone)
+    except (ZoneInfoNotFoundError, ValueError):  # not validated when the tenant was created
+        return ZoneInfo("UTC")
+
+
+def _day(text: str) -> date:
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").date()
     except ValueError:
-        return None
+        raise ValueError(f"{text!r} is not a date: use YYYY-MM-DD, for example 2026-03-31.") from None
+
+
+def _filter(statement: sa.Select, args, zone: ZoneInfo) -> tuple[sa.Select, dict[str, str]]:
+    """`statement` narrowed by the filters that can be used, and a message per field that cannot."""
+    errors: dict[str, str] = {}
+    query = (args.get("q") or "").strip()
+    if query:
+        statement = statement.where(PaymentIntent.id == query)
+    status = (args.get("status") or "").strip()
+    if status and status not in INTENT_STATUSES:
+        errors["status"] = f"{status!r} is not a payment status."
+    elif status:
+        statement = statement.where(PaymentIntent.status == status)
+    days = {}
+    for bound in ("from", "to"):
+        text = (args.get(bound) or "").strip()
+        if text:
+            try:
+                days[bound] = _day(text)
+            except ValueError as exc:
+                errors[bound] = str(exc)
+    if "from" in days and "to" in days and days["from"] > days["to"]:
+        errors["to"] = "“To” is before “From”."
+    else:
+        # Calendar days of the tenant: midnight to midnight in its zone, not in UTC.
+        if "from" in days:
+            statement = statement.where(
+                PaymentIntent.created_at >= datetime.combine(days["from"], time.min, tzinfo=zone)
+            )
+        if "to" in days:
+            end = datetime.combine(days["to"] + timedelta(days=1), time.min, tzinfo=zone)
+            statement = statement.where(PaymentIntent.created_at < end)
+    currency = None
+    if (args.get("currency") or "").strip():
+        try:
+            currency = normalise_currency(args["currency"])
+        except MoneyError as exc:
+            errors["currency"] = str(exc)
+        else:
+            statement = statement.where(PaymentIntent.currency == currency)
+    amounts = {}
+    for bound in ("min", "max"):
+        text = (args.get(bound) or "").strip()
+        if not text or "currency" in errors:
+            continue
+        if currency is None:
+            # Amounts are minor units of one currency: "12" is 1200 in USD but 12 in JPY.
+            errors[bound] = "Choose a currency to filter by amount."
+            continue
+        try:
+            amounts[bound] = to_minor(text, currency)
+        except MoneyError as exc:
+            errors[bound] = str(exc)
+    if "min" in amounts and "max" in amounts and amounts["min"] > amounts["max"]:
+        errors["max"] = "“Amount to” is less than “Amount from”."
+    else:
+        if "min" in amounts:
+            statement = statement.where(PaymentIntent.amount >= amounts["min"])
+        if "max" in amounts:
+            statement = statement.where(PaymentIntent.amount <= amounts["max"])
+    return statement, errors
 
 
 @bp.route("/payments")
@@ -48,46 +121,29 @@ def _day(value: str | None) -> datetime | None:
 def payments():
     args = request.args
     mode = _mode()
-    statement = sa.select(PaymentIntent).where(
-        PaymentIntent.tenant_id == current_user.tenant_id,
-        PaymentIntent.merchant_id == current_user.merchant_id,
-        PaymentIntent.livemode == (mode == "live"),
+    zone = _tenant_zone()
+    statement, errors = _filter(
+        sa.select(PaymentIntent).where(
+            PaymentIntent.tenant_id == current_user.tenant_id,
+            PaymentIntent.merchant_id == current_user.merchant_id,
+            PaymentIntent.livemode == (mode == "live"),
+        ),
+        args,
+        zone,
     )
-    problems = []
-    query = (args.get("q") or "").strip()
-    if query:
-        statement = statement.where(PaymentIntent.id == query)
-    status = args.get("status") or ""
-    if status in INTENT_STATUSES:
-        statement = statement.where(PaymentIntent.status == status)
-    since, until = _day(args.get("from")), _day(args.get("to"))
-    if since:
-        statement = statement.where(PaymentIntent.created_at >= since)
-    if until:
-        statement = statement.where(PaymentIntent.created_at < until + timedelta(days=1))
-    currency = (args.get("currency") or "").strip().upper()
-    for bound, operator in (("min", "__ge__"), ("max", "__le__")):
-        raw = (args.get(bound) or "").strip()
-        if not raw:
-            continue
-        if not currency:
-            problems.append("Choose a currency to filter by amount.")
-            continue
-        try:
-            statement = statement.where(getattr(PaymentIntent.amount, operator)(to_minor(raw, currency)))
-        except MoneyError as exc:
-            problems.append(str(exc))
-    if currency and not problems:
-        statement = statement.where(PaymentIntent.currency == currency)
-    page = newest_first(statement, PaymentIntent, args.get("after"), 25)
-    filters = {key: args.get(key) for key in ("q", "status", "from", "to", "currency", "min", "max") if args.get(key)}
+    page = newest_first(statement, PaymentIntent, args.get("after"), PAGE_SIZE)
+    # What the user typed, as typed, so the form shows it again and the page links keep it.
+    filters = {key: args[key] for key in FILTERS if args.get(key)}
     return theming.render(
         "merchant/payments.html",
         page=page,
         mode=mode,
         filters=filters,
         statuses=INTENT_STATUSES,
-        problems=problems,
+        errors=errors,
+        paged=bool(args.get("after")),
+        zone=zone.key,
+        local_time=lambda at: at.astimezone(zone),
         format_amount=format_amount,
     )
 
@@ -105,6 +161,41 @@ def _payment(intent_id: str) -> PaymentIntent:
     return pi
 
 
+def _sent(attempt: PaymentAttempt, currency: str, channel: str) -> str:
+    """What we asked the channel for, from named fields of `attempt.request` only, so nothing that
+    might be added there later (a token, a credential) is ever printed."""
+    sent = attempt.request or {}
+    amount = sent.get("amount", attempt.amount)
+    parts = [
+        str(sent["product"]) if sent.get("product") else None,
+        format_amount(amount, sent.get("currency") or currency) if isinstance(amount, int) else None,
+        f"capture {sent['capture_method']}" if sent.get("capture_method") else None,
+        f"to {sent.get('channel') or channel}",
+    ]
+    return "Sent: " + ", ".join(part for part in parts if part)
+
+
+def _answer(attempt: PaymentAttempt) -> str:
+    """The channel's answer from named fields of `attempt.response` (the rest is the channel's raw
+    summary, kept for support, too long to read here) and our error."""
+    answer = attempt.response or {}
+    parts = [
+        f"{label} {answer[key]}"
+        for label, key in (
+            ("reference", "reference"),
+            ("status", "status"),
+            ("decline code", "decline_code"),
+            ("failure code", "failure_code"),
+        )
+        if answer.get(key) not in (None, "")
+    ]
+    if attempt.error:
+        parts.append(f"error: {attempt.error}")
+    if not parts:
+        return "No answer yet." if attempt.status in ("started", "unknown") else "No answer."
+    return "Answer: " + ", ".join(parts)
+
+
 def _timeline(pi: PaymentIntent) -> list[dict]:
     """What happened to a payment, oldest first: events, channel attempts, refunds, the webhooks sent
     for it and its refunds, and the channel's notifications about it."""
@@ -120,13 +211,13 @@ def _timeline(pi: PaymentIntent) -> list[dict]:
         )
     ).scalars():
         name = channel_names.get(attempt.channel_account_id, "a channel")
-        detail = ", ".join(f"{k}: {v}" for k, v in sorted(attempt.response.items()) if v not in (None, "", {}))
         items.append(
             {
                 "at": attempt.created_at,
                 "kind": "attempt",
                 "title": f"{attempt.kind} at {name}: {attempt.status}",
-                "detail": attempt.error or detail,
+                "sent": _sent(attempt, pi.currency, name),
+                "detail": _answer(attempt),
             }
         )
     refund_ids = []
@@ -184,10 +275,13 @@ def _timeline(pi: PaymentIntent) -> list[dict]:
 @merchant_role_required(*MERCHANT_ROLES)
 def payment(intent_id: str):
     pi = _payment(intent_id)
+    zone = _tenant_zone()
     return theming.render(
         "merchant/payment.html",
         pi=pi,
         timeline=_timeline(pi),
+        zone=zone.key,
+        local_time=lambda at: at.astimezone(zone),
         form=RefundForm(),
         format_amount=format_amount,
         refundable=pi.status == "succeeded" and pi.amount_received > pi.amount_refunded,
