@@ -1,20 +1,24 @@
 """The Stripe adapter against localstripe, a fake Stripe run as a real server process, and, for what localstripe
 lacks (see "What localstripe lacks" in payments/channels/stripe.py), against a local stand-in: an http.server
 in a thread that answers as Stripe does, hangs, or drops the connection. The pure mapping tables are tested
-on their own; secrets are checked in messages, reprs and logs."""
+on their own; secrets are checked in messages, reprs and logs. Connection reuse is observed at the stand-in by
+the client port of each request, with payments made through the platform (adapter_of) where it matters."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +28,9 @@ import httpx
 import pytest
 import stripe as stripe_sdk
 
+from core.db import db
+from payments import intents
+from payments.channel_accounts import ChannelAccountInput, get_channel_account, update_channel_account
 from payments.channels import adapter_for
 from payments.channels.base import (
     CancelRequest,
@@ -37,7 +44,10 @@ from payments.channels.base import (
     ChannelUnavailable,
     ChargeRequest,
     ChargeStatus,
+    ContractRequest,
     InvalidNotification,
+    PayoutRequest,
+    PayoutStatus,
     QueryResult,
     RefundRequest,
     RefundStatus,
@@ -45,19 +55,27 @@ from payments.channels.base import (
     sign_payload,
 )
 from payments.channels.stripe import (
+    CLIENTS,
     PAYMENT_INTENT_STATUS,
+    PAYOUT_STATUS,
     REFUND_STATUS,
     SIGNATURE_HEADER,
+    ClientPool,
     Outcome,
     StripeAdapter,
+    Transport,
     charge_result,
     derived_key,
     encode_form,
     http_outcome,
+    payout_result,
     search_query,
     to_charge_status,
+    to_payout_status,
     transport_outcome,
 )
+from tenants.audit import Actor
+from tenants.isolation import tenant_context
 
 SECRET_KEY = "sk_test_51PayPlatSecretKey0123456789wxyz"
 WEBHOOK_SECRET = "whsec_PayPlatWebhookSecret98765abcd"
@@ -291,10 +309,17 @@ def _wait_until_answering(process: subprocess.Popen, url: str, log_path) -> None
 # --- adapters -------------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def fresh_connections():
+    """Each test starts without kept-alive connections (so that reuse is observed within it) and closes the ones
+    it opened, which also ends the stand-in's threads that serve them."""
+    CLIENTS.clear()
+    yield
+    CLIENTS.clear()
+
+
 @pytest.fixture
 def make_adapter():
-    made: list[StripeAdapter] = []
-
     def make(base_url, *, credentials=None, settings=None, livemode=False, clock=None, name="Stripe EU"):
         if credentials is None:
             credentials = {"secret_key": SECRET_KEY, "webhook_secret": WEBHOOK_SECRET}
@@ -305,13 +330,9 @@ def make_adapter():
             settings={"base_url": base_url, **(settings or {})},
             livemode=livemode,
         )
-        adapter = StripeAdapter(config, **({"clock": clock} if clock else {}))
-        made.append(adapter)
-        return adapter
+        return StripeAdapter(config, **({"clock": clock} if clock else {}))
 
-    yield make
-    for adapter in made:
-        adapter.close()
+    return make
 
 
 @pytest.fixture
@@ -416,6 +437,35 @@ def test_a_charge_is_queried_by_reference_and_by_idempotency_key(stripe):
         stripe.query("../v1/balance")
 
 
+def payout_request(amount=5_000, currency="EUR", key=None, **kwargs):
+    kwargs.setdefault("destination", "ba_1PayPlatMerchantBank")
+    return PayoutRequest(amount=amount, currency=currency, idempotency_key=key or str(uuid.uuid4()), **kwargs)
+
+
+def test_a_payout_is_created_pending_and_carries_our_key(stripe, localstripe):
+    request = payout_request(5_000, description="Weekly payout", metadata={"payout": "po_42"})
+    result = stripe.payout(request)
+    assert result.reference.startswith("po_") and (result.amount, result.currency) == (5_000, "EUR")
+    assert result.status is PayoutStatus.PENDING and result.arrival_date >= date.today()
+    assert (result.failure_code, result.failure_message) == (None, None)
+    assert result.raw["metadata"] == {"payout": "po_42", "payplat_key": request.idempotency_key}
+    stored = localstripe.api("GET", f"/v1/payouts/{result.reference}")
+    assert (stored["amount"], stored["currency"], stored["method"]) == (5_000, "eur", "standard")
+    assert (stored["description"], stored["metadata"]["payplat_key"]) == ("Weekly payout", request.idempotency_key)
+
+
+def test_contract_signing_is_not_offered_and_says_what_to_use_instead(stand_in, make_adapter):
+    adapter = make_adapter(stand_in.url)
+    assert not adapter.capabilities.contracts
+    with pytest.raises(ChannelNotSupported) as refused:
+        adapter.sign_contract(ContractRequest(payer_reference="cus_1", idempotency_key=key()))
+    assert refused.value.operation == "contract signing" and not refused.value.fail_over
+    message = str(refused.value)
+    assert message.startswith("contract signing is not supported by channel 'Stripe EU' (stripe): Stripe has no")
+    assert "SetupIntent" in message and message.endswith("through a channel of a type that signs contracts (sandbox)")
+    assert refused.value.message == message and stand_in.seen == []
+
+
 def test_a_notification_sent_by_localstripe_is_verified_and_parsed(localstripe, make_adapter):
     adapter = make_adapter(
         localstripe.url, credentials={"secret_key": SECRET_KEY, "webhook_secret": LOCALSTRIPE_WEBHOOK_SECRET}
@@ -482,6 +532,13 @@ def test_localstripe_accepts_a_refund_larger_than_the_charge(stripe):
     charge = stripe.charge(charge_request(1_000))
     refund = stripe.refund(RefundRequest(reference=charge.reference, idempotency_key=key(), amount=5_000))
     assert refund.amount == 5_000  # Stripe: 400 amount_too_large, tested on the stand-in
+
+
+def test_localstripe_pays_out_only_in_eur_and_ignores_the_destination(stripe):
+    with pytest.raises(ChannelInvalidRequest, match=r"refused the payout \(HTTP 400\): Bad request"):
+        stripe.payout(payout_request(currency="USD"))  # Stripe pays out in any currency of the balance
+    paid_out = stripe.payout(payout_request(destination="ba_1PayPlatMerchantBank"))
+    assert paid_out.raw["destination"].startswith("ba_") and paid_out.raw["destination"] != "ba_1PayPlatMerchantBank"
 
 
 def test_localstripe_cannot_list_by_creation_date_so_statements_run_on_the_stand_in(stripe):
@@ -565,6 +622,105 @@ def test_captures_cancels_and_refunds_send_their_own_derived_keys(stand_in, make
         RefundStatus.PENDING,
         "pi_1",
     )
+
+
+def payout(po_id="po_1StandIn0001", status="pending", amount=5_000, **fields) -> dict:
+    """A payout as real Stripe sends it (API 2024-06-20)."""
+    return {
+        "id": po_id,
+        "object": "payout",
+        "amount": amount,
+        "arrival_date": int(datetime(2025, 3, 17, tzinfo=UTC).timestamp()),
+        "automatic": False,
+        "balance_transaction": "txn_1StandIn0001",
+        "created": int(NOW.timestamp()),
+        "currency": "eur",
+        "description": "Weekly payout",
+        "destination": "ba_1PayPlatMerchantBank",
+        "failure_balance_transaction": None,
+        "failure_code": None,
+        "failure_message": None,
+        "livemode": False,
+        "metadata": {},
+        "method": "standard",
+        "source_type": "card",
+        "statement_descriptor": None,
+        "status": status,
+        "type": "bank_account",
+        **fields,
+    }
+
+
+def test_the_payout_request_as_stripe_receives_it_and_each_status_as_ours(stand_in, make_adapter):
+    failed = payout(
+        status="failed",
+        failure_code="account_closed",
+        failure_message="The bank account has been closed.",
+        destination={"id": "ba_1PayPlatMerchantBank", "object": "bank_account", "last4": "6789"},
+    )
+    stand_in.on(
+        "POST",
+        "/v1/payouts",
+        (200, payout(status="pending")),
+        (200, payout(status="in_transit")),
+        (200, payout(status="paid")),
+        (200, failed),
+        (200, payout(status="canceled")),
+    )
+    adapter = make_adapter(stand_in.url)
+    request = payout_request(5_000, key="po-7", description="Weekly payout", metadata={"payout": "po_7"})
+    results = [adapter.payout(request) for _ in range(5)]
+    assert [r.status for r in results] == [
+        PayoutStatus.PENDING,
+        PayoutStatus.PENDING,
+        PayoutStatus.PAID,
+        PayoutStatus.FAILED,
+        PayoutStatus.FAILED,
+    ]
+    first = results[0]
+    assert (first.reference, first.amount, first.currency, first.arrival_date) == (
+        "po_1StandIn0001",
+        5_000,
+        "EUR",
+        date(2025, 3, 17),
+    )
+    assert (results[3].failure_code, results[3].failure_message) == (
+        "account_closed",
+        "The bank account has been closed.",
+    )
+    assert results[3].raw["destination"] == "ba_1PayPlatMerchantBank" and "6789" not in repr(results[3].raw)
+    sent = stand_in.requests("POST", "/v1/payouts")[0]
+    assert sent.form == {
+        "amount": ["5000"],
+        "currency": ["eur"],
+        "destination": ["ba_1PayPlatMerchantBank"],
+        "method": ["standard"],
+        "description": ["Weekly payout"],
+        "metadata[payout]": ["po_7"],
+        "metadata[payplat_key]": ["po-7"],
+    }
+    assert sent.headers["idempotency-key"] == "po-7:payout"
+    assert sent.headers["authorization"] == f"Bearer {SECRET_KEY}" and sent.headers["stripe-version"] == "2024-06-20"
+
+
+def test_a_payout_stripe_refuses_or_answers_unreadably(stand_in, make_adapter):
+    short = stripe_error(
+        "invalid_request_error",
+        "You have insufficient funds in your Stripe account.",
+        code="balance_insufficient",
+    )
+    stand_in.on("POST", "/v1/payouts", (400, short), (200, payout(status="teleported")), (500, API_ERROR))
+    adapter = make_adapter(stand_in.url)
+    with pytest.raises(ChannelInvalidRequest) as refused:
+        adapter.payout(payout_request())
+    assert refused.value.code == "balance_insufficient" and not refused.value.fail_over
+    # A payout moves money: an answer we cannot read, or a 500, leaves its outcome unknown.
+    for _ in range(2):
+        request = payout_request()
+        with pytest.raises(ChannelTimeout) as unknown:
+            adapter.payout(request)
+        assert unknown.value.idempotency_key == derived_key("payout", request.idempotency_key)
+        assert "outcome is unknown" in str(unknown.value)
 
 
 def test_stripe_s_decline_gives_the_decline_code_and_the_payment_intent(stand_in, make_adapter):
@@ -701,15 +857,169 @@ def test_credentials_of_the_wrong_mode_are_a_configuration_error(stand_in, make_
         make_adapter(stand_in.url).check_credentials()
 
 
-def test_calls_of_one_adapter_share_a_kept_alive_connection(stand_in, make_adapter):
+def test_adapters_with_one_transport_share_a_kept_alive_connection(stand_in, make_adapter):
     stand_in.on("GET", "/v1/balance", (200, {"object": "balance", "livemode": False}))
-    adapter = make_adapter(stand_in.url)
-    for _ in range(3):
+    first, second = make_adapter(stand_in.url), make_adapter(stand_in.url)
+    for adapter in (first, second, first):
         adapter.check_credentials()
     assert len({seen.client_port for seen in stand_in.seen}) == 1
-    adapter.close()
-    adapter.check_credentials()  # a closed adapter opens a new client when used again
+    # Other timeouts are another transport: its own client, its own connection.
+    make_adapter(stand_in.url, settings={"read_timeout_s": 7}).check_credentials()
     assert len({seen.client_port for seen in stand_in.seen}) == 2
+    CLIENTS.clear()
+    first.check_credentials()  # after the pool let go of its clients, the next call opens anew
+    assert len({seen.client_port for seen in stand_in.seen}) == 3
+
+
+class StripeShop:
+    """A tenant's merchant whose only channel is a stripe account at `base_url` (a stand-in): payments go
+    through the platform (intents.create with confirm), which builds the account's adapter with adapter_of."""
+
+    def __init__(self, app, make, slug: str, base_url: str, secret_key: str):
+        self.app = app
+        self.tenant = make.tenant(slug)
+        merchant = make.merchant(self.tenant, "Bike Shop", f"owner@{slug}-bikes.example.com", password=None)
+        self.ctx = intents.MerchantContext(self.tenant.id, merchant, livemode=False)
+        self.account_id = make.channel_account(self.tenant.id, "Stripe EU", **self._fields(base_url, secret_key))
+
+    @staticmethod
+    def _fields(base_url: str, secret_key: str) -> dict:
+        return {
+            "type": "stripe",
+            "currency": "EUR",
+            "products": ["card"],
+            "base_url": base_url,
+            "credentials": {"secret_key": secret_key},
+        }
+
+    def pay(self, amount: int = 2_000) -> str:
+        with self.app.app_context(), tenant_context(db.session, self.tenant.id):
+            pi = intents.create(self.ctx, amount=amount, currency="eur", payment_method="pm_card_visa", confirm=True)
+            status = pi.status
+            db.session.remove()
+        return status
+
+    def edit(self, base_url: str, secret_key: str) -> None:
+        with self.app.app_context(), tenant_context(db.session, self.tenant.id):
+            account = get_channel_account(self.tenant.id, self.account_id)
+            data = ChannelAccountInput(name="Stripe EU", **self._fields(base_url, secret_key))
+            assert update_channel_account(account, data, {"card"}, Actor.system())
+            db.session.remove()
+
+
+def _created(seen: Seen):
+    """Stripe's answer to a confirmed PaymentIntent, for the amount and currency asked."""
+    metadata = {k[len("metadata[") : -1]: v[0] for k, v in seen.form.items() if k.startswith("metadata[")}
+    pi_id = f"pi_{uuid.uuid4().hex[:16]}"
+    amount, currency = int(seen.one("amount")), seen.one("currency")
+    return 200, payment_intent(pi_id, amount=amount, currency=currency, metadata=metadata)
+
+
+def test_payments_through_fresh_adapters_of_one_account_reuse_one_connection(app, make, stand_in):
+    stand_in.on("POST", "/v1/payment_intents", _created)
+    shop = StripeShop(app, make, "velo", stand_in.url, SECRET_KEY)
+    assert [shop.pay(), shop.pay()] == ["succeeded", "succeeded"]
+    first, second = stand_in.requests("POST", "/v1/payment_intents")
+    assert first.client_port == second.client_port  # one kept-alive connection, though each used its own adapter
+    assert first.headers["authorization"] == second.headers["authorization"] == f"Bearer {SECRET_KEY}"
+    assert first.headers["idempotency-key"] != second.headers["idempotency-key"]
+
+    # An edit (another base URL and secret key) applies to the very next payment.
+    moved = StandIn().on("POST", "/v1/payment_intents", _created)
+    try:
+        rotated = "sk_test_51PayPlatRotatedKey0123456789abcd"
+        shop.edit(moved.url, rotated)
+        assert shop.pay() == "succeeded"
+        (after_edit,) = moved.requests("POST", "/v1/payment_intents")
+        assert after_edit.headers["authorization"] == f"Bearer {rotated}"
+        assert len(stand_in.requests("POST", "/v1/payment_intents")) == 2
+    finally:
+        CLIENTS.clear()
+        moved.stop()
+
+
+def test_accounts_of_two_tenants_on_one_base_url_each_send_their_own_key(app, make, stand_in):
+    def created_with_a_cookie(seen: Seen):
+        # A server (or a proxy before it) that sets a cookie: it must never reach another account's request.
+        status, body = _created(seen)
+        return status, body, {"Set-Cookie": "route=first-caller; Path=/"}
+
+    stand_in.on("POST", "/v1/payment_intents", created_with_a_cookie)
+    other_key = "sk_test_51PayPlatOtherTenant0123456789efgh"
+    velo = StripeShop(app, make, "velo", stand_in.url, SECRET_KEY)
+    tandem = StripeShop(app, make, "tandem", stand_in.url, other_key)
+    for shop in (velo, tandem, velo, tandem):
+        assert shop.pay() == "succeeded"
+    sent = stand_in.requests("POST", "/v1/payment_intents")
+    assert [s.headers["authorization"] for s in sent] == [f"Bearer {SECRET_KEY}", f"Bearer {other_key}"] * 2
+    assert len({s.client_port for s in sent}) == 1  # one connection carried both tenants' calls, each with its key
+    assert not [s for s in sent if "cookie" in s.headers]
+
+
+def test_threads_share_the_pool_and_each_call_carries_its_own_key(stand_in, make_adapter):
+    def intent_of_the_caller(seen: Seen):
+        # The answer names the key it was asked with, so that each caller checks it got its own answer.
+        caller = seen.headers["authorization"].rsplit("_", 1)[1]
+        return 200, payment_intent(f"pi_{caller}")
+
+    stand_in.on("GET", "/v1/payment_intents/pi_1", intent_of_the_caller)
+    keys = [f"sk_test_51PayPlatThreadKey{n:02d}0123456789_caller{n}" for n in range(8)]
+    adapters = [make_adapter(stand_in.url, credentials={"secret_key": k}) for k in keys]
+
+    def five_queries(n: int) -> list[str]:
+        return [adapters[n].query("pi_1").reference for _ in range(5)]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(five_queries, range(8)))
+    assert answers == [[f"pi_caller{n}"] * 5 for n in range(8)]
+    sent = [s.headers["authorization"] for s in stand_in.seen]
+    assert sorted(sent) == sorted(f"Bearer {k}" for k in keys for _ in range(5))
+    assert len(CLIENTS.transports()) == 1
+
+
+def test_a_forked_process_opens_its_own_connection(stand_in, make_adapter):
+    stand_in.on("GET", "/v1/balance", (200, {"object": "balance", "livemode": False}))
+    make_adapter(stand_in.url).check_credentials()
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about forking a process with threads; the child uses none of the stand-in's.
+        warnings.filterwarnings("ignore", r".*multi-threaded.*fork", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: an RQ work horse or a gunicorn worker, in short
+        code = 1
+        try:
+            os.close(read_end)
+            inherited = CLIENTS.transports()
+            make_adapter(stand_in.url).check_credentials()
+            os.write(write_end, json.dumps({"inherited": len(inherited)}).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end) as reader:
+        said = reader.read()
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert json.loads(said) == {"inherited": 0}
+    make_adapter(stand_in.url).check_credentials()
+    parent_first, child, parent_again = stand_in.requests("GET", "/v1/balance")
+    assert child.client_port != parent_first.client_port  # the child never wrote on the parent's socket
+    assert parent_again.client_port == parent_first.client_port  # and the parent's connection is still alive
+
+
+def test_a_client_retired_while_in_use_closes_when_its_last_call_ends():
+    pool = ClientPool(size=1)
+    first, second = (Transport(base_url=f"https://{h}.example", connect_timeout_s=1, read_timeout_s=1) for h in "ab")
+    with pool.lease(first) as busy:
+        with pool.lease(second) as other:
+            assert pool.transports() == [second]  # the first was evicted...
+            assert not busy.is_closed  # ...but is not closed under the call still using it
+        assert not other.is_closed
+    assert busy.is_closed
+    with pool.lease(first) as again:
+        assert again is not busy and pool.transports() == [first]
+    assert other.is_closed  # evicted while idle: closed at once
+    pool.clear()
+    assert again.is_closed and pool.transports() == []
 
 
 # --- the error table, end to end --------------------------------------------------------------------
@@ -838,6 +1148,18 @@ def test_the_status_table_is_exhaustive():
         assert charge_result(payment_intent(status=native)).status is ours
     with pytest.raises(ValueError, match="unknown Stripe PaymentIntent status 'refunded'"):
         to_charge_status("refunded")
+
+
+def test_the_payout_status_table_is_exhaustive():
+    assert set(PAYOUT_STATUS) == {"paid", "pending", "in_transit", "failed", "canceled"}
+    assert set(PAYOUT_STATUS.values()) == set(PayoutStatus)
+    for native, ours in PAYOUT_STATUS.items():
+        assert to_payout_status(native) is ours
+        assert payout_result(payout(status=native)).status is ours
+    with pytest.raises(ValueError, match="unknown Stripe payout status 'reversed'"):
+        to_payout_status("reversed")
+    with pytest.raises(ValueError, match="expected a payout, got 'refund'"):
+        payout_result({**payout(), "object": "refund"})
 
 
 def test_a_recorded_payment_intent_maps_to_a_query_result_without_its_client_secret():
@@ -1058,10 +1380,10 @@ def test_bad_settings_are_refused_when_the_adapter_is_built(make_adapter, settin
 
 
 def test_timeouts_come_from_settings(make_adapter):
-    default = make_adapter("https://api.stripe.com")
-    assert (default._http().timeout.connect, default._http().timeout.read) == (3.0, 20.0)
-    tuned = make_adapter("https://api.stripe.com", settings={"connect_timeout_s": 1, "read_timeout_s": 45.5})
-    assert (tuned._http().timeout.connect, tuned._http().timeout.read) == (1.0, 45.5)
+    for settings, timeouts in (({}, (3.0, 20.0)), ({"connect_timeout_s": 1, "read_timeout_s": 45.5}, (1.0, 45.5))):
+        adapter = make_adapter("https://api.stripe.com", settings=settings)
+        with CLIENTS.lease(adapter.transport) as client:
+            assert (client.timeout.connect, client.timeout.read) == timeouts
 
 
 def test_only_card_charges_with_a_payment_method_are_sent(stand_in, make_adapter):
@@ -1075,8 +1397,11 @@ def test_only_card_charges_with_a_payment_method_are_sent(stand_in, make_adapter
 
 def test_the_registry_builds_a_stripe_adapter_per_account():
     config = ChannelConfig(id="1", name="Stripe EU", credentials={"secret_key": SECRET_KEY})
-    with adapter_for("stripe", config) as first, adapter_for("stripe", config) as second:
-        assert isinstance(first, StripeAdapter) and first is not second
-        caps = first.capabilities
-        assert caps.products == frozenset({"card"}) and caps.manual_capture and caps.refunds and caps.statements
-        assert caps.cancel and caps.notifications and not caps.payouts and not caps.contracts
+    first, second = adapter_for("stripe", config), adapter_for("stripe", config)
+    assert isinstance(first, StripeAdapter) and first is not second
+    caps = first.capabilities
+    assert caps.products == frozenset({"card"}) and caps.manual_capture and caps.refunds and caps.statements
+    assert caps.cancel and caps.notifications and caps.payouts and not caps.contracts
+    # What an adapter keys its connections by carries nothing of the account.
+    assert first.transport == Transport(base_url="https://api.stripe.com", connect_timeout_s=3, read_timeout_s=20)
+    assert SECRET_KEY not in repr(first.transport)

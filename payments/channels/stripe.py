@@ -11,17 +11,21 @@ tested on recorded answers.
 |                     | metadata[payplat_key]=<our idempotency key>; Idempotency-Key: <our idempotency key>   |
 | capture / cancel    | POST /v1/payment_intents/{id}/capture (amount_to_capture) / .../cancel                |
 | refund              | POST /v1/refunds (payment_intent, amount, metadata[payplat_key]=<refund key>)         |
+| payout              | POST /v1/payouts (amount, currency, destination, method=standard, description,        |
+|                     | metadata[payplat_key]=<payout key>)                                                   |
 | query(reference)    | GET /v1/payment_intents/{id}?expand[]=latest_charge                                   |
 | query(idempotency_  | GET /v1/payment_intents?limit=100 newest first, filtered on metadata[payplat_key],    |
 | key)                | up to `query_scan_limit` intents; past that, the Search API (see below)               |
 | fetch_statement     | GET /v1/balance_transactions?created[gte]&created[lt]&expand[]=data.source, paged     |
 |                     | with starting_after until has_more is false                                           |
 | parse_notification  | Stripe-Signature (t=…,v1=…, 300 s tolerance) with the account's webhook_secret        |
+| sign_contract       | none: Stripe has no payment agreement to sign (`capabilities.contracts` is False):    |
+|                     | ChannelNotSupported, naming the channel types that do sign contracts                  |
 
-Every POST carries an `Idempotency-Key`: the charge's own key; captures, cancels and refunds a key derived
-from theirs (`derived_key`), because Stripe's keys are one namespace per account across all endpoints and a
-caller may reuse a payment's key for its refund. Stripe keeps keys for 24 hours: a retry after that charges
-again, which is one more reason we resolve timeouts with `query` and never by charging again.
+Every POST carries an `Idempotency-Key`: the charge's own key; captures, cancels, refunds and payouts a key
+derived from theirs (`derived_key`), because Stripe's keys are one namespace per account across all endpoints
+and a caller may reuse a payment's key for its refund. Stripe keeps keys for 24 hours: a retry after that
+charges again, which is one more reason we resolve timeouts with `query` and never by charging again.
 
 Finding a charge by our key. Stripe offers two ways: listing (strongly consistent: a PaymentIntent is listed
 as soon as it exists) and the Search API (`metadata['payplat_key']:'…'`, one call however old the charge, but
@@ -44,8 +48,22 @@ Stripe PaymentIntent status → ours (`PAYMENT_INTENT_STATUS`, exhaustive: an un
 | requires_payment_method | failed           | we confirm at creation: this is a failed (declined) attempt          |
 | canceled                | canceled         |                                                                      |
 
+Stripe payout status → ours (`PAYOUT_STATUS`, exhaustive):
+
+| Stripe     | ours    | why                                                                                |
+| ---------- | ------- | ---------------------------------------------------------------------------------- |
+| paid       | paid    | Stripe expects it in the bank; it may still turn failed days later (payout.failed) |
+| pending    | pending | not yet submitted to the bank                                                      |
+| in_transit | pending | submitted to the bank, not yet arrived                                             |
+| failed     | failed  | the bank refused it; the money went back to the Stripe balance (failure_code)      |
+| canceled   | failed  | cancelled before it was sent: nothing left the Stripe balance                      |
+
+The contract has no query for payouts (`query` answers about charges), so a `ChannelTimeout` from `payout`
+cannot be resolved through the adapter yet; the payout carries metadata[payplat_key], by which it is found
+on Stripe.
+
 What went wrong → which error, and whether money may have moved. A POST moves money (charge, capture,
-cancel, refund); a GET (check_credentials, query, fetch_statement) never does, so it has no "unknown":
+cancel, refund, payout); a GET (check_credentials, query, fetch_statement) never does, so it has no "unknown":
 
 | what happened                                        | POST                       | GET                      |
 | ---------------------------------------------------- | -------------------------- | ------------------------ |
@@ -87,8 +105,14 @@ cards that succeed → pm_card_visa, cards declined when charged → pm_card_cha
 only card declined at charge time; its decline carries no decline code, so every decline is card_declined).
 A test method outside the table is sent unchanged (and localstripe answers resource_missing).
 
-One `httpx.Client` per adapter, with keep-alive: calls of one adapter (pages of a statement or a scan) reuse
-the connection. The client is closed by `close()`, by `with adapter:`, or when the adapter is collected.
+Connections. An adapter is built for every use (it holds one account's credentials), but it owns no
+connection: `CLIENTS`, one per process, keeps an `httpx.Client` (with its kept-alive connections) per
+`Transport`, that is per base URL, timeouts and pool limits, and nothing else. Every call leases the client of
+its account's transport and sends the account's own secret key, Stripe-Version and Idempotency-Key as headers
+of that request, so payments of every account with the same transport reuse the same connections, an edited
+account (another base URL, timeouts or key) is called with its new settings by its next adapter, and no
+credential is kept anywhere between calls. The clients keep no cookies. A forked process (a gunicorn worker,
+an RQ work horse) starts with no client and opens its own connections.
 
 What localstripe lacks (localstripe 1.15.10, the fake Stripe the tests run against), found by running it and
 reading its source. The gaps that break one of our flows are shown by the tests named test_localstripe_*, and
@@ -115,6 +139,11 @@ those flows are tested against a local stand-in that answers as Stripe does:
 - Cancellation and refund reasons are refused (the adapter sends them only when they are Stripe's enums).
 - Any key that starts with sk_ is accepted: only a non-sk_ key gets a 401.
 - Only three test payment methods exist (above): `test_instruments: "localstripe"` maps Stripe's others.
+- Payouts exist (create, retrieve, cancel) but only in EUR (any other currency is a 400 "Bad request"); the
+  destination sent is ignored (every payout gets an invented ba_… id), a payout is created pending and never
+  moves on by itself, and the balance is neither checked nor moved (Stripe refuses a payout above the available
+  balance: balance_insufficient). The request as Stripe receives it and Stripe's other payout statuses are
+  tested on the stand-in.
 - It always binds all interfaces (`::`) and writes its state to a fixed pickle file in the system's temporary folder.
 """
 
@@ -123,13 +152,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import threading
 import time
-import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -151,8 +184,13 @@ from payments.channels.base import (
     ChargeRequest,
     ChargeResult,
     ChargeStatus,
+    ContractRequest,
+    ContractResult,
     InvalidNotification,
     Notification,
+    PayoutRequest,
+    PayoutResult,
+    PayoutStatus,
     QueryResult,
     RefundRequest,
     RefundResult,
@@ -192,6 +230,16 @@ REFUND_STATUS: Mapping[str, RefundStatus] = MappingProxyType(
         "requires_action": RefundStatus.PENDING,
         "failed": RefundStatus.FAILED,
         "canceled": RefundStatus.FAILED,
+    }
+)
+
+PAYOUT_STATUS: Mapping[str, PayoutStatus] = MappingProxyType(
+    {
+        "paid": PayoutStatus.PAID,
+        "pending": PayoutStatus.PENDING,
+        "in_transit": PayoutStatus.PENDING,
+        "failed": PayoutStatus.FAILED,
+        "canceled": PayoutStatus.FAILED,
     }
 )
 
@@ -272,6 +320,13 @@ def to_refund_status(native: str) -> RefundStatus:
         return REFUND_STATUS[native]
     except (KeyError, TypeError):
         raise ValueError(f"unknown Stripe refund status {native!r}") from None
+
+
+def to_payout_status(native: str) -> PayoutStatus:
+    try:
+        return PAYOUT_STATUS[native]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown Stripe payout status {native!r}") from None
 
 
 def _int(value: Any, what: str) -> int:
@@ -384,6 +439,34 @@ def refund_result(refund: Mapping[str, Any], charge_reference: str) -> RefundRes
         currency=_str(refund.get("currency"), "currency").upper(),
         failure_code=refund.get("failure_reason"),
         raw=_object_summary(refund),
+    )
+
+
+def payout_summary(payout: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What of a payout is safe to show and store: the destination by its id only (never the account's details)."""
+    metadata = payout.get("metadata")
+    keep = ("id", "status", "amount", "currency", "arrival_date", "method", "type", "failure_code", "failure_message")
+    summary = {k: payout.get(k) for k in keep}
+    summary |= {"object": "payout", "destination": _id_of(payout.get("destination"))}
+    summary |= {"metadata": dict(metadata) if isinstance(metadata, Mapping) else {}, "livemode": payout.get("livemode")}
+    return MappingProxyType(summary)
+
+
+def payout_result(payout: Mapping[str, Any]) -> PayoutResult:
+    if payout.get("object", "payout") != "payout":
+        raise ValueError(f"expected a payout, got {payout.get('object')!r}")
+    arrival = payout.get("arrival_date")
+    failure_message = payout.get("failure_message")
+    return PayoutResult(
+        reference=_str(payout.get("id"), "id"),
+        status=to_payout_status(payout.get("status")),
+        amount=_int(payout.get("amount"), "amount"),
+        currency=_str(payout.get("currency"), "currency").upper(),
+        # A timestamp of the day's midnight, UTC: the date is what Stripe means.
+        arrival_date=None if arrival is None else datetime.fromtimestamp(_int(arrival, "arrival_date"), UTC).date(),
+        failure_code=payout.get("failure_code") or None,
+        failure_message=failure_message if isinstance(failure_message, str) and failure_message else None,
+        raw=payout_summary(payout),
     )
 
 
@@ -514,6 +597,18 @@ def charge_form(request: ChargeRequest, *, return_url: str | None = None) -> dic
     }
 
 
+def payout_form(request: PayoutRequest) -> dict[str, Any]:
+    return {
+        "amount": request.amount,
+        "currency": request.currency.lower(),
+        "destination": request.destination,
+        # Instant payouts cost a fee and exist only for some debit cards: never chosen for the merchant.
+        "method": "standard",
+        "description": request.description or None,
+        "metadata": {**request.metadata, METADATA_KEY: request.idempotency_key},
+    }
+
+
 def search_query(key: str) -> str:
     escaped = key.replace("\\", "\\\\").replace("'", "\\'")
     return f"metadata['{METADATA_KEY}']:'{escaped}'"
@@ -586,6 +681,132 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# --- the process's HTTP connections -----------------------------------------------------------
+
+USER_AGENT = "payplat-stripe/1"
+MAX_CONNECTIONS = 100  # per transport: above gunicorn's threads per worker, so a burst never waits for a socket
+MAX_KEEPALIVE_CONNECTIONS = 20
+KEEPALIVE_EXPIRY_S = 30.0
+POOL_SIZE = 32  # distinct transports kept; the least recently used one past that is closed once idle
+
+
+@dataclass(frozen=True)
+class Transport:
+    """Where and how to connect: what a pooled client is keyed by. Never who calls: no credential, no account."""
+
+    base_url: str
+    connect_timeout_s: float
+    read_timeout_s: float
+    max_connections: int = MAX_CONNECTIONS
+    max_keepalive_connections: int = MAX_KEEPALIVE_CONNECTIONS
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(
+                connect=self.connect_timeout_s,
+                read=self.read_timeout_s,
+                write=self.read_timeout_s,
+                pool=self.connect_timeout_s,
+            ),
+            limits=httpx.Limits(
+                max_connections=self.max_connections,
+                max_keepalive_connections=self.max_keepalive_connections,
+                keepalive_expiry=KEEPALIVE_EXPIRY_S,
+            ),
+            headers={"User-Agent": USER_AGENT},
+            # The client serves every account with this transport: a cookie one account's call got must never
+            # ride along on another's, so none is kept.
+            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+            follow_redirects=False,
+        )
+
+
+class _Pooled:
+    __slots__ = ("client", "users", "retired")
+
+    def __init__(self, client: httpx.Client):
+        self.client = client
+        self.users = 0
+        self.retired = False
+
+
+class ClientPool:
+    """The process's `httpx.Client`s, one per `Transport`, shared by every adapter and thread of the process
+    (httpx clients are thread-safe), so that payments reuse kept-alive connections. A client is leased for one
+    call: one retired (evicted, or by `clear`) while in use closes when its last call ends.
+
+    A forked child (gunicorn workers, RQ's work horses) starts empty: the parent's clients hold the parent's
+    sockets, which the child must neither use nor close."""
+
+    def __init__(self, size: int = POOL_SIZE):
+        self.size = size
+        # The parent's clients, in a forked child: kept referenced, never used, since collecting them would close
+        # the parent's sockets.
+        self._inherited: list[OrderedDict[Transport, _Pooled]] = []
+        self._start()
+
+    def _start(self) -> None:
+        # A lock some other thread of the parent held at fork time stays locked in the child: a new one.
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[Transport, _Pooled] = OrderedDict()
+        self._pid = os.getpid()
+
+    def after_fork(self) -> None:
+        self._inherited.append(self._entries)
+        self._start()
+
+    @contextmanager
+    def lease(self, transport: Transport) -> Iterator[httpx.Client]:
+        if self._pid != os.getpid():  # forked without os.fork's hooks (a C extension's fork)
+            self.after_fork()
+        evicted = []
+        with self._lock:
+            entry = self._entries.get(transport)
+            if entry is None:
+                entry = self._entries[transport] = _Pooled(transport.client())
+                while len(self._entries) > self.size:
+                    evicted.append(self._retire(self._entries.popitem(last=False)[1]))
+            else:
+                self._entries.move_to_end(transport)
+            entry.users += 1
+        self._close(evicted)
+        try:
+            yield entry.client
+        finally:
+            with self._lock:
+                entry.users -= 1
+                done = entry.retired and entry.users == 0
+            self._close([entry] if done else [])
+
+    def clear(self) -> None:
+        """Retire every client: idle ones close now, busy ones when their calls end; the next call opens anew."""
+        with self._lock:
+            entries = list(self._entries.values())
+            self._entries.clear()
+            idle = [self._retire(entry) for entry in entries]
+        self._close(idle)
+
+    def transports(self) -> list[Transport]:
+        with self._lock:
+            return list(self._entries)
+
+    @staticmethod
+    def _retire(entry: _Pooled) -> _Pooled | None:
+        entry.retired = True
+        return entry if entry.users == 0 else None
+
+    @staticmethod
+    def _close(entries: list[_Pooled | None]) -> None:
+        for entry in entries:
+            if entry is not None:
+                entry.client.close()
+
+
+CLIENTS = ClientPool()
+os.register_at_fork(after_in_child=CLIENTS.after_fork)
+
+
 class StripeAdapter(ChannelAdapter):
     type_name = "stripe"
     label = "Stripe"
@@ -594,6 +815,8 @@ class StripeAdapter(ChannelAdapter):
         manual_capture=True,
         cancel=True,
         refunds=True,
+        payouts=True,
+        contracts=False,  # Stripe has no agreement to sign: see sign_contract
         notifications=True,
         statements=True,
     )
@@ -611,8 +834,9 @@ class StripeAdapter(ChannelAdapter):
         self.test_instruments = self._text("test_instruments", "stripe")
         if self.test_instruments not in TEST_INSTRUMENTS:
             raise self._bad_setting("test_instruments", f"one of {', '.join(TEST_INSTRUMENTS)}", self.test_instruments)
-        self._client: httpx.Client | None = None
-        self._client_lock = threading.Lock()
+        self.transport = Transport(
+            base_url=self.base_url, connect_timeout_s=self.connect_timeout_s, read_timeout_s=self.read_timeout_s
+        )
 
     # --- settings ---
 
@@ -650,39 +874,6 @@ class StripeAdapter(ChannelAdapter):
             raise self._bad_setting("base_url", "an https URL in live mode", value)
         return value.rstrip("/")
 
-    # --- the HTTP client ---
-
-    def _http(self) -> httpx.Client:
-        with self._client_lock:
-            if self._client is None:
-                client = httpx.Client(
-                    base_url=self.base_url,
-                    timeout=httpx.Timeout(
-                        connect=self.connect_timeout_s,
-                        read=self.read_timeout_s,
-                        write=self.read_timeout_s,
-                        pool=self.connect_timeout_s,
-                    ),
-                    headers={"Stripe-Version": self.api_version, "User-Agent": "payplat-stripe/1"},
-                    follow_redirects=False,
-                )
-                # Callers build an adapter per use and drop it: its sockets close with it.
-                weakref.finalize(self, client.close)
-                self._client = client
-            return self._client
-
-    def close(self) -> None:
-        with self._client_lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
-
-    def __enter__(self) -> StripeAdapter:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
     def _scrub(self, text: str) -> str:
         """Text from Stripe or from the network stack, with any credential of this account masked."""
         for secret in self.config.credentials.values():
@@ -703,18 +894,18 @@ class StripeAdapter(ChannelAdapter):
         moves_money = method == "POST"
         auth = _Bearer(self.credential("secret_key"))
         pairs = encode_form(params or {})
+        # Everything that belongs to the account travels with the request: the client is shared (see CLIENTS).
+        headers = {"Stripe-Version": self.api_version}
         started = time.monotonic()
         try:
-            if moves_money:
-                response = self._http().post(
-                    path,
-                    content=urlencode(pairs).encode(),
-                    headers={"Content-Type": "application/x-www-form-urlencoded"}
-                    | ({"Idempotency-Key": idempotency_key} if idempotency_key else {}),
-                    auth=auth,
-                )
-            else:
-                response = self._http().get(path, params=pairs, auth=auth)
+            with CLIENTS.lease(self.transport) as client:
+                if moves_money:
+                    headers["Content-Type"] = "application/x-www-form-urlencoded"
+                    if idempotency_key:
+                        headers["Idempotency-Key"] = idempotency_key
+                    response = client.post(path, content=urlencode(pairs).encode(), headers=headers, auth=auth)
+                else:
+                    response = client.get(path, params=pairs, headers=headers, auth=auth)
         except httpx.HTTPError as exc:
             outcome = transport_outcome(exc, moves_money=moves_money)
             reason = self._scrub(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
@@ -962,6 +1153,24 @@ class StripeAdapter(ChannelAdapter):
             operation="refund",
         )
         return self._read(refund_result, refund, reference, operation="refund", idempotency_key=key)
+
+    def payout(self, request: PayoutRequest) -> PayoutResult:
+        key = derived_key("payout", request.idempotency_key)
+        payout = self._call("POST", "/v1/payouts", params=payout_form(request), idempotency_key=key, operation="payout")
+        return self._read(payout_result, payout, operation="payout", idempotency_key=key)
+
+    def sign_contract(self, request: ContractRequest) -> ContractResult:
+        from payments.channels import ADAPTERS  # the registry imports this module
+
+        signers = sorted(name for name, adapter in ADAPTERS.items() if adapter.capabilities.contracts)
+        error = self.not_supported("contract signing")
+        error.message += (
+            ": Stripe has no payment agreement to sign (its nearest equivalent, a card saved with a SetupIntent for "
+            "later off-session charges, is not offered through this channel); sign the agreement through a "
+            f"channel of a type that signs contracts ({', '.join(signers) or 'none yet'})"
+        )
+        error.args = (error.message,)
+        raise error
 
     def fetch_statement(self, day: date) -> Statement:
         """The day's balance transactions (UTC day, by creation): charges positive, refunds negative, Stripe's
