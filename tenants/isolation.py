@@ -123,7 +123,10 @@ def install(session_class: type[Session]) -> None:
 
     @event.listens_for(session_class, "after_begin")
     def _after_begin(session, transaction, connection):  # noqa: ARG001
-        _set_config(connection)
+        # A new transaction starts with neither setting (a transaction-local value never outlives
+        # its transaction), which is what an empty context means: nothing to write then.
+        if _tenant_id.get() is not None or _scope.get():
+            _set_config(connection)
 
     @event.listens_for(session_class, "do_orm_execute")
     def _add_tenant_filter(state: ORMExecuteState):

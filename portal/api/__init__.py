@@ -79,10 +79,10 @@ def _authenticate():
     secret = _presented_key()
     if not secret:
         raise no_key()
-    key = api_keys.authenticate(g.tenant.id, secret)
+    key = api_keys.authenticate(g.site.tenant_id, secret)
     if key is None:
         raise invalid_key(secret)
-    g.api_ctx = MerchantContext(g.tenant.id, key.merchant_id, key.mode == "live")
+    g.api_ctx = MerchantContext(g.site.tenant_id, key.merchant_id, key.mode == "live")
     g.api_key_id = key.id  # the audit log's actor for what the call changes
     return None
 
