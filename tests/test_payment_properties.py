@@ -4,8 +4,10 @@ Each example is a random sequence of operations on one merchant, through the rea
 sandbox channel: create + confirm (automatic or manual capture, random amounts, good and declining cards,
 the sandbox's timeout amount 4001 and unavailable amount 5003), confirm again, capture (partial, sometimes
 more than capturable), cancel, refund (random amount, sometimes more than is left), and resolving unknown
-outcomes with an RQ worker. Every operation's outcome is checked against what its preconditions say, and
-after every step:
+outcomes with an RQ worker. Every operation's outcome is checked against what its preconditions say (a
+charge also depends on the channel's health: after five timeouts or unavailable answers in a row the account
+is out of routing for 30 seconds, and a payment or confirmation is refused with `payment_method_unavailable`),
+and after every step:
 
 - `ledger.check()` (platform scope) finds no problem;
 - the merchant's pending balance equals the sum over its intents of amount_received minus succeeded refunds;
@@ -21,12 +23,21 @@ payment of its own whose balance must never move (the channel's receivable accou
 by both). The ledger check covers every tenant, so it must also hold whatever earlier examples left.
 The test takes only the session-scoped `app` fixture, so Hypothesis' function-scoped-fixture health check
 stays on.
+
+The second test mixes those payment operations with the wallet movements of payments/balance_operations.py,
+by either of the two merchants: top-ups (USD or EUR), transfers to the other merchant and payout requests
+(a percentage of what the model says is available, sometimes more than that: refused with
+`insufficient_funds` and nothing written), and payout cancellations (a pending payout is released, any other
+is refused). It keeps a model of each merchant's available and reserved balance per currency and, after every
+step, checks the ledger (as above), the Balance API's available balance and the reserved account against the
+model, the pending balances as above, and that the journal lines of every tenant sum to zero per currency.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from hypothesis import event, given, settings
@@ -35,12 +46,12 @@ from rq import SimpleWorker
 
 import ledger
 from core.db import db
-from ledger.models import JournalEntry
-from payments import intents, refunds
+from ledger.models import JournalEntry, JournalLine, LedgerAccount
+from payments import balance_operations, channel_health, intents, refunds
 from payments.channel_accounts import ChannelAccountInput, create_channel_account
 from payments.channels.sandbox import SLOW_AMOUNT, SPECIAL_MODULUS, TIMEOUT_AMOUNT, UNAVAILABLE_AMOUNT
 from payments.errors import CardError, ChannelError, InvalidRequest
-from payments.models import PaymentIntent, Refund
+from payments.models import BalanceTransaction, ChannelAccount, PaymentIntent, Payout, Refund, Transfer
 from portal import jobs, theming
 from tenants import provisioning
 from tenants.audit import Actor
@@ -101,12 +112,19 @@ amounts = st.one_of(*[plain_amounts] * 7, st.sampled_from([TIMEOUT_AMOUNT, UNAVA
 cards = st.sampled_from(GOOD_CARDS * 3 + DECLINING_CARDS)  # three payments in four go through
 index = st.integers(0, 30)
 percent = st.one_of(st.none(), st.integers(1, 130))
-pay = st.builds(Pay, amounts, st.sampled_from(["automatic", "manual"]), cards)
-# st.one_of picks its branches evenly: repeating one weighs it.
+
+
+def _pay() -> st.SearchStrategy[Pay]:
+    return st.builds(Pay, amounts, st.sampled_from(["automatic", "manual"]), cards)
+
+
+pay = _pay()
+# st.one_of picks its branches evenly, so repeating one weighs it; but it drops a strategy object that is
+# already there (and flattens nested one_of), so a repeated branch must be a strategy of its own.
 operation = st.one_of(
     pay,
-    pay,
-    pay,
+    _pay(),
+    _pay(),
     st.builds(Confirm, index, st.booleans(), cards),
     st.builds(Capture, index, st.booleans(), percent),
     st.builds(Capture, index, st.booleans(), percent),
@@ -193,11 +211,25 @@ def _expected_after_pay(op: Pay) -> str:
     return "requires_capture" if op.capture_method == "manual" else "succeeded"
 
 
+def _out_of_routing(shop: intents.MerchantContext) -> bool:
+    """Whether the tenant's sandbox account is out of routing now: the sandbox's timeout and unavailable
+    amounts count as calls without an answer, and after `channel_health.THRESHOLD` of them in a row the
+    account is left out for `COOL_DOWN` (30) seconds, far longer than one example runs."""
+    account_ids = db.session.execute(
+        sa.select(ChannelAccount.id).where(ChannelAccount.tenant_id == shop.tenant_id)
+    ).scalars()
+    health = channel_health.states(list(account_ids))
+    return bool(health) and all(not state.healthy() for state in health.values())
+
+
 def _apply(shop: intents.MerchantContext, op) -> str:
     """Run one operation and check its outcome against its preconditions (read just before); returns a label
     of what happened, for `--hypothesis-show-statistics`."""
     if isinstance(op, Pay):
         expected = _expected_after_pay(op)
+        unroutable = _out_of_routing(shop)
+        made_before = len(_intents(shop))
+        db.session.rollback()
         try:
             pi = intents.create(
                 shop,
@@ -208,9 +240,16 @@ def _apply(shop: intents.MerchantContext, op) -> str:
                 confirm=True,
             )
             status = pi.status
+        except InvalidRequest as exc:
+            # No channel can take it now: refused as the API refuses it, and no intent is created.
+            assert unroutable, f"{op}: {exc}"
+            assert (exc.code, exc.param) == ("payment_method_unavailable", "amount"), exc.to_dict()
+            assert len(_intents(shop)) == made_before, op
+            return "refused: the channel is out of routing"
         except (CardError, ChannelError) as exc:
             status = exc.payment_intent["status"]
             assert expected == "requires_payment_method", f"{op}: {exc}"
+        assert not unroutable, f"{op}: routed to a channel that is out of routing"
         assert status == expected, op
         return f"-> {status}"
     elif isinstance(op, Confirm):
@@ -219,16 +258,21 @@ def _apply(shop: intents.MerchantContext, op) -> str:
             return "nothing to act on"
         allowed = pi.status in ("requires_payment_method", "requires_confirmation")
         special = pi.amount % SPECIAL_MODULUS
+        unroutable = _out_of_routing(shop)
         db.session.rollback()
         try:
             status = intents.confirm_intent(shop, pi.id, payment_method=op.card).status
-        except InvalidRequest:
-            assert not allowed, op
+        except InvalidRequest as exc:
+            if allowed and unroutable:
+                assert (exc.code, exc.param) == ("payment_method_unavailable", "payment_method"), exc.to_dict()
+                return "refused: the channel is out of routing"
+            assert not allowed, f"{op}: {exc}"
             return "refused"
         except (CardError, ChannelError) as exc:
             assert allowed and (op.card in DECLINING_CARDS or special == UNAVAILABLE_AMOUNT), f"{op}: {exc}"
+            assert not unroutable, f"{op}: routed to a channel that is out of routing"
             return "declined or unavailable"
-        assert allowed, op
+        assert allowed and not unroutable, op
         assert status in ("succeeded", "requires_capture", "processing"), (op, status)
         return f"-> {status}"
     elif isinstance(op, Capture):
@@ -333,9 +377,11 @@ def _check_invariants(shop: intents.MerchantContext) -> None:
 
 
 def _pending(shop: intents.MerchantContext) -> int:
+    """The merchant's pending USD balance (Balance API); payments here are in USD only, so any other
+    currency's pending balance (listed once a top-up or transfer made the currency known) is zero."""
     lines = refunds.balance(shop)["pending"]
-    assert all(line["currency"] == "usd" for line in lines)
-    return sum(line["amount"] for line in lines)
+    assert all(line["amount"] == 0 for line in lines if line["currency"] != "usd"), lines
+    return sum(line["amount"] for line in lines if line["currency"] == "usd")
 
 
 @settings(max_examples=25, deadline=None, database=None)
@@ -358,3 +404,211 @@ def test_random_operations_keep_the_books_and_the_intents_consistent(app, steps)
                 assert _pending(bystander) == BYSTANDER_AMOUNT
             finally:
                 db.session.remove()
+
+
+# --- wallet movements mixed with payments -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TopUp:
+    who: int  # 0: the merchant under test, 1: the other merchant of the tenant
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class Send:
+    who: int
+    percent: int  # of the sender's available balance in the model; over 100 asks for more than there is
+    currency: str
+
+
+@dataclass(frozen=True)
+class PayOut:
+    who: int
+    percent: int  # of the available balance in the model; over 100 asks for more than there is
+    currency: str
+
+
+@dataclass(frozen=True)
+class CancelPayout:
+    who: int
+    index: int
+    aimed: bool  # pick among the merchant's pending payouts (else among all: a canceled one is refused)
+
+
+@dataclass
+class Wallets:
+    """What each merchant should have, per (merchant index, currency)."""
+
+    available: Counter = field(default_factory=Counter)
+    reserved: Counter = field(default_factory=Counter)
+
+
+who = st.integers(0, 1)
+wallet_currency = st.sampled_from(["usd", "usd", "eur"])
+share = st.integers(1, 150)
+topup_amounts = st.integers(1, 200_000)
+
+
+def _wallet_operations() -> list[st.SearchStrategy]:
+    """One strategy per kind of movement, new objects on each call (so that st.one_of keeps repeats)."""
+    return [
+        st.builds(TopUp, who, topup_amounts, wallet_currency),
+        st.builds(Send, who, share, wallet_currency),
+        st.builds(Send, who, share, wallet_currency),
+        st.builds(PayOut, who, share, wallet_currency),
+        st.builds(PayOut, who, share, wallet_currency),
+        st.builds(CancelPayout, who, index, st.booleans()),
+        st.builds(CancelPayout, who, index, st.booleans()),
+    ]
+
+
+# About half the steps are payment operations, half wallet movements. Every sequence starts with a top-up of
+# each merchant and a payment, so that most movements after them have money to move (and the ones asking
+# for more than there is are refused).
+mixed_step = st.one_of(operation, *_wallet_operations(), *_wallet_operations())
+mixed_sequences = st.tuples(
+    st.builds(TopUp, st.just(0), topup_amounts, wallet_currency),
+    st.builds(TopUp, st.just(1), topup_amounts, wallet_currency),
+    pay,
+    st.lists(mixed_step, min_size=4, max_size=16),
+).map(lambda t: [*t[:3], *t[3]])
+
+
+def _footprint(tenant_id: uuid.UUID) -> dict[str, int]:
+    """How many rows of what a wallet movement writes the tenant has (to show a refused one wrote nothing)."""
+    return {
+        model.__tablename__: db.session.scalar(
+            sa.select(sa.func.count()).select_from(model).where(model.tenant_id == tenant_id)
+        )
+        for model in (JournalEntry, Transfer, Payout, BalanceTransaction)
+    }
+
+
+def _refused_for_funds(exc: InvalidRequest, amount: int, have: int, footprint: dict[str, int], tenant_id) -> str:
+    assert amount > have, f"refused {amount} with {have} available: {exc.message}"
+    assert (exc.code, exc.param) == ("insufficient_funds", "amount"), exc.to_dict()
+    assert _footprint(tenant_id) == footprint
+    return "refused: insufficient funds"
+
+
+def _move(parties: list[intents.MerchantContext], wallets: Wallets, op) -> str:
+    """Run one wallet movement through the real use case, check its outcome and update the model."""
+    ctx = parties[op.who]
+    if isinstance(op, TopUp):
+        topup = balance_operations.create_topup(ctx, amount=op.amount, currency=op.currency)
+        assert (topup.status, topup.amount, topup.currency.lower()) == ("succeeded", op.amount, op.currency)
+        wallets.available[op.who, op.currency] += op.amount
+        return "topped up"
+    if isinstance(op, Send | PayOut):
+        have = wallets.available[op.who, op.currency]
+        amount = max(1, have * op.percent // 100)
+        before = _footprint(ctx.tenant_id)
+        db.session.rollback()
+        other = parties[1 - op.who]
+        try:
+            if isinstance(op, Send):
+                made = balance_operations.create_transfer(
+                    ctx, amount=amount, currency=op.currency, destination=str(other.merchant_id)
+                )
+            else:
+                made = balance_operations.create_payout(ctx, amount=amount, currency=op.currency)
+        except InvalidRequest as exc:
+            return _refused_for_funds(exc, amount, have, before, ctx.tenant_id)
+        assert amount <= have, f"{op}: moved {amount} with only {have} available"
+        assert (made.amount, made.currency.lower()) == (amount, op.currency), op
+        wallets.available[op.who, op.currency] -= amount
+        if isinstance(op, Send):
+            assert made.destination_id == other.merchant_id, op
+            wallets.available[1 - op.who, op.currency] += amount
+        else:
+            assert made.status == "pending", op
+            wallets.reserved[op.who, op.currency] += amount
+        return ("sent" if isinstance(op, Send) else "paid out") + (" all" if amount == have else " part")
+    if isinstance(op, CancelPayout):
+        payouts = (
+            db.session.execute(
+                sa.select(Payout)
+                .where(Payout.tenant_id == ctx.tenant_id, Payout.merchant_id == ctx.merchant_id)
+                .order_by(Payout.created_at, Payout.id)
+            )
+            .scalars()
+            .all()
+        )
+        if op.aimed:
+            payouts = [p for p in payouts if p.status == "pending"] or payouts
+        if not payouts:
+            return "no payout to cancel"
+        payout = payouts[op.index % len(payouts)]
+        payout_id, status, amount, currency = payout.id, payout.status, payout.amount, payout.currency.lower()
+        before = _footprint(ctx.tenant_id)
+        db.session.rollback()
+        try:
+            canceled = balance_operations.cancel_payout(ctx, payout_id)
+        except InvalidRequest as exc:
+            assert status != "pending", f"{op}: refused to cancel a pending payout: {exc.message}"
+            assert exc.code == "payout_not_cancelable", exc.to_dict()
+            assert _footprint(ctx.tenant_id) == before
+            return "refused: not cancelable"
+        assert status == "pending" and canceled.status == "canceled", op
+        wallets.available[op.who, currency] += amount
+        wallets.reserved[op.who, currency] -= amount
+        return "canceled a payout"
+    raise AssertionError(f"unknown wallet movement {op!r}")
+
+
+def _check_wallets(parties: list[intents.MerchantContext], wallets: Wallets) -> None:
+    """Every merchant's available (Balance API) and reserved balance per currency is the model's, and every
+    tenant's journal lines sum to zero per currency."""
+    for number, ctx in enumerate(parties):
+        available = {line["currency"]: line["amount"] for line in refunds.balance(ctx)["available"]}
+        reserved = {
+            account.currency.lower(): ledger.merchant_balance(account)
+            for account in db.session.execute(
+                sa.select(LedgerAccount).where(
+                    LedgerAccount.tenant_id == ctx.tenant_id,
+                    LedgerAccount.merchant_id == ctx.merchant_id,
+                    LedgerAccount.purpose == "merchant_reserved",
+                    LedgerAccount.livemode.is_(False),
+                )
+            ).scalars()
+        }
+        for currency in ("usd", "eur"):
+            assert available.get(currency, 0) == wallets.available[number, currency], (number, currency, available)
+            assert reserved.get(currency, 0) == wallets.reserved[number, currency], (number, currency, reserved)
+    db.session.rollback()
+    with platform_scope(db.session):
+        totals = db.session.execute(
+            sa.select(JournalLine.currency, sa.func.sum(JournalLine.amount)).group_by(JournalLine.currency)
+        ).all()
+    assert totals and all(total == 0 for _, total in totals), totals
+    db.session.rollback()
+
+
+@settings(max_examples=25, deadline=None, database=None)
+@given(steps=mixed_sequences)
+def test_random_payments_and_wallet_movements_keep_every_balance_as_modelled(app, steps):
+    shop, other = _fresh_shop(app)
+    parties = [shop, other]
+    wallets = Wallets()
+    for op in steps:
+        if isinstance(op, ResolveUnknown):
+            outcome = _resolve_unknown(app, shop)
+        else:
+            with app.app_context(), tenant_context(db.session, shop.tenant_id):
+                try:
+                    outcome = _move(parties, wallets, op) if op.__class__ in WALLET_MOVES else _apply(shop, op)
+                finally:
+                    db.session.remove()
+        event(f"{type(op).__name__}: {outcome}")
+        with app.app_context(), tenant_context(db.session, shop.tenant_id):
+            try:
+                _check_invariants(shop)  # the ledger check, the payments and the shop's pending balance
+                assert _pending(other) == BYSTANDER_AMOUNT  # payments of the shop never touch the other merchant
+                _check_wallets(parties, wallets)
+            finally:
+                db.session.remove()
+
+
+WALLET_MOVES = (TopUp, Send, PayOut, CancelPayout)

@@ -10,9 +10,8 @@ sees, and lets the test stop the worker at an exact point:
 1. The charge POST reaches the stand-in, which records the PaymentIntent (the money moved) and closes the
    connection without an answer: the adapter raises `ChannelTimeout` (a POST whose answer was lost), the
    attempt stays `unknown`, the intent `processing`, and `resolve_attempt` is queued on `channels`. (A lost
-   answer rather than a read timeout: a channel account cannot shorten the adapter's 20 s read timeout, as
-   the account settings accept `read_timeout_ms` while the adapter reads `read_timeout_s`; the adapter maps
-   both to the same `ChannelTimeout`.)
+   answer rather than a read timeout, so the test waits for no timer: the adapter maps both to the same
+   `ChannelTimeout`.)
 2. Worker A (`--burst`) takes the job; the query (`GET /v1/payment_intents`) blocks inside the stand-in. The
    test sees it arrive and SIGKILLs the worker: the job is left `started` in RQ's StartedJobRegistry.
 3. Recovery is RQ's own abandoned-job handling, as a restarted production worker does it, with the clock

@@ -28,10 +28,12 @@ import contextlib
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -102,11 +104,22 @@ def localstripe_url(tmp_path_factory) -> Iterator[str]:
             process.wait(timeout=5)
 
 
+def _all_at_localstripe(url: str) -> list[dict]:
+    """Every PaymentIntent localstripe holds (it lists oldest first, so page through them all)."""
+    held: list[dict] = []
+    params: dict = {"limit": 100}
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {CHANNEL_KEY}"}) as client:
+        while True:
+            page = client.get("/v1/payment_intents", params=params).raise_for_status().json()
+            held.extend(page["data"])
+            if not page["has_more"]:
+                return held
+            params = {"limit": 100, "starting_after": page["data"][-1]["id"]}
+
+
 def _at_localstripe(url: str, our_intent: str) -> dict:
     """The PaymentIntent localstripe holds for one of ours (found by the metadata the adapter sends)."""
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {CHANNEL_KEY}"}) as client:
-        listed = client.get("/v1/payment_intents", params={"limit": 100}).raise_for_status().json()["data"]
-    found = [pi for pi in listed if pi["metadata"].get("payplat_payment_intent") == our_intent]
+    found = [pi for pi in _all_at_localstripe(url) if pi["metadata"].get("payplat_payment_intent") == our_intent]
     assert len(found) == 1, f"localstripe holds {len(found)} PaymentIntents for {our_intent}"
     return found[0]
 
@@ -234,6 +247,160 @@ def test_without_the_setting_localstripe_does_not_know_stripes_decline_card(
     with pytest.raises(stripe.InvalidRequestError) as unknown:
         _visa(sdk(shop.secret), payment_method="pm_card_chargeDeclined")
     assert unknown.value.code == "resource_missing" and unknown.value.param == "payment_method"
+
+
+def test_lists_page_newest_first_over_payments_made_at_localstripe(client, localstripe_url, ledger_checked):
+    made = [_visa(client, amount=1000 + i).id for i in range(12)]
+    newest_first = made[::-1]
+    paid_there = {pi["metadata"].get("payplat_payment_intent"): pi for pi in _all_at_localstripe(localstripe_url)}
+    assert all(paid_there[i]["status"] == "succeeded" for i in made)  # each one really went through localstripe
+
+    first = client.v1.payment_intents.list({"limit": 5})
+    assert first.object == "list" and first.url == "/v1/payment_intents" and first.has_more is True
+    assert [pi.id for pi in first.data] == newest_first[:5]
+    second = client.v1.payment_intents.list({"limit": 5, "starting_after": first.data[-1].id})
+    assert [pi.id for pi in second.data] == newest_first[5:10] and second.has_more is True
+    third = client.v1.payment_intents.list({"limit": 5, "starting_after": second.data[-1].id})
+    assert [pi.id for pi in third.data] == newest_first[10:] and third.has_more is False
+    # Back towards newer payments: the page before the second one is the first one.
+    back = client.v1.payment_intents.list({"limit": 5, "ending_before": second.data[0].id})
+    assert [pi.id for pi in back.data] == newest_first[:5] and back.has_more is False
+
+    # The SDK's own pager follows has_more: every payment once, newest first, whatever the page size.
+    assert [pi.id for pi in first.auto_paging_iter()] == newest_first
+    assert [pi.id for pi in client.v1.payment_intents.list({"limit": 4}).auto_paging_iter()] == newest_first
+    assert all(pi.status == "succeeded" for pi in client.v1.payment_intents.list({"limit": 100}).data)
+    assert [(b.amount, b.currency) for b in client.v1.balance.retrieve().pending] == [(sum(range(1000, 1012)), "usd")]
+
+
+# --- webhook endpoints ------------------------------------------------------------------------------------
+
+
+class _Receiver:
+    """A loopback HTTP server that records every POST (body and headers) and answers 200."""
+
+    def __init__(self):
+        self.received: list[tuple[str, dict[str, str], bytes]] = []
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver._lock:
+                    receiver.received.append((self.path, dict(self.headers.items()), body))
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, format, *args):  # noqa: A002
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+    def events(self, path: str, secret: str) -> list[stripe.Event]:
+        """What reached `path`, each read by the SDK's own signature check."""
+        with self._lock:
+            got = [(headers, body) for p, headers, body in self.received if p == path]
+        return [stripe.Webhook.construct_event(body.decode(), h["Stripe-Signature"], secret) for h, body in got]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def receiver() -> Iterator[_Receiver]:
+    server = _Receiver()
+    yield server
+    server.close()
+
+
+def test_a_webhook_endpoint_made_with_the_sdk_gets_the_localstripe_payment_signed(
+    client, receiver, run_jobs, localstripe_url, ledger_checked
+):
+    url = receiver.url("/hooks/payments")
+    endpoint = client.v1.webhook_endpoints.create(
+        {
+            "url": url,
+            "enabled_events": ["payment_intent.succeeded", "charge.refunded"],
+            "description": "Orders",
+            "metadata": {"team": "shop"},
+        }
+    )
+    assert isinstance(endpoint, stripe.WebhookEndpoint)
+    assert endpoint.id.startswith("we_") and endpoint.secret.startswith("whsec_")
+    assert (endpoint.url, endpoint.status, endpoint.livemode) == (url, "enabled", False)
+    assert endpoint.enabled_events == ["payment_intent.succeeded", "charge.refunded"]
+    again = client.v1.webhook_endpoints.retrieve(endpoint.id)
+    assert (again.url, again.description, again.metadata.to_dict()) == (url, "Orders", {"team": "shop"})
+    assert "secret" not in again  # shown once, at creation
+    assert [e.id for e in client.v1.webhook_endpoints.list().data] == [endpoint.id]
+
+    pi = _visa(client, amount=3000)
+    client.v1.refunds.create({"payment_intent": pi.id, "amount": 1000})
+    assert _at_localstripe(localstripe_url, pi.id)["status"] == "succeeded"
+    run_jobs()  # dispatch and deliver, as the worker does
+
+    events = receiver.events("/hooks/payments", endpoint.secret)
+    assert sorted(e.type for e in events) == ["charge.refunded", "payment_intent.succeeded"]
+    by_type = {e.type: e for e in events}
+    assert by_type["payment_intent.succeeded"].data.object.id == pi.id
+    assert by_type["payment_intent.succeeded"].data.object.amount_received == 3000
+    assert by_type["charge.refunded"].data.object.amount_refunded == 1000
+    # The events the merchant's endpoint got are the ones the API lists.
+    listed = {e.id for e in client.v1.events.list({"type": "payment_intent.succeeded"}).data}
+    assert by_type["payment_intent.succeeded"].id in listed
+    with pytest.raises(stripe.SignatureVerificationError):
+        receiver.events("/hooks/payments", "whsec_" + "x" * 32)
+
+
+# --- errors -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "param", "code"),
+    [
+        ({"amount": -5}, "amount", "amount_too_small"),
+        ({"amount": "12.50"}, "amount", "parameter_invalid_integer"),
+        ({"currency": "xyz"}, "currency", "parameter_invalid"),
+        ({"shoe_size": 42}, "shoe_size", "parameter_unknown"),
+        ({"capture_method": "later"}, "capture_method", None),
+    ],
+)
+def test_a_bad_parameter_is_an_sdk_error_and_nothing_reaches_localstripe(
+    client, localstripe_url, params, param, code, ledger_checked
+):
+    before = len(_all_at_localstripe(localstripe_url))
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        _visa(client, **params)
+    error = refused.value
+    assert error.http_status == 400 and error.error.type == "invalid_request_error"
+    assert (error.param, error.code) == (param, code)
+    assert len(_all_at_localstripe(localstripe_url)) == before
+    assert client.v1.payment_intents.list().data == []
+    assert client.v1.balance.retrieve().pending == []
+
+
+def test_capturing_more_than_authorised_is_refused_and_localstripe_keeps_the_authorisation(
+    client, localstripe_url, ledger_checked
+):
+    pi = _visa(client, amount=5000, capture_method="manual")
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        client.v1.payment_intents.capture(pi.id, {"amount_to_capture": 5001})
+    error = refused.value
+    assert (error.http_status, error.code, error.param) == (400, "amount_too_large", "amount_to_capture")
+    assert _at_localstripe(localstripe_url, pi.id)["status"] == "requires_capture"
+    assert client.v1.payment_intents.retrieve(pi.id).status == "requires_capture"
+    assert client.v1.payment_intents.capture(pi.id).amount_received == 5000
 
 
 # --- the mapping itself -----------------------------------------------------------------------------------
