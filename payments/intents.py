@@ -53,6 +53,14 @@ from payments.channels.base import (
 )
 from payments.errors import CardError, ChannelError, InvalidRequest, NotFound
 from payments.models import ChannelAccount, PaymentAttempt, PaymentIntent
+from payments.payer_details import (
+    ELEMENT_PARAMS,
+    ROUTING_PARTS,
+    channel_elements,
+    how_to_send,
+    merge_payer_details,
+    payer_elements,
+)
 from payments.route_planning import RoutingInputs
 
 log = logging.getLogger(__name__)
@@ -229,6 +237,31 @@ def page(
 # --- create and update -------------------------------------------------------------------------
 
 
+def _offered_types(inputs: RoutingInputs, amount: int, currency: str, requested: list[str] | None) -> list[str]:
+    """The payment method types an intent offers (SPEC step 2): those the merchant asked for, or
+    every product some active channel can take for this amount and currency; an error names what
+    is available when nothing (or not what was asked for) is."""
+    offered = inputs.offered(amount, currency)
+    if requested:
+        unavailable = [t for t in requested if t not in offered]
+        if unavailable:
+            raise InvalidRequest(
+                f"The payment method type {unavailable[0]!r} is not available for {amount} {currency} "
+                f"with this account's channels; available: {', '.join(offered) or 'none'}.",
+                code="payment_method_unavailable",
+                param="payment_method_types",
+            )
+        return list(dict.fromkeys(requested))
+    if not offered:
+        raise InvalidRequest(
+            f"No payment method can take {amount} {currency} for this account: no active channel "
+            "serves this amount and currency.",
+            code="payment_method_unavailable",
+            param="amount",
+        )
+    return offered
+
+
 def create(
     ctx: MerchantContext,
     *,
@@ -240,35 +273,20 @@ def create(
     confirm: bool = False,
     description: str | None = None,
     metadata: Any = None,
+    payer_details: dict[str, Any] | None = None,
 ) -> PaymentIntent:
+    """`payer_details`: the parts `merge_payer_details` takes (receipt_email, billing_details,
+    shipping, payer)."""
     amount = clean_amount(amount)
     currency = clean_currency(currency)
     refuse_test_method(ctx.livemode, payment_method)
+    details = merge_payer_details({}, payer_details)
     if capture_method not in ("automatic", "manual", "automatic_async"):
         raise InvalidRequest("capture_method must be automatic or manual.", param="capture_method")
     capture_method = "manual" if capture_method == "manual" else "automatic"
     # Read once: what the intent offers and, when it is confirmed at once, its route.
     inputs = RoutingInputs.load(ctx.tenant_id, ctx.merchant_id, ctx.mode)
-    offered = inputs.offered(amount, currency)
-    if payment_method_types:
-        unavailable = [t for t in payment_method_types if t not in offered]
-        if unavailable:
-            raise InvalidRequest(
-                f"The payment method type {unavailable[0]!r} is not available for {amount} {currency} "
-                f"with this account's channels; available: {', '.join(offered) or 'none'}.",
-                code="payment_method_unavailable",
-                param="payment_method_types",
-            )
-        types = list(dict.fromkeys(payment_method_types))
-    else:
-        types = offered
-    if not types:
-        raise InvalidRequest(
-            f"No payment method can take {amount} {currency} for this account: no active channel "
-            "serves this amount and currency.",
-            code="payment_method_unavailable",
-            param="amount",
-        )
+    types = _offered_types(inputs, amount, currency, payment_method_types)
     intent_id = objects.new_id("pi")
     pi = PaymentIntent(
         tenant_id=ctx.tenant_id,
@@ -280,8 +298,10 @@ def create(
         capture_method=capture_method,
         payment_method=payment_method,
         payment_method_types=types,
+        payment_method_types_chosen=bool(payment_method_types),
         description=description,
         metadata_=merge_metadata({}, metadata),
+        payer_details=details,
         status="requires_confirmation" if payment_method else "requires_payment_method",
         client_secret=f"{intent_id}_secret_{objects.new_id('s')[2:]}",
         amount_capturable=0,
@@ -304,8 +324,10 @@ def create(
 def update(ctx: MerchantContext, intent_id: str, **fields: Any) -> PaymentIntent:
     refuse_test_method(ctx.livemode, fields.get("payment_method"))
     pi = get(ctx, intent_id, lock=True)
+    given = fields.get("payer_details") or {}
     # As at Stripe, description and metadata may change in any status; what is charged only before confirmation.
-    charged = [name for name in ("amount", "currency", "payment_method") if fields.get(name)]
+    charged = [name for name in ("amount", "currency", "payment_method", "payment_method_types") if fields.get(name)]
+    charged += [param for part, param in ROUTING_PARTS.items() if part in given]
     if charged and pi.status not in ("requires_payment_method", "requires_confirmation"):
         db.session.rollback()
         raise InvalidRequest(
@@ -313,10 +335,26 @@ def update(ctx: MerchantContext, intent_id: str, **fields: Any) -> PaymentIntent
             code="payment_intent_unexpected_state",
             param=charged[0],
         )
-    if "amount" in fields and fields["amount"] is not None:
-        pi.amount = clean_amount(fields["amount"])
-    if "currency" in fields and fields["currency"] is not None:
-        pi.currency = clean_currency(fields["currency"])
+    try:
+        if "amount" in fields and fields["amount"] is not None:
+            pi.amount = clean_amount(fields["amount"])
+        if "currency" in fields and fields["currency"] is not None:
+            pi.currency = clean_currency(fields["currency"])
+        if {"amount", "currency", "payment_method_types"} & set(charged):
+            # Another amount or currency may be served by other channels: what the intent offers
+            # follows, as at creation; types the merchant chose stay chosen, and must still be available.
+            if fields.get("payment_method_types"):
+                pi.payment_method_types_chosen = True
+            chosen = fields.get("payment_method_types") or (
+                pi.payment_method_types if pi.payment_method_types_chosen else None
+            )
+            inputs = RoutingInputs.load(ctx.tenant_id, ctx.merchant_id, ctx.mode)
+            pi.payment_method_types = _offered_types(inputs, pi.amount, pi.currency, chosen)
+        if given:
+            pi.payer_details = merge_payer_details(pi.payer_details, given)
+    except InvalidRequest:
+        db.session.rollback()
+        raise
     if "description" in fields:
         pi.description = fields["description"] or None
     if "metadata" in fields:
@@ -346,7 +384,12 @@ def _fail(pi: PaymentIntent, error: dict[str, Any]) -> None:
     )
 
 
-def confirm_intent(ctx: MerchantContext, intent_id: str, payment_method: str | None = None) -> PaymentIntent:
+def confirm_intent(
+    ctx: MerchantContext,
+    intent_id: str,
+    payment_method: str | None = None,
+    payer_details: dict[str, Any] | None = None,
+) -> PaymentIntent:
     refuse_test_method(ctx.livemode, payment_method)
     pi = get(ctx, intent_id, lock=True)
     if pi.status not in ("requires_payment_method", "requires_confirmation"):
@@ -356,6 +399,12 @@ def confirm_intent(ctx: MerchantContext, intent_id: str, payment_method: str | N
             "confirmation can be confirmed.",
             code="payment_intent_unexpected_state",
         )
+    if payer_details:
+        try:
+            pi.payer_details = merge_payer_details(pi.payer_details, payer_details)
+        except InvalidRequest:
+            db.session.rollback()
+            raise
     if payment_method:
         pi.payment_method = payment_method
     if not pi.payment_method:
@@ -396,20 +445,39 @@ def _confirm(
         else:
             db.session.rollback()
         raise
-    decision = inputs.plan(product, pi.amount, pi.currency, set(catalogue.product(product).required_elements))
+    # What the payment carries: its payment method, and what the merchant sent about the payer. A
+    # product's other elements (a face-pay terminal, a transfer's payer name) come the same way, so
+    # a payment without them is refused here, before any channel is called.
+    decision = inputs.plan(product, pi.amount, pi.currency, {"payment_method"} | payer_elements(pi.payer_details))
     pi.product = product
     pi.routing = decision.to_record()
     pi.last_payment_error = None
+    if decision.chosen is None and decision.ask_payer_for:
+        missing = sorted(decision.ask_payer_for)
+        message = (
+            f"{decision.summary} Nothing was charged. "
+            + "; ".join(how_to_send(element) for element in missing)
+            + f". Send {'them' if len(missing) > 1 else 'it'} with the confirmation, or update the PaymentIntent "
+            "and confirm it again."
+        )
+        param = next((ELEMENT_PARAMS[e] for e in missing if e in ELEMENT_PARAMS), "payment_method")
+        _fail(pi, {"type": "invalid_request_error", "code": "parameter_missing", "param": param, "message": message})
+        db.session.commit()
+        raise InvalidRequest(message, code="parameter_missing", param=param, payment_intent=objects.payment_intent(pi))
     if decision.chosen is None:
         _fail(pi, {"type": "invalid_request_error", "code": "payment_method_unavailable", "message": decision.summary})
         db.session.commit()
         raise InvalidRequest(decision.summary, code="payment_method_unavailable", param="payment_method")
     route = [decision.chosen, *decision.failover]
+    given = channel_elements(pi.payer_details)
+    needed = catalogue.product(product).required_elements
     for number, candidate in enumerate(route, start=earlier_attempts + 1):
         if number > earlier_attempts + 1:  # failing over: the intent was committed and unlocked meanwhile
             pi = get(ctx, intent_id, lock=True)
         pi.status = "processing"
         pi.channel_account_id = uuid.UUID(candidate.id)
+        # Only what this channel and the product need: the payer's details go nowhere else.
+        elements = {name: value for name, value in given.items() if name in needed | candidate.required_elements}
         db.session.flush()  # the intent's row first: the attempt refers to it
         attempt = PaymentAttempt(
             tenant_id=ctx.tenant_id,
@@ -426,6 +494,8 @@ def _confirm(
                 "currency": pi.currency,
                 "capture_method": pi.capture_method,
                 "channel": candidate.name,
+                # Which payer elements went with it, not their values (those stay on the intent).
+                "elements": sorted(elements),
             },
         )
         db.session.add(attempt)
@@ -439,6 +509,7 @@ def _confirm(
             capture_method=pi.capture_method,
             description=pi.description or "",
             metadata={"payplat_payment_intent": pi.id, "payplat_key": attempt.idempotency_key},
+            elements=elements,
         )
         attempt_id = attempt.id
         db.session.commit()
@@ -622,20 +693,20 @@ def _lock_attempt(
             .where(PaymentAttempt.tenant_id == tenant_id, PaymentAttempt.id == attempt_id)
             .scalar_subquery()
         )
-    pi = db.session.execute(
-        sa.select(PaymentIntent)
-        .where(PaymentIntent.tenant_id == tenant_id, PaymentIntent.id == intent_id)
-        .with_for_update()
-    ).scalar_one()
-    attempt = db.session.execute(
-        sa.select(PaymentAttempt)
-        .where(
-            PaymentAttempt.tenant_id == tenant_id,
-            PaymentAttempt.id == attempt_id,
-            PaymentAttempt.payment_intent_id == pi.id,
+    # One statement locks both rows; the intent comes first in the FROM list, so its row is
+    # locked before the attempt's, as every writer does.
+    pi, attempt = db.session.execute(
+        sa.select(PaymentIntent, PaymentAttempt)
+        .join(
+            PaymentAttempt,
+            sa.and_(
+                PaymentAttempt.tenant_id == PaymentIntent.tenant_id,
+                PaymentAttempt.payment_intent_id == PaymentIntent.id,
+            ),
         )
+        .where(PaymentIntent.tenant_id == tenant_id, PaymentIntent.id == intent_id, PaymentAttempt.id == attempt_id)
         .with_for_update()
-    ).scalar_one()
+    ).one()
     return pi, attempt
 
 

@@ -163,6 +163,12 @@ class PaymentIntent(TenantOwned, db.Model):
     amount_refunded: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     description: Mapped[str | None] = mapped_column(sa.String(1000))
     metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSONB, default=dict)
+    # What the merchant sent about the payer, as sent (`receipt_email`, Stripe's `billing_details`
+    # and `shipping`, the platform's `payer` object); the payer elements routing checks are read
+    # from it (`payments.payer_details.payer_elements`). Never card data: a card is only a token.
+    payer_details: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default=sa.text("'{}'"))
+    # True when the merchant chose `payment_method_types`; else they follow the amount and channels.
+    payment_method_types_chosen: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
     last_payment_error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     cancellation_reason: Mapped[str | None] = mapped_column(sa.String(40))
     client_secret: Mapped[str] = mapped_column(sa.String(80))

@@ -14,18 +14,41 @@ from typing import Any
 from payments.models import Event, PaymentIntent, Refund
 
 _ALPHABET = string.ascii_letters + string.digits
+# Stripe's address object, in its order.
+ADDRESS_FIELDS = ("line1", "line2", "city", "state", "postal_code", "country")
 
 
 def new_id(prefix: str) -> str:
     """`pi_3PqL...`: a prefix and 24 random base-62 characters, as Stripe's ids look."""
-    return f"{prefix}_{''.join(secrets.choice(_ALPHABET) for _ in range(24))}"
+    # 24 digits of one 143-bit random number (62**24 < 2**143): one call to the system's random
+    # source instead of one per character.
+    number = secrets.randbits(143)
+    digits = []
+    for _ in range(24):
+        number, digit = divmod(number, 62)
+        digits.append(_ALPHABET[digit])
+    return f"{prefix}_{''.join(digits)}"
 
 
 def unix(moment: datetime | None) -> int | None:
     return int(moment.timestamp()) if moment is not None else None
 
 
+def _shipping(shipping: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Stripe's shape: every field present, null when not given."""
+    if not shipping:
+        return None
+    address = shipping.get("address") or {}
+    return {
+        "address": {key: address.get(key) for key in ADDRESS_FIELDS},
+        **{key: shipping.get(key) for key in ("carrier", "name", "phone", "tracking_number")},
+    }
+
+
 def payment_intent(pi: PaymentIntent) -> dict[str, Any]:
+    # Of the payer details only what Stripe's PaymentIntent itself carries: billing details and the
+    # platform's `payer` elements belong to the payment method, which has no object here.
+    details = pi.payer_details or {}
     return {
         "id": pi.id,
         "object": "payment_intent",
@@ -48,6 +71,8 @@ def payment_intent(pi: PaymentIntent) -> dict[str, Any]:
         "next_action": None,
         "payment_method": pi.payment_method,
         "payment_method_types": list(pi.payment_method_types or []),
+        "receipt_email": details.get("receipt_email"),
+        "shipping": _shipping(details.get("shipping")),
         "status": pi.status,
     }
 

@@ -18,6 +18,7 @@ from payments.models import (
     REFUND_STATUSES,
     TOPUP_STATUSES,
 )
+from payments.objects import ADDRESS_FIELDS
 from payments.refunds import REASONS
 from payments.webhooks import ENDPOINT_STATUSES
 from portal.api.params import object_schema
@@ -94,6 +95,21 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "next_action": _nullable({"type": "object"}),
             "payment_method": _nullable(STRING),
             "payment_method_types": {"type": "array", "items": STRING},
+            "receipt_email": _nullable(STRING),
+            "shipping": _nullable(
+                {
+                    "type": "object",
+                    "properties": {
+                        "address": {
+                            "type": "object",
+                            "properties": {key: _nullable(STRING) for key in ADDRESS_FIELDS},
+                            "additionalProperties": False,
+                        },
+                        **{key: _nullable(STRING) for key in ("carrier", "name", "phone", "tracking_number")},
+                    },
+                    "additionalProperties": False,
+                }
+            ),
             "status": {"type": "string", "enum": list(INTENT_STATUSES)},
         },
         "A merchant's order to collect a payment, through its life from creation to success or cancellation.",

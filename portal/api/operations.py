@@ -20,7 +20,8 @@ import sqlalchemy as sa
 from flask import current_app, g, request
 
 from core.db import db
-from payments import balance_operations, balance_transactions, intents, objects, refunds, webhooks
+from payments import balance_operations, balance_transactions, intents, objects, payer_details, refunds, webhooks
+from payments import products as catalogue
 from payments.errors import InvalidRequest, NotFound
 from payments.intents import MerchantContext
 from payments.models import (
@@ -128,6 +129,16 @@ def list_of(ctx: MerchantContext, model, serialize, params: dict[str, Any], filt
 # --- PaymentIntents -----------------------------------------------------------------------------
 
 
+def _payer_details(p: dict[str, Any]) -> dict[str, Any]:
+    """The payer details a request sends, in the parts `payer_details.merge_payer_details` takes.
+    `payment_method_data[type]` only names the kind of payment method (Stripe requires it): the
+    payment method itself is `payment_method`."""
+    given = {name: p[name] for name in ("receipt_email", "shipping", "payer") if name in p}
+    if "payment_method_data" in p:
+        given["billing_details"] = p["payment_method_data"].get("billing_details") or {}
+    return given
+
+
 def create_payment_intent(ctx: MerchantContext, p: dict[str, Any]) -> dict[str, Any]:
     _exclusive(p, "automatic_payment_methods", "payment_method_types")
     pi = intents.create(
@@ -140,6 +151,7 @@ def create_payment_intent(ctx: MerchantContext, p: dict[str, Any]) -> dict[str, 
         confirm=p.get("confirm", False),
         description=p.get("description") or None,
         metadata=p.get("metadata"),
+        payer_details=_payer_details(p),
     )
     return objects.payment_intent(pi)
 
@@ -154,13 +166,18 @@ def retrieve_payment_intent(ctx: MerchantContext, p: dict[str, Any], intent: str
 
 def update_payment_intent(ctx: MerchantContext, p: dict[str, Any], intent: str) -> dict[str, Any]:
     fields = {
-        name: p[name] for name in ("amount", "currency", "description", "metadata", "payment_method") if name in p
+        name: p[name]
+        for name in ("amount", "currency", "description", "metadata", "payment_method", "payment_method_types")
+        if name in p
     }
-    return objects.payment_intent(intents.update(ctx, intent, **fields))
+    return objects.payment_intent(intents.update(ctx, intent, **fields, payer_details=_payer_details(p)))
 
 
 def confirm_payment_intent(ctx: MerchantContext, p: dict[str, Any], intent: str) -> dict[str, Any]:
-    return objects.payment_intent(intents.confirm_intent(ctx, intent, payment_method=p.get("payment_method") or None))
+    pi = intents.confirm_intent(
+        ctx, intent, payment_method=p.get("payment_method") or None, payer_details=_payer_details(p)
+    )
+    return objects.payment_intent(pi)
 
 
 def capture_payment_intent(ctx: MerchantContext, p: dict[str, Any], intent: str) -> dict[str, Any]:
@@ -391,6 +408,79 @@ INTENT_UPDATE = {
     "expand": EXPAND,
 }
 
+# What the merchant tells about the payer: Stripe's parameters, and `payer` for the elements Stripe
+# has none for. A channel account may require some of them (routing rule 3).
+ADDRESS = Object(
+    {
+        "line1": Param(String(max_length=200), description="Street line 1."),
+        "line2": Param(String(max_length=200), description="Street line 2."),
+        "city": Param(String(max_length=200)),
+        "state": Param(String(max_length=200), description="State, county, province or region."),
+        "postal_code": Param(String(max_length=200)),
+        "country": Param(String(max_length=2), description="Two-letter ISO 3166-1 country code (e.g. US)."),
+    }
+)
+PAYER_DETAILS = {
+    "receipt_email": Param(
+        String(max_length=254),
+        description="Where the receipt goes ('' removes it); gives the payer element `email` a channel may require.",
+    ),
+    "payment_method_data": Param(
+        Object(
+            {
+                "type": Param(
+                    String(enum=tuple(catalogue.PRODUCTS)),
+                    description="The kind of payment method (Stripe requires it); the payment method itself is "
+                    "payment_method.",
+                ),
+                "billing_details": Param(
+                    Object(
+                        {
+                            "name": Param(String(max_length=300), description="Gives the element `payer_name`."),
+                            "email": Param(String(max_length=254), description="Gives the element `email`."),
+                            "phone": Param(String(max_length=40), description="Gives the element `phone`."),
+                            "address": Param(
+                                ADDRESS,
+                                description="Gives the element `billing_address` when it has line1 and country.",
+                            ),
+                        }
+                    ),
+                    description="The payer's billing details; replace the ones sent before.",
+                ),
+            }
+        ),
+        description="The payment method's billing details, as at Stripe: the payer elements a channel account may "
+        "require (payer_name, email, phone, billing_address).",
+    ),
+    "shipping": Param(
+        Object(
+            {
+                "name": Param(String(max_length=300), required=True),
+                "address": Param(ADDRESS, required=True),
+                "phone": Param(String(max_length=40)),
+                "carrier": Param(String(max_length=300)),
+                "tracking_number": Param(String(max_length=300)),
+            }
+        ),
+        description="Where the goods go; replaces the shipping sent before. Not a billing address: it gives no "
+        "payer element.",
+    ),
+    "payer": Param(
+        Object(
+            {
+                key: Param(String(max_length=longest), description=f"Gives the element `{element}`.")
+                for key, (element, longest) in payer_details.PAYER_FIELDS.items()
+            }
+        ),
+        description="Platform extension (not a Stripe parameter) for the payer elements Stripe has no parameter "
+        "for: "
+        + ", ".join(f"payer[{key}] gives `{element}`" for key, (element, _) in payer_details.PAYER_FIELDS.items())
+        + ". Keys are merged into what was sent before; '' removes one. A channel account that requires one of "
+        "these takes the payment only when it is given; confirming without it is a 400 parameter_missing naming "
+        "the parameter to send.",
+    ),
+}
+
 WEBHOOK_ENDPOINT = {"webhook_endpoint": "The webhook endpoint's id (we_...)."}
 WEBHOOK_FIELDS = {
     "url": Param(
@@ -418,6 +508,11 @@ MOVEMENT_FIELDS = {
     "expand": EXPAND,
 }
 
+PAYMENT_METHOD_TYPES = Param(
+    StringList(),
+    description="Payment method types to offer (e.g. card); default: all the account's channels take.",
+)
+
 OPERATIONS: list[Operation] = [
     Operation(
         "POST",
@@ -430,16 +525,14 @@ OPERATIONS: list[Operation] = [
             **INTENT_UPDATE,
             "amount": Param(Integer(), required=True, description=INTENT_UPDATE["amount"].description),
             "currency": Param(String(max_length=3), required=True, description="Three-letter ISO currency code."),
-            "payment_method_types": Param(
-                StringList(),
-                description="Payment method types to offer (e.g. card); default: all the account's channels take.",
-            ),
+            "payment_method_types": PAYMENT_METHOD_TYPES,
             "automatic_payment_methods": Param(
                 Object({"enabled": Param(Boolean(), required=True)}),
                 description="Offer every payment method type the account's channels take (the default).",
             ),
             "capture_method": Param(String(enum=CAPTURE_METHODS), description="manual: authorise now, capture later."),
             "confirm": Param(Boolean(), description="Confirm the PaymentIntent at once (default false)."),
+            **PAYER_DETAILS,
         },
     ),
     Operation(
@@ -468,7 +561,7 @@ OPERATIONS: list[Operation] = [
         "Update a PaymentIntent that is not confirmed yet (metadata: set keys, '' removes a key)",
         update_payment_intent,
         "payment_intent",
-        dict(INTENT_UPDATE),
+        {**INTENT_UPDATE, "payment_method_types": PAYMENT_METHOD_TYPES, **PAYER_DETAILS},
         path_params=INTENT,
     ),
     Operation(
@@ -478,7 +571,7 @@ OPERATIONS: list[Operation] = [
         "Confirm a PaymentIntent: charge it through the routed channel",
         confirm_payment_intent,
         "payment_intent",
-        {"payment_method": INTENT_UPDATE["payment_method"], "expand": EXPAND},
+        {"payment_method": INTENT_UPDATE["payment_method"], **PAYER_DETAILS, "expand": EXPAND},
         path_params=INTENT,
     ),
     Operation(

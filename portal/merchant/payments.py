@@ -11,7 +11,7 @@ from flask_login import current_user
 
 from core.db import db
 from core.money import MoneyError, format_amount, normalise_currency, to_minor
-from payments import intents, refunds
+from payments import intents, payer_details, refunds
 from payments.errors import PaymentError
 from payments.models import (
     INTENT_STATUSES,
@@ -22,6 +22,7 @@ from payments.models import (
     PaymentIntent,
     Refund,
 )
+from payments.products import ELEMENTS
 from payments.webhooks import WebhookDelivery, WebhookEndpoint
 from portal import theming
 from portal.access import merchant_role_required
@@ -196,6 +197,28 @@ def _answer(attempt: PaymentAttempt) -> str:
     return "Answer: " + ", ".join(parts)
 
 
+def _masked(element: str, value) -> str:
+    """A payer element as the dashboard shows it: enough to recognise, personal data masked."""
+    if element == "email":
+        local, _, domain = value.partition("@")
+        return f"{local[:1]}•••@{domain}"
+    if element == "payer_name":
+        return " ".join(f"{word[:1]}•••" for word in value.split())
+    if element in ("phone", "payer_bank_account", "openid"):
+        return f"•••{value[-4:]}" if len(value) > 6 else "•••"
+    if element == "billing_address":
+        return ", ".join(["•••", *(value[key] for key in ("city", "country") if value.get(key))])
+    if element == "face_code":
+        return "given (never shown)"
+    return str(value)  # a terminal or a member wallet: the merchant's own ids
+
+
+def _payer(pi: PaymentIntent) -> list[tuple[str, str]]:
+    """The payer elements the payment carries, labelled as routing names them, masked."""
+    values = payer_details.payer_values(pi.payer_details)
+    return [(label, _masked(element, values[element])) for element, label in ELEMENTS.items() if element in values]
+
+
 def _timeline(pi: PaymentIntent) -> list[dict]:
     """What happened to a payment, oldest first: events, channel attempts, refunds, the webhooks sent
     for it and its refunds, and the channel's notifications about it."""
@@ -280,6 +303,7 @@ def payment(intent_id: str):
         "merchant/payment.html",
         pi=pi,
         timeline=_timeline(pi),
+        payer=_payer(pi),
         zone=zone.key,
         local_time=lambda at: at.astimezone(zone),
         form=RefundForm(),
