@@ -18,9 +18,13 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy as sa
+
 from core.db import db
 from payments import objects
 from payments.models import BalanceTransaction, PaymentIntent, Refund
+
+_INSERT = sa.insert(BalanceTransaction.__table__)
 
 
 def record(
@@ -34,29 +38,33 @@ def record(
     *,
     status: str = "available",
     description: str | None = None,
-) -> BalanceTransaction:
-    """Add one balance transaction to the caller's transaction (never commits)."""
-    txn = BalanceTransaction(
-        tenant_id=tenant_id,
-        id=objects.new_id("txn"),
-        merchant_id=merchant_id,
-        livemode=livemode,
-        amount=amount,
-        currency=currency,
-        fee=0,
-        fee_details=[],
-        net=amount,
-        type=type_,
-        source=source,
-        status=status,
-        description=description,
-        available_on=datetime.now(UTC) if status == "available" else None,
+) -> str:
+    """Write one balance transaction in the caller's transaction (never commits); returns its id.
+    One INSERT at once, no ORM object: nothing changes it in the transaction that writes it."""
+    txn_id = objects.new_id("txn")
+    db.session.execute(
+        _INSERT,
+        {
+            "tenant_id": tenant_id,
+            "id": txn_id,
+            "merchant_id": merchant_id,
+            "livemode": livemode,
+            "amount": amount,
+            "currency": currency,
+            "fee": 0,
+            "fee_details": [],
+            "net": amount,
+            "type": type_,
+            "source": source,
+            "status": status,
+            "description": description,
+            "available_on": datetime.now(UTC) if status == "available" else None,
+        },
     )
-    db.session.add(txn)
-    return txn
+    return txn_id
 
 
-def for_charge(pi: PaymentIntent, amount: int) -> BalanceTransaction:
+def for_charge(pi: PaymentIntent, amount: int) -> str:
     """A captured payment: `amount` added to the merchant's pending balance."""
     return record(
         pi.tenant_id,
@@ -71,7 +79,7 @@ def for_charge(pi: PaymentIntent, amount: int) -> BalanceTransaction:
     )
 
 
-def for_refund(refund: Refund) -> BalanceTransaction:
+def for_refund(refund: Refund) -> str:
     """A succeeded refund: its amount taken from the merchant's pending balance."""
     return record(
         refund.tenant_id,

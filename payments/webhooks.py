@@ -568,48 +568,47 @@ _NEW_EVENTS = "payplat.webhooks.tenants_with_new_events"
 _LISTENING = "payplat.webhooks.listening"
 
 
+def _endpoint_changes(session: Session) -> bool:
+    return any(isinstance(obj, WebhookEndpoint) for obj in (*session.new, *session.dirty, *session.deleted))
+
+
 @orm_event.listens_for(Session, "before_flush")
-def _route_new_events(session: Session, flush_context, instances) -> None:  # noqa: ARG001
-    """New events that an enabled endpoint listens to wait for `dispatch` (queued after the
-    commit); the others, most of them on a platform where few merchants use webhooks, are
-    marked dispatched at once, with nothing to deliver.
+def _forget_listening(session: Session, flush_context, instances) -> None:  # noqa: ARG001
+    if _LISTENING in session.info and _endpoint_changes(session):
+        session.info.pop(_LISTENING, None)
+
+
+def route_new_event(
+    session: Session, tenant_id: uuid.UUID, merchant_id: uuid.UUID, livemode: bool, type_: str
+) -> datetime | None:
+    """The `dispatched_at` a new event is written with. An event an enabled endpoint listens to
+    waits for `dispatch` (None; queued after the commit); the others, most of them on a platform
+    where few merchants use webhooks, are dispatched at once, with nothing to deliver (now).
 
     Which endpoints listen is read once per session (a request, a job) and merchant, so a
     payment's two transactions read it once; a change to an endpoint in this session forgets it."""
-    if any(isinstance(obj, WebhookEndpoint) for obj in (*session.new, *session.dirty, *session.deleted)):
-        session.info.pop(_LISTENING, None)
-    new = [obj for obj in session.new if isinstance(obj, Event) and obj.dispatched_at is None]
-    if not new:
-        return
+    if _endpoint_changes(session):
+        session.flush()
     known: dict[tuple, set[str]] = session.info.setdefault(_LISTENING, {})
-    wanted = {(ev.tenant_id, ev.merchant_id) for ev in new} - {key[:2] for key in known}
-    if wanted:
+    key = (tenant_id, merchant_id, livemode)
+    if key not in known:
         with session.no_autoflush:
             rows = session.execute(
-                sa.select(
-                    WebhookEndpoint.tenant_id,
-                    WebhookEndpoint.merchant_id,
-                    WebhookEndpoint.livemode,
-                    WebhookEndpoint.enabled_events,
-                ).where(
-                    WebhookEndpoint.tenant_id.in_({tenant for tenant, _ in wanted}),
-                    WebhookEndpoint.merchant_id.in_({merchant for _, merchant in wanted}),
+                sa.select(WebhookEndpoint.livemode, WebhookEndpoint.enabled_events).where(
+                    WebhookEndpoint.tenant_id == tenant_id,
+                    WebhookEndpoint.merchant_id == merchant_id,
                     WebhookEndpoint.status == "enabled",
                 )
             ).all()
-        for tenant_id, merchant_id in wanted:
-            for livemode in (False, True):
-                known.setdefault((tenant_id, merchant_id, livemode), set())
-        for tenant_id, merchant_id, livemode, enabled in rows:
-            if (tenant_id, merchant_id) in wanted:
-                known[(tenant_id, merchant_id, livemode)].update(enabled)
-    now = _now()
-    for ev in new:
-        types = known.get((ev.tenant_id, ev.merchant_id, ev.livemode), set())
-        if ALL_EVENTS in types or ev.type in types:
-            session.info.setdefault(_NEW_EVENTS, set()).add(ev.tenant_id)
-        else:
-            ev.dispatched_at = now
+        known[(tenant_id, merchant_id, False)] = set()
+        known[(tenant_id, merchant_id, True)] = set()
+        for mode, enabled in rows:
+            known[(tenant_id, merchant_id, mode)].update(enabled)
+    types = known[key]
+    if ALL_EVENTS in types or type_ in types:
+        session.info.setdefault(_NEW_EVENTS, set()).add(tenant_id)
+        return None
+    return _now()
 
 
 @orm_event.listens_for(Session, "after_commit")

@@ -1,5 +1,4 @@
-"""payer details on payment intents (receipt e-mail, billing details, platform payer elements);
-whether the merchant chose the payment method types
+"""payer details and whether the merchant chose the payment method types, on payment intents
 
 Revision ID: 0011
 Revises: 0010
