@@ -1,8 +1,8 @@
 """Routing against the tenant's stored channel accounts and rules: the bridge from the database
 to the pure router (`payments.routing`). Used by the payment core and the console's route tester.
 
-`RoutingInputs.load` reads everything routing needs for one merchant in one mode with two
-statements (the channel accounts joined with today's usage, and the merchant's rules) and one
+`RoutingInputs.load` reads everything routing needs for one merchant in one mode with one
+statement (the channel accounts joined with today's usage and the merchant's rules) and one
 Redis round trip (the accounts' health, `payments.channel_health`), so a
 payment reads them once: the products a PaymentIntent offers and the route of its confirmation
 are both decided from the same inputs. Nothing is cached across requests, so a change in the
@@ -58,13 +58,22 @@ def candidate_of(account: ChannelAccount, used_today: int, health: Health = HEAL
     )
 
 
-def rules_in(rules: list[RoutingRule], product: str | None) -> tuple[uuid.UUID | None, set[uuid.UUID]]:
+def rules_in(rules: list[Rule], product: str | None) -> tuple[uuid.UUID | None, set[uuid.UUID]]:
     """(forced channel account id or None, excluded ids) among a merchant's rules, for one product."""
     applying = [r for r in rules if r.product is None or r.product == product]
     forced = sorted((r for r in applying if r.action == "force"), key=lambda r: r.product is None)
     excluded = {r.channel_account_id for r in applying if r.action == "exclude"}
     # A product-specific force beats an all-products one.
     return (forced[0].channel_account_id if forced else None), excluded
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A routing rule as routing reads it (`RoutingRule` rows): force or exclude an account."""
+
+    channel_account_id: uuid.UUID
+    action: str
+    product: str | None
 
 
 @dataclass(frozen=True)
@@ -75,7 +84,7 @@ class RoutingInputs:
     merchant_id: uuid.UUID
     accounts: dict[uuid.UUID, ChannelAccount]
     candidates: tuple[ChannelCandidate, ...]
-    rules: tuple[RoutingRule, ...]
+    rules: tuple[Rule, ...]
     health: dict[uuid.UUID, Health]
 
     @classmethod
@@ -89,24 +98,33 @@ class RoutingInputs:
             )
             .scalar_subquery()
         )
+        # The merchant's rules ride along on every account row (one uncorrelated subquery, run
+        # once): with no account there is nothing to route, and no rule to apply either.
+        rules_json = (
+            sa.select(
+                sa.func.json_agg(
+                    sa.func.json_build_array(RoutingRule.channel_account_id, RoutingRule.action, RoutingRule.product)
+                )
+            )
+            .where(RoutingRule.tenant_id == tenant_id, RoutingRule.merchant_id == merchant_id)
+            .scalar_subquery()
+        )
         rows = db.session.execute(
-            sa.select(ChannelAccount, sa.func.coalesce(usage, 0)).where(
+            sa.select(ChannelAccount, sa.func.coalesce(usage, 0), rules_json).where(
                 ChannelAccount.tenant_id == tenant_id, ChannelAccount.mode == mode
             )
         ).all()
         rules = (
-            db.session.execute(
-                sa.select(RoutingRule).where(RoutingRule.tenant_id == tenant_id, RoutingRule.merchant_id == merchant_id)
-            )
-            .scalars()
-            .all()
+            [Rule(uuid.UUID(account), action, product) for account, action, product in (rows[0][2] or [])]
+            if rows
+            else []
         )
-        health = channel_health.states(account.id for account, _ in rows)
+        health = channel_health.states(account.id for account, _, _ in rows)
         return cls(
             tenant_id,
             merchant_id,
-            {account.id: account for account, _ in rows},
-            tuple(candidate_of(account, int(used), health.get(account.id, HEALTHY)) for account, used in rows),
+            {account.id: account for account, _, _ in rows},
+            tuple(candidate_of(account, int(used), health.get(account.id, HEALTHY)) for account, used, _ in rows),
             tuple(rules),
             health,
         )

@@ -68,7 +68,6 @@ def resolve_site():
         return None
     if not site.is_tenant:
         abort(404)
-    isolation.activate_tenant(db.session, site.tenant_id)
     if _is_api(request.path):
         # The merchant API needs only whether the tenant is active (its id is the site's): no
         # tenant object, no brand, on the platform's busiest path.

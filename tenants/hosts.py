@@ -10,8 +10,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-import sqlalchemy as sa
 from sqlalchemy.orm import Session
+
+from tenants import isolation
 
 
 @dataclass(frozen=True)
@@ -37,15 +38,18 @@ def normalise(host: str) -> str:
 
 
 def resolve(session: Session, host: str, platform_host: str, platform_domain: str) -> Site:
+    """The site of `host`; for a tenant's host, that tenant is also made the current tenant
+    (`isolation.activate_tenant_of`: the look-up and the RLS setting in one statement)."""
     name = normalise(host)
     if not name:
         return Site("unknown")
     if name == normalise(platform_host):
         return Site("platform")
-    tenant_id = session.execute(
-        sa.text("SELECT tenant_for_host(:host, :domain)"),
+    tenant_id = isolation.activate_tenant_of(
+        session,
+        "SELECT tenant_for_host(:host, :domain)",
         {"host": name, "domain": normalise(platform_domain)},
-    ).scalar()
+    )
     if tenant_id is None:
         return Site("unknown")
     return Site("tenant", tenant_id)

@@ -15,6 +15,7 @@ which the policies accept in place of a tenant.
 from __future__ import annotations
 
 import contextlib
+import functools
 import uuid
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -64,6 +65,22 @@ def _set_config(connection) -> None:
 def activate_tenant(session: Session, tenant_id: uuid.UUID | None) -> None:
     """Make `tenant_id` the tenant of this context (a request, a job, a CLI command)."""
     _switch(session, tenant_id, "")
+
+
+def activate_tenant_of(session: Session, tenant_sql: str, params: dict) -> uuid.UUID | None:
+    """Run `tenant_sql` (a SELECT of one tenant id, or of NULL) and make that tenant the tenant of
+    this context, writing the setting in the same statement: one round trip where a look-up and
+    `activate_tenant` take two. With no tenant found, the context stays empty."""
+    tenant = session.execute(
+        sa.text(
+            "SELECT found.id, set_config('app.tenant_id', coalesce(found.id::text, ''), true),"
+            f" set_config('app.scope', '', true) FROM ({tenant_sql}) AS found(id)"
+        ),
+        params,
+    ).scalar()
+    _tenant_id.set(tenant)
+    _scope.set("")
+    return tenant
 
 
 def _switch(session: Session, tenant_id: uuid.UUID | None, scope: str) -> tuple:
@@ -134,15 +151,15 @@ def install(session_class: type[Session]) -> None:
             return
         if state.execution_options.get("skip_tenant_filter") or in_platform_scope():
             return
-        tenant = _tenant_id.get()
         # With no tenant, RLS already returns nothing; the ORM filter adds a clear intent.
-        state.statement = state.statement.options(
-            with_loader_criteria(
-                TenantOwned,
-                lambda cls: cls.tenant_id == tenant,
-                include_aliases=True,
-            )
-        )
+        state.statement = state.statement.options(_tenant_criteria(_tenant_id.get()))
+
+
+@functools.lru_cache(maxsize=1024)
+def _tenant_criteria(tenant: uuid.UUID | None):
+    """The ORM's tenant filter for one tenant, built once per tenant (building it analyses the
+    lambda, a cost every query would otherwise pay)."""
+    return with_loader_criteria(TenantOwned, lambda cls: cls.tenant_id == tenant, include_aliases=True)
 
 
 def activate_platform_scope(session: Session) -> None:
