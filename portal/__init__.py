@@ -8,6 +8,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from core.db import ping_idle_connections
 from portal import config as settings
 from portal.extensions import csrf, db, login_manager, migrate
 from portal.theming import ThemedFlask
@@ -51,6 +52,9 @@ def configure_extensions(app: Flask) -> None:
     from tenants import isolation
 
     db.init_app(app)
+    with app.app_context():
+        for engine in db.engines.values():
+            ping_idle_connections(engine, app.config["DB_PING_IDLE_SECONDS"])
     migrate.init_app(app, db, directory=str(settings.ROOT / "migrations"))
     csrf.init_app(app)
     login_manager.init_app(app)

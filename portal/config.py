@@ -81,7 +81,8 @@ def load(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "DATABASE_URL": sqlalchemy_url(database_url),
         "APP_DB_ROLE": app_role,
         "SQLALCHEMY_DATABASE_URI": sqlalchemy_url(app_url),
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # Idle pooled connections are checked at checkout (`core.db.ping_idle_connections`).
+        "DB_PING_IDLE_SECONDS": _env_int("DB_PING_IDLE_SECONDS", 2),
         "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         "INSTANCE_DIR": instance,
         "PLATFORM_DOMAIN": _env("PLATFORM_DOMAIN", "localhost"),
