@@ -294,14 +294,21 @@ _WRITE_ENTRY = sa.text(
 )
 
 
+# Ordered by id so that every posting takes its locks in the same global order. Built once.
+_LOCK_ACCOUNTS = (
+    sa.select(_ACCOUNTS.c.id, _ACCOUNTS.c.livemode, _ACCOUNTS.c.currency, _ACCOUNTS.c.balance)
+    .where(
+        _ACCOUNTS.c.tenant_id == sa.bindparam("tenant_id"),
+        _ACCOUNTS.c.id == sa.func.any(sa.bindparam("ids", type_=sa.ARRAY(sa.Uuid))),
+    )
+    .order_by(_ACCOUNTS.c.id)
+    .with_for_update()
+)
+
+
 def _lock_accounts(session: Session, tenant_id: uuid.UUID, ids: set[uuid.UUID]) -> dict[uuid.UUID, sa.Row]:
-    # Ordered by id so that every posting takes its locks in the same global order.
-    rows = session.execute(
-        sa.select(_ACCOUNTS.c.id, _ACCOUNTS.c.livemode, _ACCOUNTS.c.currency, _ACCOUNTS.c.balance)
-        .where(_ACCOUNTS.c.tenant_id == tenant_id, _ACCOUNTS.c.id.in_(ids))
-        .order_by(_ACCOUNTS.c.id)
-        .with_for_update()
-    ).all()
+    # Core statements go straight to the transaction's connection: nothing for the ORM to do.
+    rows = session.connection().execute(_LOCK_ACCOUNTS, {"tenant_id": tenant_id, "ids": sorted(ids)}).all()
     return {row.id: row for row in rows}
 
 
@@ -377,21 +384,25 @@ def post(
         }
         for acct, amount, currency in checked
     ]
-    written = session.execute(
-        _WRITE_ENTRY,
-        {
-            "tenant_id": tenant_id,
-            "entry_id": entry_id,
-            "kind": kind,
-            "reference": reference,
-            "livemode": livemode,
-            "description": description,
-            "line_ids": [v["id"] for v in values],
-            "account_ids": [v["account_id"] for v in values],
-            "amounts": [v["amount"] for v in values],
-            "currencies": [v["currency"] for v in values],
-        },
-    ).scalar_one_or_none()
+    written = (
+        session.connection()
+        .execute(
+            _WRITE_ENTRY,
+            {
+                "tenant_id": tenant_id,
+                "entry_id": entry_id,
+                "kind": kind,
+                "reference": reference,
+                "livemode": livemode,
+                "description": description,
+                "line_ids": [v["id"] for v in values],
+                "account_ids": [v["account_id"] for v in values],
+                "amounts": [v["amount"] for v in values],
+                "currencies": [v["currency"] for v in values],
+            },
+        )
+        .scalar_one_or_none()
+    )
     if written is None:
         existing = session.execute(
             sa.select(_ENTRIES.c.id).where(

@@ -42,7 +42,7 @@ def record(
     """Write one balance transaction in the caller's transaction (never commits); returns its id.
     One INSERT at once, no ORM object: nothing changes it in the transaction that writes it."""
     txn_id = objects.new_id("txn")
-    db.session.execute(
+    db.session.connection().execute(
         _INSERT,
         {
             "tenant_id": tenant_id,

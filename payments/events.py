@@ -23,7 +23,7 @@ _INSERT = sa.insert(Event.__table__)
 def record(tenant_id: uuid.UUID, merchant_id: uuid.UUID, livemode: bool, type_: str, obj: dict[str, Any]) -> str:
     """Write an event of `type_` about `obj` (a Stripe-shaped object); returns its id."""
     event_id = objects.new_id("evt")
-    db.session.execute(
+    db.session.connection().execute(
         _INSERT,
         {
             "tenant_id": tenant_id,

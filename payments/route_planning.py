@@ -26,15 +26,6 @@ from payments.routing import ChannelCandidate, ChannelCost, RouteDecision, Route
 from tenants.models import Tenant
 
 
-def tenant_today_sql(tenant_id: uuid.UUID):
-    """The same day as a SQL expression, so a statement needs no separate read of the time zone."""
-    return (
-        sa.select(sa.cast(sa.func.timezone(Tenant.time_zone, sa.func.now()), sa.Date))
-        .where(Tenant.id == tenant_id)
-        .scalar_subquery()
-    )
-
-
 def candidate_of(account: ChannelAccount, used_today: int, health: Health = HEALTHY) -> ChannelCandidate:
     return ChannelCandidate(
         id=str(account.id),
@@ -76,6 +67,43 @@ class Rule:
     product: str | None
 
 
+def _load_statement() -> sa.Select:
+    """The accounts of a tenant's mode, each with what it took on the tenant's day, and the
+    merchant's rules riding along on every row (one uncorrelated subquery, run once: with no
+    account there is nothing to route, and no rule to apply either). Built once, with parameters."""
+    tenant_id = sa.bindparam("tenant_id", type_=sa.Uuid)
+    merchant_id = sa.bindparam("merchant_id", type_=sa.Uuid)
+    today = (
+        sa.select(sa.cast(sa.func.timezone(Tenant.time_zone, sa.func.now()), sa.Date))
+        .where(Tenant.id == tenant_id)
+        .scalar_subquery()
+    )
+    usage = (
+        sa.select(ChannelDailyUsage.amount)
+        .where(
+            ChannelDailyUsage.tenant_id == tenant_id,
+            ChannelDailyUsage.channel_account_id == ChannelAccount.id,
+            ChannelDailyUsage.day == today,
+        )
+        .scalar_subquery()
+    )
+    rules_json = (
+        sa.select(
+            sa.func.json_agg(
+                sa.func.json_build_array(RoutingRule.channel_account_id, RoutingRule.action, RoutingRule.product)
+            )
+        )
+        .where(RoutingRule.tenant_id == tenant_id, RoutingRule.merchant_id == merchant_id)
+        .scalar_subquery()
+    )
+    return sa.select(ChannelAccount, sa.func.coalesce(usage, 0), rules_json).where(
+        ChannelAccount.tenant_id == tenant_id, ChannelAccount.mode == sa.bindparam("mode")
+    )
+
+
+_LOAD = _load_statement()
+
+
 @dataclass(frozen=True)
 class RoutingInputs:
     """What routing reads for one merchant in one mode, read once."""
@@ -89,31 +117,7 @@ class RoutingInputs:
 
     @classmethod
     def load(cls, tenant_id: uuid.UUID, merchant_id: uuid.UUID, mode: str) -> RoutingInputs:
-        usage = (
-            sa.select(ChannelDailyUsage.amount)
-            .where(
-                ChannelDailyUsage.tenant_id == tenant_id,
-                ChannelDailyUsage.channel_account_id == ChannelAccount.id,
-                ChannelDailyUsage.day == tenant_today_sql(tenant_id),
-            )
-            .scalar_subquery()
-        )
-        # The merchant's rules ride along on every account row (one uncorrelated subquery, run
-        # once): with no account there is nothing to route, and no rule to apply either.
-        rules_json = (
-            sa.select(
-                sa.func.json_agg(
-                    sa.func.json_build_array(RoutingRule.channel_account_id, RoutingRule.action, RoutingRule.product)
-                )
-            )
-            .where(RoutingRule.tenant_id == tenant_id, RoutingRule.merchant_id == merchant_id)
-            .scalar_subquery()
-        )
-        rows = db.session.execute(
-            sa.select(ChannelAccount, sa.func.coalesce(usage, 0), rules_json).where(
-                ChannelAccount.tenant_id == tenant_id, ChannelAccount.mode == mode
-            )
-        ).all()
+        rows = db.session.execute(_LOAD, {"tenant_id": tenant_id, "merchant_id": merchant_id, "mode": mode}).all()
         rules = (
             [Rule(uuid.UUID(account), action, product) for account, action, product in (rows[0][2] or [])]
             if rows

@@ -592,14 +592,18 @@ def route_new_event(
     known: dict[tuple, set[str]] = session.info.setdefault(_LISTENING, {})
     key = (tenant_id, merchant_id, livemode)
     if key not in known:
-        with session.no_autoflush:
-            rows = session.execute(
-                sa.select(WebhookEndpoint.livemode, WebhookEndpoint.enabled_events).where(
-                    WebhookEndpoint.tenant_id == tenant_id,
-                    WebhookEndpoint.merchant_id == merchant_id,
-                    WebhookEndpoint.status == "enabled",
+        endpoints = WebhookEndpoint.__table__.c
+        rows = (
+            session.connection()
+            .execute(
+                sa.select(endpoints.livemode, endpoints.enabled_events).where(
+                    endpoints.tenant_id == tenant_id,
+                    endpoints.merchant_id == merchant_id,
+                    endpoints.status == "enabled",
                 )
-            ).all()
+            )
+            .all()
+        )
         known[(tenant_id, merchant_id, False)] = set()
         known[(tenant_id, merchant_id, True)] = set()
         for mode, enabled in rows:
