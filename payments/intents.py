@@ -15,7 +15,7 @@ refused configuration) hands the payment to the next route candidate. A timeout 
 failure: the attempt stays `unknown`, the intent `processing`, and a job asks the channel with
 the same idempotency key until the outcome is final (`payments.jobs.resolve_attempt`).
 
-A payment created and confirmed in one request costs two transactions and about twenty
+A payment created and confirmed in one request costs two transactions and seventeen
 statements (docs/PERFORMANCE.md lists them); keep it so when changing this module.
 """
 
@@ -175,7 +175,8 @@ def owned(ctx: MerchantContext, model, object_id: str, kind: str, *, param: str 
         model.id == str(object_id),
     )
     if lock:
-        statement = statement.with_for_update()
+        # Locked rows are read as they are now, not as this session last saw them.
+        statement = statement.with_for_update().execution_options(populate_existing=True)
     row = db.session.execute(statement).scalar_one_or_none()
     if row is None:
         raise NotFound(kind, str(object_id), param=param or kind)
@@ -479,39 +480,43 @@ def _confirm(
         # Only what this channel and the product need: the payer's details go nowhere else.
         elements = {name: value for name, value in given.items() if name in needed | candidate.required_elements}
         db.session.flush()  # the intent's row first: the attempt refers to it
-        attempt = PaymentAttempt(
-            tenant_id=ctx.tenant_id,
-            id=uuid.uuid4(),
-            payment_intent_id=pi.id,
-            channel_account_id=uuid.UUID(candidate.id),
-            kind="charge",
-            status="started",
-            idempotency_key=f"{pi.id}-charge-{number}",
-            amount=pi.amount,
-            request={
-                "product": product,
+        attempt_id = uuid.uuid4()
+        key = f"{pi.id}-charge-{number}"
+        # One INSERT, no ORM object: nothing else in this transaction touches the attempt.
+        db.session.connection().execute(
+            _INSERT_ATTEMPT,
+            {
+                "tenant_id": ctx.tenant_id,
+                "id": attempt_id,
+                "payment_intent_id": pi.id,
+                "channel_account_id": uuid.UUID(candidate.id),
+                "kind": "charge",
+                "status": "started",
+                "idempotency_key": key,
                 "amount": pi.amount,
-                "currency": pi.currency,
-                "capture_method": pi.capture_method,
-                "channel": candidate.name,
-                # Which payer elements went with it, not their values (those stay on the intent).
-                "elements": sorted(elements),
+                "request": {
+                    "product": product,
+                    "amount": pi.amount,
+                    "currency": pi.currency,
+                    "capture_method": pi.capture_method,
+                    "channel": candidate.name,
+                    # Which payer elements went with it, not their values (those stay on the intent).
+                    "elements": sorted(elements),
+                },
             },
         )
-        db.session.add(attempt)
-        account = inputs.accounts[attempt.channel_account_id]
+        account = inputs.accounts[uuid.UUID(candidate.id)]
         request = ChargeRequest(
             amount=pi.amount,
             currency=pi.currency,
-            idempotency_key=attempt.idempotency_key,
+            idempotency_key=key,
             product=product,
             payment_method=pi.payment_method,
             capture_method=pi.capture_method,
             description=pi.description or "",
-            metadata={"payplat_payment_intent": pi.id, "payplat_key": attempt.idempotency_key},
+            metadata={"payplat_payment_intent": pi.id, "payplat_key": key},
             elements=elements,
         )
-        attempt_id = attempt.id
         db.session.commit()
         try:
             adapter = adapter_of(account)
@@ -535,10 +540,8 @@ def _confirm(
             return _declined(ctx, intent_id, attempt_id, exc)
         except ChannelInvalidRequest as exc:
             channel_health.record_success(account.id, inputs.health.get(account.id))
-            pi = get(ctx, intent_id, lock=True)
-            _mark(attempt_id, ctx.tenant_id, "failed", error=str(exc))
-            _fail(pi, {"type": "invalid_request_error", "code": exc.code or "invalid_request", "message": str(exc)})
-            db.session.commit()
+            error = {"type": "invalid_request_error", "code": exc.code or "invalid_request", "message": str(exc)}
+            _fail_attempt(ctx, intent_id, attempt_id, "failed", error, str(exc))
             raise InvalidRequest(str(exc), code=exc.code or "invalid_request", param="payment_method") from exc
         channel_health.record_success(account.id, inputs.health.get(account.id))
         return apply_charge_result(ctx.tenant_id, attempt_id, result, intent_id=intent_id)
@@ -557,6 +560,9 @@ def _confirm(
         code="channel_unavailable",
         payment_intent=objects.payment_intent(pi),
     )
+
+
+_INSERT_ATTEMPT = sa.insert(PaymentAttempt.__table__)
 
 
 def queue_resolution(tenant_id: uuid.UUID, attempt_id: uuid.UUID) -> None:
@@ -591,6 +597,7 @@ def _mark(
         sa.select(PaymentAttempt)
         .where(PaymentAttempt.tenant_id == tenant_id, PaymentAttempt.id == attempt_id)
         .with_for_update()
+        .execution_options(populate_existing=True)
     ).scalar_one()
     return _set_attempt(attempt, status, error=error, response=response)
 
@@ -612,23 +619,44 @@ def _finish_attempt(ctx: MerchantContext, attempt_id: uuid.UUID, status: str, *,
     db.session.commit()
 
 
+def _fail_attempt(
+    ctx: MerchantContext,
+    intent_id: str,
+    attempt_id: uuid.UUID,
+    status: str,
+    error: dict[str, Any],
+    detail: str,
+    response: dict[str, Any] | None = None,
+) -> PaymentIntent:
+    """The channel refused the attempt: fail it and its intent, once. Another actor (a channel's
+    notification, the query job) may have applied the outcome while the channel was called; then
+    nothing is written again (no second `payment_failed` event)."""
+    pi, attempt = _lock_attempt(ctx.tenant_id, attempt_id, intent_id)
+    if attempt.status not in ("started", "unknown"):
+        db.session.rollback()
+        return get(ctx, intent_id)
+    _set_attempt(attempt, status, error=detail, response=response)
+    _fail(pi, error)
+    db.session.commit()
+    return pi
+
+
 def _declined(ctx: MerchantContext, intent_id: str, attempt_id: uuid.UUID, exc: ChannelDeclined) -> PaymentIntent:
-    pi = get(ctx, intent_id, lock=True)
-    _mark(
-        attempt_id,
-        ctx.tenant_id,
-        "declined",
-        error=str(exc),
-        response={"decline_code": exc.decline_code, "reference": getattr(exc, "reference", None)},
-    )
     error = {
         "type": "card_error",
         "code": "card_declined",
         "decline_code": exc.decline_code,
         "message": "Your card was declined." if exc.decline_code == "generic_decline" else str(exc),
     }
-    _fail(pi, error)
-    db.session.commit()
+    pi = _fail_attempt(
+        ctx,
+        intent_id,
+        attempt_id,
+        "declined",
+        error,
+        str(exc),
+        response={"decline_code": exc.decline_code, "reference": getattr(exc, "reference", None)},
+    )
     raise CardError(
         error["message"],
         code="card_declined",
@@ -652,7 +680,9 @@ _ADD_USAGE = sa.text(
 
 def _add_usage(pi: PaymentIntent, amount: int) -> None:
     """What the channel account took today counts against its daily cap (the tenant's day)."""
-    db.session.execute(_ADD_USAGE, {"tenant_id": pi.tenant_id, "account_id": pi.channel_account_id, "amount": amount})
+    db.session.connection().execute(
+        _ADD_USAGE, {"tenant_id": pi.tenant_id, "account_id": pi.channel_account_id, "amount": amount}
+    )
 
 
 def _post_capture(pi: PaymentIntent, amount: int) -> None:
@@ -683,19 +713,19 @@ def _succeed(pi: PaymentIntent, amount: int, hot: HotWork) -> None:
     hot.append(lambda: _post_capture(pi, amount))
 
 
-def _lock_attempt(
-    tenant_id: uuid.UUID, attempt_id: uuid.UUID, intent_id: str | None = None
-) -> tuple[PaymentIntent, PaymentAttempt]:
-    """Lock an attempt's intent, then the attempt: every writer locks in this order."""
-    if intent_id is None:
-        intent_id = (
-            sa.select(PaymentAttempt.payment_intent_id)
-            .where(PaymentAttempt.tenant_id == tenant_id, PaymentAttempt.id == attempt_id)
-            .scalar_subquery()
-        )
-    # One statement locks both rows; the intent comes first in the FROM list, so its row is
-    # locked before the attempt's, as every writer does.
-    pi, attempt = db.session.execute(
+def _lock_statement(intent_known: bool) -> sa.Select:
+    """Lock an attempt's intent, then the attempt, in one statement: the intent comes first in
+    the FROM list, so its row is locked before the attempt's, as every writer does. Built once."""
+    tenant_id = sa.bindparam("tenant_id", type_=sa.Uuid)
+    attempt_id = sa.bindparam("attempt_id", type_=sa.Uuid)
+    intent_id = (
+        sa.bindparam("intent_id", type_=sa.String)
+        if intent_known
+        else sa.select(PaymentAttempt.payment_intent_id)
+        .where(PaymentAttempt.tenant_id == tenant_id, PaymentAttempt.id == attempt_id)
+        .scalar_subquery()
+    )
+    return (
         sa.select(PaymentIntent, PaymentAttempt)
         .join(
             PaymentAttempt,
@@ -706,8 +736,27 @@ def _lock_attempt(
         )
         .where(PaymentIntent.tenant_id == tenant_id, PaymentIntent.id == intent_id, PaymentAttempt.id == attempt_id)
         .with_for_update()
-    ).one()
-    return pi, attempt
+        # The rows as locked, not as this session last saw them: another process (a channel's
+        # notification, the query job) may have applied the outcome while the channel was called.
+        .execution_options(populate_existing=True)
+    )
+
+
+_LOCK_BY_INTENT = _lock_statement(intent_known=True)
+_LOCK_BY_ATTEMPT = _lock_statement(intent_known=False)
+
+
+def _lock_attempt(
+    tenant_id: uuid.UUID, attempt_id: uuid.UUID, intent_id: str | None = None
+) -> tuple[PaymentIntent, PaymentAttempt]:
+    """Lock an attempt's intent, then the attempt: every writer locks in this order."""
+    if intent_id is None:
+        row = db.session.execute(_LOCK_BY_ATTEMPT, {"tenant_id": tenant_id, "attempt_id": attempt_id}).one()
+    else:
+        row = db.session.execute(
+            _LOCK_BY_INTENT, {"tenant_id": tenant_id, "attempt_id": attempt_id, "intent_id": intent_id}
+        ).one()
+    return row[0], row[1]
 
 
 def apply_charge_result(

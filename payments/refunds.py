@@ -148,9 +148,13 @@ def settle(
         sa.select(PaymentIntent)
         .where(PaymentIntent.tenant_id == ctx.tenant_id, PaymentIntent.id == refund.payment_intent_id)
         .with_for_update()
+        .execution_options(populate_existing=True)
     ).scalar_one()
     refund = db.session.execute(
-        sa.select(Refund).where(Refund.tenant_id == ctx.tenant_id, Refund.id == refund_id).with_for_update()
+        sa.select(Refund)
+        .where(Refund.tenant_id == ctx.tenant_id, Refund.id == refund_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     ).scalar_one()
     if refund.status != "pending":
         db.session.rollback()
