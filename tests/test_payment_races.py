@@ -5,12 +5,15 @@ attempt and applies the answer once (docs/ARCHITECTURE.md, "A payment"). Between
 query job (`payments.jobs.resolve_attempt`) or a channel notification (`POST /channels/notify/<account>`) may
 apply the same outcome first. The request's session still holds the objects it wrote before the call; the
 merchant must nevertheless get the final answer (`succeeded`, with what was received) and the money must move
-exactly once. The same holds for a refund settled by the `retry_refund` job while the refund request waits.
+exactly once. The same holds for a refund settled by the `retry_refund` job while the refund request waits, and
+for a decline: the channel refuses the charge, another actor already failed the payment, and the request must
+then write nothing again (`_fail_attempt`), so the merchant's webhooks get one `payment_intent.payment_failed`.
 
 The channel is the Stripe adapter talking to a local stand-in HTTP server run by the test (as in
 tests/test_worker_kill.py). The stand-in keeps what it did per Idempotency-Key, as Stripe does, and on the first
-money-moving POST runs the other actor to completion in its own handler thread (its own app context, so its
-own database session) before answering: the race is forced, not hoped for, and no sleep is involved.
+money-moving POST (a charge, a declined charge, a refund) runs the other actor to completion in its own handler
+thread (its own app context, so its own database session) before answering: the race is forced, not hoped for,
+and no sleep is involved.
 
 Which re-read guards what (checked by removing each `populate_existing` in a copy of the code):
 - a charge whose attempt another actor finalised: `apply_charge_result` rolls back, and a rollback expires every
@@ -19,6 +22,7 @@ Which re-read guards what (checked by removing each `populate_existing` in a cop
   to an intent the merchant changed meanwhile, fails without it (the answer and the event show the old data).
 - the refund's re-read under the lock (`refunds.settle`): the refund test fails without it (a 500, the ledger
   refusing the second refund entry).
+And the decline tests fail when `_fail_attempt` fails the attempt whatever its status (two payment_failed events).
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ SECRET_KEY = "sk_test_51PaymentRacesStandIn0123456789"
 WEBHOOK_SECRET = "whsec_PaymentRacesStandIn4f8a2c"
 AMOUNT = 4_200
 REFUND = 1_500
+# Stripe's test card declined when charged, and what Stripe says of it (code, decline_code, message).
+DECLINED_CARD = "pm_card_chargeDeclinedInsufficientFunds"
+DECLINES = {DECLINED_CARD: ("card_declined", "insufficient_funds", "Your card has insufficient funds.")}
 
 
 # --- the channel: a local stand-in that answers as Stripe does ------------------------------------------------
@@ -62,10 +69,13 @@ def _one(form: dict[str, list[str]]) -> dict[str, str]:
 
 
 def _stripe_payment_intent(form: dict[str, list[str]]) -> dict:
-    """The PaymentIntent Stripe makes of a confirmed automatic card charge (latest_charge expanded)."""
+    """The PaymentIntent Stripe makes of a confirmed automatic card charge (latest_charge expanded); for a card
+    in DECLINES, the PaymentIntent of the declined charge, back in requires_payment_method."""
     one = _one(form)
     amount = int(one["amount"])
     suffix = uuid.uuid4().hex[:20]
+    if one.get("payment_method") in DECLINES:
+        return _stripe_declined_payment_intent(one, suffix)
     return {
         "id": f"pi_{suffix}",
         "object": "payment_intent",
@@ -93,6 +103,64 @@ def _stripe_payment_intent(form: dict[str, list[str]]) -> dict:
     }
 
 
+def _stripe_declined_payment_intent(one: dict[str, str], suffix: str) -> dict:
+    """As Stripe leaves a PaymentIntent whose confirmation the card's issuer declined: requires_payment_method,
+    the failed charge as latest_charge, the decline in last_payment_error, the payment method detached."""
+    code, decline_code, message = DECLINES[one["payment_method"]]
+    amount = int(one["amount"])
+    return {
+        "id": f"pi_{suffix}",
+        "object": "payment_intent",
+        "amount": amount,
+        "amount_capturable": 0,
+        "amount_received": 0,
+        "capture_method": one.get("capture_method", "automatic"),
+        "currency": one["currency"],
+        "status": "requires_payment_method",
+        "metadata": {k[len("metadata[") : -1]: v for k, v in one.items() if k.startswith("metadata[")},
+        "last_payment_error": {
+            "type": "card_error",
+            "code": code,
+            "decline_code": decline_code,
+            "message": message,
+            "charge": f"ch_{suffix}",
+            "payment_method": {"id": one["payment_method"], "object": "payment_method", "type": "card"},
+        },
+        "next_action": None,
+        "payment_method": None,
+        "livemode": False,
+        "created": int(time.time()),
+        "latest_charge": {
+            "id": f"ch_{suffix}",
+            "object": "charge",
+            "amount": amount,
+            "amount_captured": 0,
+            "amount_refunded": 0,
+            "captured": False,
+            "status": "failed",
+            "failure_code": code,
+            "failure_message": message,
+            "outcome": {"type": "issuer_declined", "reason": decline_code},
+        },
+    }
+
+
+def _stripe_card_error(pi: dict) -> dict:
+    """Stripe's answer (HTTP 402) to a charge the card's issuer declined: the error, with the PaymentIntent."""
+    error = pi["last_payment_error"]
+    return {
+        "error": {
+            "type": "card_error",
+            "code": error["code"],
+            "decline_code": error["decline_code"],
+            "message": error["message"],
+            "charge": error["charge"],
+            "doc_url": f"https://stripe.com/docs/error-codes/{error['code'].replace('_', '-')}",
+            "payment_intent": pi,
+        }
+    }
+
+
 def _stripe_refund(form: dict[str, list[str]]) -> dict:
     one = _one(form)
     return {
@@ -107,9 +175,10 @@ def _stripe_refund(form: dict[str, list[str]]) -> dict:
 
 
 class StripeStandIn:
-    """Charges and refunds kept by Idempotency-Key (a repeat gets the same object, as at Stripe); PaymentIntents
-    listed newest first. `interlude`, when set, runs once, in the handler thread of the first charge or refund
-    POST, after the money moved and before the answer is sent: the other actor's turn."""
+    """Charges and refunds kept by Idempotency-Key (a repeat gets the same object, or the same decline, as at
+    Stripe); PaymentIntents listed newest first. `interlude`, when set, runs once, in the handler thread of the
+    first charge or refund POST, after the money moved (or the charge was declined) and before the answer is
+    sent: the other actor's turn."""
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -173,6 +242,8 @@ class _Handler(BaseHTTPRequestHandler):
                 stand_in.posts.append(url.path)
                 pi = stand_in.intents.setdefault(key, _stripe_payment_intent(form))
             stand_in.run_interlude()
+            if pi["status"] == "requires_payment_method":
+                return self._send(402, _stripe_card_error(pi))
             return self._send(200, pi)
         if route == ("POST", "/v1/refunds"):
             with stand_in.lock:
@@ -276,6 +347,7 @@ def _books(app, shop: Shop, pi_id: str) -> dict:
 
         books = {
             "status": pi.status,
+            "last_payment_error": pi.last_payment_error,
             "amount_received": pi.amount_received,
             "amount_refunded": pi.amount_refunded,
             "captured_entries": count(
@@ -284,7 +356,16 @@ def _books(app, shop: Shop, pi_id: str) -> dict:
             "refund_entries": count(
                 JournalEntry, JournalEntry.kind == "refund.succeeded", JournalEntry.reference.in_(refund_ids)
             ),
+            "journal_entries": count(JournalEntry, JournalEntry.reference.in_(objects_)),
             "succeeded_events": count(Event, Event.type == "payment_intent.succeeded", Event.object_id == pi_id),
+            "payment_failed_events": count(
+                Event, Event.type == "payment_intent.payment_failed", Event.object_id == pi_id
+            ),
+            "attempts": db.session.execute(
+                sa.select(PaymentAttempt.status).where(PaymentAttempt.payment_intent_id == pi_id)
+            )
+            .scalars()
+            .all(),
             "charge_refunded_events": count(Event, Event.type == "charge.refunded", Event.object_id == pi_id),
             "charge_txns": count(
                 BalanceTransaction, BalanceTransaction.type == "charge", BalanceTransaction.source == pi_id
@@ -421,6 +502,66 @@ def test_an_update_during_the_charge_call_is_in_the_answer_and_the_succeeded_eve
     assert (sent["object"]["description"], sent["object"]["metadata"]) == ("Order 1042", {"order": "1042"})
     books = _books(app, shop, answer["id"])
     assert books["captured_entries"] == 1 and books["succeeded_events"] == 1 and books["charge_txns"] == 1
+    assert books["ledger_problems"] == []
+
+
+@pytest.mark.parametrize("other_actor", ["notification", "query_job"])
+def test_a_decline_applied_by_another_actor_during_the_charge_call_fails_the_payment_once(
+    app, shop, stand_in, other_actor
+):
+    # The card's issuer declines the charge. Before Stripe's 402 reaches the request, the decline is applied by
+    # Stripe's payment_intent.payment_failed webhook, or by the query job finding the declined PaymentIntent
+    # by our key. The request then finds the attempt final and must not fail the payment a second time.
+    applied = []
+
+    def channel_notifies():
+        [pi] = stand_in.intents.values()
+        headers, body = _signed_event("payment_intent.payment_failed", pi)
+        response = app.test_client().post(
+            f"/channels/notify/{shop.channel}", base_url=f"http://{shop.host}", headers=headers, data=body
+        )
+        applied.append((response.status_code, response.get_json()))
+
+    def query_job():
+        with app.app_context(), tenant_context(db.session, shop.tenant_id):
+            attempt_id = db.session.execute(sa.select(PaymentAttempt.id)).scalar_one()
+            applied.append(payment_jobs.resolve_attempt(shop.tenant_id, str(attempt_id)))
+            db.session.remove()
+
+    stand_in.interlude = {"notification": channel_notifies, "query_job": query_job}[other_actor]
+    response = _api(
+        app,
+        shop,
+        "/v1/payment_intents",
+        {"amount": str(AMOUNT), "currency": "usd", "payment_method": DECLINED_CARD, "confirm": "true"},
+    )
+    stand_in.check_interlude()
+    assert applied == [{"notification": (200, {"received": True}), "query_job": "requires_payment_method"}[other_actor]]
+
+    # The merchant gets Stripe's card error, with the declined (retryable) PaymentIntent.
+    assert response.status_code == 402, response.get_data(as_text=True)
+    error = response.get_json()["error"]
+    assert (error["type"], error["code"], error["decline_code"]) == (
+        "card_error",
+        "card_declined",
+        "insufficient_funds",
+    )
+    answered = error["payment_intent"]
+    assert answered["status"] == "requires_payment_method"
+    assert answered["last_payment_error"]["decline_code"] == "insufficient_funds"
+    assert stand_in.posts == ["/v1/payment_intents"], "the channel was asked to charge once"
+
+    books = _books(app, shop, answered["id"])
+    assert books["status"] == "requires_payment_method" and books["amount_received"] == 0
+    assert (books["last_payment_error"]["code"], books["last_payment_error"]["decline_code"]) == (
+        "card_declined",
+        "insufficient_funds",
+    )
+    assert books["payment_failed_events"] == 1, "the merchant's webhooks would get the decline twice"
+    assert books["succeeded_events"] == 0
+    assert books["attempts"] == ["declined"]
+    assert books["journal_entries"] == 0 and books["charge_txns"] == 0
+    assert books["pending"] == []
     assert books["ledger_problems"] == []
 
 
