@@ -26,6 +26,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+from core.money import format_amount
 from payments.products import ELEMENTS, PRODUCTS, product
 
 STATUSES = ("active", "paused")
@@ -86,8 +87,9 @@ def _names(values: Iterable[str]) -> frozenset[str]:
     return frozenset(values)
 
 
-def _money(n: int) -> str:
-    return f"{n:,}"
+def _money(n: int, currency: str) -> str:
+    """An amount in minor units as people read it: 320, 'eur' -> '3.20 EUR'."""
+    return format_amount(n, currency)
 
 
 @dataclass(frozen=True)
@@ -114,9 +116,9 @@ class ChannelCost:
         exact = _EXACT.add(_EXACT.divide(_EXACT.multiply(Decimal(amount), self.percent), Decimal(100)), self.fixed)
         return int(exact.quantize(_ONE, rounding=ROUND_HALF_UP, context=_EXACT))
 
-    def describe(self) -> str:
+    def describe(self, currency: str) -> str:
         percent = format(self.percent.normalize(), "f")
-        return f"{percent}% + {_money(self.fixed)}"
+        return f"{percent}% + {_money(self.fixed, currency)}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -201,15 +203,21 @@ class ChannelCandidate:
         if currency.upper() not in self.currencies:
             return Reason.CURRENCY, f"does not take {currency.upper()} (takes {', '.join(sorted(self.currencies))})"
         if amount < self.min_amount:
-            return Reason.BELOW_MIN, f"amount {_money(amount)} below the per-payment minimum {_money(self.min_amount)}"
+            return (
+                Reason.BELOW_MIN,
+                f"amount {_money(amount, currency)} below the per-payment minimum {_money(self.min_amount, currency)}",
+            )
         if self.max_amount is not None and amount > self.max_amount:
-            return Reason.ABOVE_MAX, f"amount {_money(amount)} above the per-payment maximum {_money(self.max_amount)}"
+            return (
+                Reason.ABOVE_MAX,
+                f"amount {_money(amount, currency)} above the per-payment maximum {_money(self.max_amount, currency)}",
+            )
         remaining = self.remaining_today
         if remaining is not None and amount > remaining:
             return (
                 Reason.DAILY_CAP,
-                f"amount {_money(amount)} above what is left of the daily cap today: "
-                f"{_money(max(remaining, 0))} of {_money(self.daily_cap)}",
+                f"amount {_money(amount, currency)} above what is left of the daily cap today: "
+                f"{_money(max(remaining, 0), currency)} of {_money(self.daily_cap, currency)}",
             )
         return None
 
@@ -374,7 +382,7 @@ def route(request: RouteRequest, candidates: Iterable[ChannelCandidate]) -> Rout
         sentence = _chosen_sentence(chosen, ranked, costs, request, forced_by if forced else None)
         kept[chosen.id] = (Reason.CHOSEN, sentence)
         for position, c in enumerate(ranked[1:], start=2):
-            kept[c.id] = _runner_up(c, chosen, costs, position)
+            kept[c.id] = _runner_up(c, chosen, costs, position, request.currency)
 
     verdicts = []
     for c in candidates:
@@ -392,7 +400,8 @@ def route(request: RouteRequest, candidates: Iterable[ChannelCandidate]) -> Rout
 
 
 def _chosen_sentence(chosen, ranked, costs, request, forced_by: str | None) -> str:
-    cost = f"cost {_money(costs[chosen.id])} ({chosen.costs[request.product].describe()})"
+    money = request.currency
+    cost = f"cost {_money(costs[chosen.id], money)} ({chosen.costs[request.product].describe(money)})"
     if forced_by is not None:
         return f"chosen — forced by {forced_by}; {cost}"
     if len(ranked) == 1:
@@ -405,23 +414,23 @@ def _chosen_sentence(chosen, ranked, costs, request, forced_by: str | None) -> s
     return f"chosen — {cost}, tied on cost and priority {chosen.priority}; the lowest id wins"
 
 
-def _runner_up(c, chosen, costs, position: int) -> tuple[Reason, str]:
+def _runner_up(c, chosen, costs, position: int, currency: str) -> tuple[Reason, str]:
     then = f"failover #{position - 1}"
     if costs[c.id] > costs[chosen.id]:
         return (
             Reason.MORE_EXPENSIVE,
-            f"kept — more expensive: cost {_money(costs[c.id])} against {_money(costs[chosen.id])} "
+            f"kept — more expensive: cost {_money(costs[c.id], currency)} against {_money(costs[chosen.id], currency)} "
             f"for {chosen.name}; {then}",
         )
     if c.priority > chosen.priority:
         return (
             Reason.LOWER_PRIORITY,
-            f"kept — same cost {_money(costs[c.id])} as {chosen.name}, but priority {c.priority} "
+            f"kept — same cost {_money(costs[c.id], currency)} as {chosen.name}, but priority {c.priority} "
             f"comes after {chosen.priority}; {then}",
         )
     return (
         Reason.TIE_BREAK,
-        f"kept — same cost {_money(costs[c.id])} and priority {c.priority} as {chosen.name}; "
+        f"kept — same cost {_money(costs[c.id], currency)} and priority {c.priority} as {chosen.name}; "
         f"ties go to the lower id; {then}",
     )
 
@@ -437,11 +446,11 @@ def _ask_payer_for(chosen, candidates, dropped, rank) -> frozenset[str]:
 
 
 def _summary(request, chosen, candidates, dropped, forced, conflict, ask, kept_count) -> str:
-    what = f"{product(request.product).label} payment of {_money(request.amount)} {request.currency}"
+    what = f"{product(request.product).label} payment of {_money(request.amount, request.currency)}"
     if chosen is not None:
         fallbacks = kept_count - 1
         tail = f"{fallbacks} failover candidate{'s' if fallbacks != 1 else ''}"
-        cost = _money(chosen.cost_for(request.product, request.amount))
+        cost = _money(chosen.cost_for(request.product, request.amount), request.currency)
         return f"{what}: routed to {chosen.name} (cost {cost}); {tail}."
     if not candidates:
         return f"{what}: no channel — the tenant has no channel accounts."

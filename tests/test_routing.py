@@ -64,7 +64,10 @@ def test_the_cheapest_eligible_channel_wins_and_every_candidate_is_explained():
     assert [v.channel_id for v in decision.verdicts] == ["a", "b", "c"]
     assert reasons(decision) == {"a": Reason.CHOSEN, "b": Reason.MORE_EXPENSIVE, "c": Reason.PAUSED}
     assert {v.channel_id: v.cost for v in decision.verdicts} == {"a": 320, "b": 325, "c": 50}
-    assert decision.verdict_for("a").sentence == "Stripe EU: chosen — cheapest for this amount; cost 320 (2.9% + 30)"
+    assert (
+        decision.verdict_for("a").sentence
+        == "Stripe EU: chosen — cheapest for this amount; cost 3.20 EUR (2.9% + 0.30 EUR)"
+    )
     assert decision.verdict_for("c").sentence == "Old acquirer: dropped — the channel is paused"
     assert "routed to Stripe EU" in decision.summary
 
@@ -77,7 +80,7 @@ def test_a_more_expensive_channel_is_kept_as_failover_with_its_cost():
     assert decision.failover == (adyen,)
     verdict = decision.verdict_for("b")
     assert verdict.kept and verdict.reason is Reason.MORE_EXPENSIVE and verdict.cost == 370
-    assert verdict.sentence == "Adyen: kept — more expensive: cost 370 against 320 for Stripe EU; failover #1"
+    assert verdict.sentence == "Adyen: kept — more expensive: cost 3.70 EUR against 3.20 EUR for Stripe EU; failover #1"
 
 
 def test_the_per_payment_maximum_is_explained_in_a_sentence():
@@ -86,7 +89,7 @@ def test_the_per_payment_maximum_is_explained_in_a_sentence():
     assert decision.chosen is None
     verdict = decision.verdict_for("a")
     assert not verdict.kept and verdict.reason is Reason.ABOVE_MAX
-    assert verdict.sentence == "Stripe EU: dropped — amount 50,000 above the per-payment maximum 20,000"
+    assert verdict.sentence == "Stripe EU: dropped — amount 500.00 EUR above the per-payment maximum 200.00 EUR"
 
 
 def test_limits_minimum_maximum_and_what_is_left_of_the_daily_cap():
@@ -101,10 +104,10 @@ def test_limits_minimum_maximum_and_what_is_left_of_the_daily_cap():
         "cap": Reason.DAILY_CAP,
         "exact": Reason.CHOSEN,
     }
-    assert "400 of 10,000" in decision.verdict_for("cap").sentence
+    assert "4.00 EUR of 100.00 EUR" in decision.verdict_for("cap").sentence
     # Usage past the cap leaves nothing, and the sentence does not show a negative remainder.
     over = channel("over", daily_cap=1_000, used_today=1_200)
-    assert "left of the daily cap today: 0 of 1,000" in route(card(1), [over]).verdict_for("over").sentence
+    assert "left of the daily cap today: 0.00 EUR of 10.00 EUR" in route(card(1), [over]).verdict_for("over").sentence
     # The bounds themselves are admitted.
     assert route(card(1_000), [low]).chosen == low
     assert route(card(499), [high]).chosen == high
