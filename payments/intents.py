@@ -34,7 +34,7 @@ from rq import Retry
 import ledger
 from core import queue
 from core.db import db
-from core.money import MoneyError, normalise_currency
+from core.money import MoneyError, format_amount, normalise_currency
 from payments import balance_transactions, channel_health, events, objects
 from payments import products as catalogue
 from payments.channel_adapters import adapter_of
@@ -247,7 +247,7 @@ def _offered_types(inputs: RoutingInputs, amount: int, currency: str, requested:
         unavailable = [t for t in requested if t not in offered]
         if unavailable:
             raise InvalidRequest(
-                f"The payment method type {unavailable[0]!r} is not available for {amount} {currency} "
+                f"The payment method type {unavailable[0]!r} is not available for {format_amount(amount, currency)} "
                 f"with this account's channels; available: {', '.join(offered) or 'none'}.",
                 code="payment_method_unavailable",
                 param="payment_method_types",
@@ -255,7 +255,7 @@ def _offered_types(inputs: RoutingInputs, amount: int, currency: str, requested:
         return list(dict.fromkeys(requested))
     if not offered:
         raise InvalidRequest(
-            f"No payment method can take {amount} {currency} for this account: no active channel "
+            f"No payment method can take {format_amount(amount, currency)} for this account: no active channel "
             "serves this amount and currency.",
             code="payment_method_unavailable",
             param="amount",
