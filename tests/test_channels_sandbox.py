@@ -654,6 +654,64 @@ def test_a_payout_returns_a_reference_once_per_key():
     assert adapter.payout(request) == payout
 
 
+def payout_request(amount=50_000, key=None):
+    return PayoutRequest(
+        amount=amount,
+        currency="EUR",
+        destination="ba_sandbox_DE89370400440532",
+        idempotency_key=key or str(uuid.uuid4()),
+    )
+
+
+# The amount table is the charge's: 4001 and 5003 are ordinary payouts, so no payout times out by its amount.
+@pytest.mark.parametrize("amount", [50_000, 4_001, 5_003])
+def test_a_payout_is_queried_by_its_key_and_its_reference(amount, redis):
+    adapter = sandbox()
+    request = payout_request(amount)
+    payout = adapter.payout(request)
+    by_key = adapter.query_payout(idempotency_key=request.idempotency_key)
+    assert by_key == adapter.query_payout(payout.reference) == payout
+    assert (by_key.status, by_key.amount, by_key.currency) == (PayoutStatus.PAID, amount, "EUR")
+    keys = list(redis.scan_iter(match=f"sandbox:{{{adapter.config.id}}}:payout*"))
+    assert len(keys) == 2 and all(0 < redis.ttl(k) <= RETENTION_SECONDS for k in keys)
+
+
+def test_a_payout_query_for_a_key_never_paid_out_says_the_channel_never_received_it():
+    adapter, other = sandbox(), sandbox()
+    paid = adapter.payout(payout_request(key="payout-7"))
+    with pytest.raises(ChannelInvalidRequest) as missing:
+        adapter.query_payout(idempotency_key="never-sent")
+    assert missing.value.code == "resource_missing" and "the channel never received it" in str(missing.value)
+    # Keys and references belong to one channel account.
+    with pytest.raises(ChannelInvalidRequest) as elsewhere:
+        other.query_payout(idempotency_key="payout-7")
+    assert elsewhere.value.code == "resource_missing"
+    with pytest.raises(ChannelInvalidRequest) as unknown:
+        other.query_payout(paid.reference)
+    assert unknown.value.code == "resource_missing" and paid.reference in str(unknown.value)
+    for neither_or_both in ({}, {"reference": paid.reference, "idempotency_key": "payout-7"}):
+        with pytest.raises(ValueError, match="exactly one of reference or idempotency_key"):
+            adapter.query_payout(**neither_or_both)
+
+
+def test_a_key_reused_for_another_payout_is_refused_and_the_first_payout_is_still_found():
+    adapter = sandbox()
+    request = payout_request(key="payout-8")
+    adapter.payout(request)
+    with pytest.raises(ChannelInvalidRequest) as reused:
+        adapter.payout(payout_request(amount=1, key="payout-8"))
+    assert reused.value.code == "idempotency_key_reused"
+    assert adapter.query_payout(idempotency_key="payout-8").amount == request.amount
+
+
+def test_a_payout_query_on_a_sandbox_whose_redis_is_out_of_reach_is_unavailable():
+    unreachable = Redis.from_url("redis://127.0.0.1:1/0")
+    adapter = SandboxAdapter(ChannelConfig(id=str(uuid.uuid4()), name="Sandbox EU"), store=SandboxStore(unreachable))
+    with pytest.raises(ChannelUnavailable, match="'Sandbox EU' \\(sandbox\\) could not be reached"):
+        adapter.query_payout(idempotency_key="payout-1")
+    unreachable.close()
+
+
 # --- statement --------------------------------------------------------------------------------
 
 
@@ -897,6 +955,8 @@ class QueryOnly(ChannelAdapter):
             lambda a: a.payout(PayoutRequest(amount=1, currency="EUR", destination="ba", idempotency_key="k")),
             "payouts",
         ),
+        (lambda a: a.query_payout(idempotency_key="k"), "payouts"),
+        (lambda a: a.query_payout("po_1"), "payouts"),
         (lambda a: a.sign_contract(ContractRequest(payer_reference="p", idempotency_key="k")), "contract signing"),
         (lambda a: a.fetch_statement(date(2025, 1, 1)), "statement download"),
         (lambda a: a.parse_notification({}, b""), "notifications"),
@@ -921,3 +981,13 @@ def test_declaring_a_capability_without_its_operation_is_caught_when_the_class_i
 
         class Boasting(QueryOnly):
             capabilities = Capabilities(products=frozenset({"card"}), refunds=True)
+
+
+def test_a_channel_that_pays_out_must_also_answer_payout_queries():
+    with pytest.raises(TypeError, match=r"declares payouts but does not implement query_payout\(\)"):
+
+        class PaysOutBlindly(QueryOnly):
+            capabilities = Capabilities(products=frozenset({"card"}), payouts=True)
+
+            def payout(self, request):
+                raise ChannelUnavailable("down", channel=self.channel)

@@ -454,6 +454,32 @@ def test_a_payout_is_created_pending_and_carries_our_key(stripe, localstripe):
     assert (stored["description"], stored["metadata"]["payplat_key"]) == ("Weekly payout", request.idempotency_key)
 
 
+def test_a_payout_is_queried_by_reference_and_by_our_key(stripe):
+    request = payout_request(6_100)
+    made = stripe.payout(request)
+    by_reference = stripe.query_payout(made.reference)
+    by_key = stripe.query_payout(idempotency_key=request.idempotency_key)
+    assert by_reference == by_key
+    assert (by_key.reference, by_key.status, by_key.amount, by_key.currency) == (
+        made.reference,
+        made.status,
+        6_100,
+        "EUR",
+    )
+    assert by_key.raw["metadata"]["payplat_key"] == request.idempotency_key
+    with pytest.raises(ChannelInvalidRequest) as missing:
+        stripe.query_payout(idempotency_key="never-sent-" + key())
+    assert missing.value.code == "resource_missing" and "Stripe never received it" in str(missing.value)
+    with pytest.raises(ChannelInvalidRequest) as unknown:
+        stripe.query_payout("po_doesNotExist")
+    assert unknown.value.code == "resource_missing"
+    with pytest.raises(ChannelInvalidRequest, match="is not a Stripe payout id"):
+        stripe.query_payout("../v1/balance")
+    for neither_or_both in ({}, {"reference": made.reference, "idempotency_key": request.idempotency_key}):
+        with pytest.raises(ValueError, match="exactly one of reference or idempotency_key"):
+            stripe.query_payout(**neither_or_both)
+
+
 def test_contract_signing_is_not_offered_and_says_what_to_use_instead(stand_in, make_adapter):
     adapter = make_adapter(stand_in.url)
     assert not adapter.capabilities.contracts
@@ -719,8 +745,88 @@ def test_a_payout_stripe_refuses_or_answers_unreadably(stand_in, make_adapter):
         request = payout_request()
         with pytest.raises(ChannelTimeout) as unknown:
             adapter.payout(request)
-        assert unknown.value.idempotency_key == derived_key("payout", request.idempotency_key)
+        # The error names our key, which query_payout takes; Stripe received the derived one.
+        assert unknown.value.idempotency_key == request.idempotency_key
         assert "outcome is unknown" in str(unknown.value)
+        sent = stand_in.requests("POST", "/v1/payouts")[-1]
+        assert sent.headers["idempotency-key"] == derived_key("payout", request.idempotency_key)
+
+
+class StripePayouts:
+    """Stripe's payouts on the stand-in: a POST records the payout, then answers it or drops the connection
+    (`lose_answers`); GET /v1/payouts lists them newest first, paged by limit and starting_after as Stripe does,
+    and each payout is retrieved by its id."""
+
+    def __init__(self, stand_in: StandIn):
+        self.stand_in = stand_in
+        self.made: list[dict] = []  # oldest first
+        self.lose_answers = False
+        stand_in.on("POST", "/v1/payouts", self.create)
+        stand_in.on("GET", "/v1/payouts", self.list)
+
+    def add(self, po_id: str, **fields) -> dict:
+        made = payout(po_id, **fields)
+        self.made.append(made)
+        self.stand_in.on("GET", f"/v1/payouts/{po_id}", (200, made))
+        return made
+
+    def create(self, seen: Seen):
+        metadata = {k[len("metadata[") : -1]: v[0] for k, v in seen.form.items() if k.startswith("metadata[")}
+        made = self.add(f"po_{uuid.uuid4().hex[:16]}", amount=int(seen.one("amount")), metadata=metadata)
+        return DROP if self.lose_answers else (200, made)
+
+    def list(self, seen: Seen):
+        newest_first = self.made[::-1]
+        after = seen.one("starting_after", "query")
+        start = next(i + 1 for i, p in enumerate(newest_first) if p["id"] == after) if after else 0
+        limit = int(seen.one("limit", "query") or 10)
+        page = newest_first[start : start + limit]
+        return 200, {"object": "list", "has_more": start + limit < len(newest_first), "data": page}
+
+
+def test_a_payout_whose_answer_was_lost_is_found_by_our_key(stand_in, make_adapter):
+    payouts = StripePayouts(stand_in)
+    payouts.add("po_older", metadata={"payplat_key": "an-older-payout"})
+    payouts.lose_answers = True  # Stripe makes the payout, then the connection closes before its answer
+    adapter = make_adapter(stand_in.url)
+    request = payout_request(7_300, key="weekly-payout-11")
+    with pytest.raises(ChannelTimeout) as lost:
+        adapter.payout(request)
+    assert lost.value.idempotency_key == "weekly-payout-11" and len(payouts.made) == 2
+    found = adapter.query_payout(idempotency_key=lost.value.idempotency_key)
+    made = payouts.made[-1]
+    assert (found.reference, found.status, found.amount) == (made["id"], PayoutStatus.PENDING, 7_300)
+    assert adapter.query_payout(found.reference) == found
+    (listed,) = stand_in.requests("GET", "/v1/payouts")
+    assert listed.query == {"limit": ["100"]}
+    (sent,) = stand_in.requests("POST", "/v1/payouts")
+    assert sent.headers["idempotency-key"] == "weekly-payout-11:payout"
+    assert sent.one("metadata[payplat_key]") == "weekly-payout-11"
+
+
+def test_a_payout_query_by_key_pages_through_the_list_up_to_the_scan_limit(stand_in, make_adapter):
+    payouts = StripePayouts(stand_in)
+    payouts.add("po_oldest", status="paid", metadata={"payplat_key": "k-oldest"})
+    for n in range(149):
+        payouts.add(f"po_{n:03d}", status="in_transit", metadata={"payplat_key": f"k-{n}"})
+    adapter = make_adapter(stand_in.url)
+    found = adapter.query_payout(idempotency_key="k-oldest")
+    assert (found.reference, found.status) == ("po_oldest", PayoutStatus.PAID)
+    first, second = stand_in.requests("GET", "/v1/payouts")
+    assert first.query == {"limit": ["100"]}
+    assert second.query == {"limit": ["100"], "starting_after": ["po_049"]}
+    with pytest.raises(ChannelInvalidRequest) as missing:
+        adapter.query_payout(idempotency_key="never-sent")
+    assert missing.value.code == "resource_missing" and "none of the 150 payouts" in str(missing.value)
+    # Past the scan limit: Stripe cannot search payouts, so "never received" would be a guess.
+    stand_in.seen.clear()
+    limited = make_adapter(stand_in.url, settings={"query_scan_limit": 120})
+    with pytest.raises(ChannelInvalidRequest) as unknowable:
+        limited.query_payout(idempotency_key="k-oldest")
+    assert unknowable.value.code == "query_scan_limit_reached" and "newest 120" in str(unknowable.value)
+    assert "raise query_scan_limit in Console → Channels → Stripe EU" in str(unknowable.value)
+    assert [seen.one("limit", "query") for seen in stand_in.requests("GET", "/v1/payouts")] == ["100", "20"]
+    assert limited.query_payout(idempotency_key="k-30").reference == "po_030"
 
 
 def test_stripe_s_decline_gives_the_decline_code_and_the_payment_intent(stand_in, make_adapter):

@@ -9,8 +9,9 @@ which says whether money may have moved:
 | ----------------------- | ------------- | ----------------------------------------------------------- |
 | `ChannelDeclined`       | no            | fail the attempt with the decline code; do not fail over    |
 | `ChannelUnavailable`    | no            | try the next routing candidate (`fail_over` is True)        |
-| `ChannelTimeout`        | unknown       | keep the attempt processing; resolve it with `query`, never |
-|                         |               | by charging again                                           |
+| `ChannelTimeout`        | unknown       | keep the attempt processing; resolve it with `query` (a     |
+|                         |               | charge) or `query_payout` (a payout) by our idempotency     |
+|                         |               | key, never by charging or paying out again                  |
 | `ChannelInvalidRequest` | no            | a bug or a state conflict (refund too large...): show it    |
 | `ChannelNotSupported`   | no            | the operation does not exist on this channel type           |
 | `ChannelConfigError`    | no            | the account's credentials or settings need fixing           |
@@ -434,7 +435,10 @@ class ChannelUnavailable(ChannelError):
 
 
 class ChannelTimeout(ChannelError):
-    """No answer: the outcome is UNKNOWN. Query by the idempotency key; never charge again."""
+    """No answer: the outcome is UNKNOWN. Query by the idempotency key; never charge again.
+
+    `idempotency_key` is the key of our request (the one `query` or `query_payout` takes), never a key the
+    adapter derived from it for the channel."""
 
     def __init__(self, message: str, *, channel: str, idempotency_key: str):
         super().__init__(message, channel=channel)
@@ -465,15 +469,16 @@ class InvalidNotification(ChannelError):
 
 # --- the contract --------------------------------------------------------------------------
 
-# Which method each capability promises; checked when an adapter class is defined.
+# Which methods each capability promises; checked when an adapter class is defined. A channel that pays out
+# also answers what became of a payout, since a payout whose answer was lost is resolved only by asking.
 _CAPABILITY_METHODS = {
-    "manual_capture": "capture",
-    "cancel": "cancel",
-    "refunds": "refund",
-    "payouts": "payout",
-    "contracts": "sign_contract",
-    "notifications": "parse_notification",
-    "statements": "fetch_statement",
+    "manual_capture": ("capture",),
+    "cancel": ("cancel",),
+    "refunds": ("refund",),
+    "payouts": ("payout", "query_payout"),
+    "contracts": ("sign_contract",),
+    "notifications": ("parse_notification",),
+    "statements": ("fetch_statement",),
 }
 
 
@@ -495,9 +500,10 @@ class ChannelAdapter(abc.ABC):
         unknown = sorted(cls.capabilities.products - PRODUCTS.keys())
         if unknown:
             raise TypeError(f"{cls.__name__} declares unknown products: {', '.join(unknown)}")
-        for flag, method in _CAPABILITY_METHODS.items():
-            if getattr(cls.capabilities, flag) and getattr(cls, method) is getattr(ChannelAdapter, method):
-                raise TypeError(f"{cls.__name__} declares {flag} but does not implement {method}()")
+        for flag, methods in _CAPABILITY_METHODS.items():
+            for method in methods:
+                if getattr(cls.capabilities, flag) and getattr(cls, method) is getattr(ChannelAdapter, method):
+                    raise TypeError(f"{cls.__name__} declares {flag} but does not implement {method}()")
 
     def __init__(self, config: ChannelConfig):
         self.config = config
@@ -559,6 +565,12 @@ class ChannelAdapter(abc.ABC):
         raise self.not_supported("refunds")
 
     def payout(self, request: PayoutRequest) -> PayoutResult:
+        raise self.not_supported("payouts")
+
+    def query_payout(self, reference: str | None = None, *, idempotency_key: str | None = None) -> PayoutResult:
+        """The payout's current state, by the channel's reference or, after a timeout, by our idempotency key
+        (exactly one of them). As with `query`, a key the channel never received a payout with raises
+        `ChannelInvalidRequest` with code resource_missing: nothing was paid out under it."""
         raise self.not_supported("payouts")
 
     def sign_contract(self, request: ContractRequest) -> ContractResult:

@@ -32,7 +32,12 @@ that the same test data works against both.
 | bank_transfer            | processing, with `bank_transfer_instructions`; `simulate_payer` as above       |
 | face_pay, wallet_balance | succeeded, once the product's elements (terminal_id, face_code, ...) are given |
 
-Charges, refunds, contracts and statements live in Redis (`payments.channels.sandbox_store`: the
+Payouts are always paid, arriving the day they are made (the amount table above is for charges only: no
+payout times out or finds the channel unavailable by its amount); `query_payout` finds one by its reference
+or by the idempotency key it was made with, and a key no payout was made with is `ChannelInvalidRequest`
+resource_missing, as for `query`.
+
+Charges, refunds, payouts, contracts and statements live in Redis (`payments.channels.sandbox_store`: the
 app's `REDIS_URL`), scoped by channel account and kept 7 days, so the web process, the RQ worker and
 any other process see the same channel: a charge made by the web process that timed out is found by
 the worker's `query(idempotency_key=...)`. Every operation that changes something takes an
@@ -390,14 +395,7 @@ class SandboxAdapter(ChannelAdapter):
                 raw=MappingProxyType(answer["raw"]),
             )
         if kind == "payout":
-            return PayoutResult(
-                reference=answer["reference"],
-                status=PayoutStatus(answer["status"]),
-                amount=answer["amount"],
-                currency=answer["currency"],
-                arrival_date=date.fromisoformat(answer["arrival_date"]),
-                raw=MappingProxyType(answer["raw"]),
-            )
+            return _payout_result(answer)
         if kind == "contract":
             return ContractResult(
                 reference=answer["reference"],
@@ -618,20 +616,41 @@ class SandboxAdapter(ChannelAdapter):
                 "amount": request.amount,
                 "destination_last4": request.destination[-4:],
             }
-            return Outcome(
-                {
-                    "kind": "payout",
-                    "reference": reference,
-                    "status": str(PayoutStatus.PAID),
-                    "amount": request.amount,
-                    "currency": request.currency,
-                    "arrival_date": self._clock().date().isoformat(),
-                    "raw": raw,
-                }
-            )
+            answer = {
+                "kind": "payout",
+                "reference": reference,
+                "status": str(PayoutStatus.PAID),
+                "amount": request.amount,
+                "currency": request.currency,
+                "arrival_date": self._clock().date().isoformat(),
+                "raw": raw,
+            }
+            # Kept with the key it was made with, for query_payout: the answer itself is kept per key only.
+            change.put_payout({**answer, "idempotency_key": request.idempotency_key})
+            return Outcome(answer)
 
         fingerprint = (request.amount, request.currency, request.destination)
         return self._once("payout", request.idempotency_key, fingerprint, work)
+
+    def query_payout(self, reference: str | None = None, *, idempotency_key: str | None = None) -> PayoutResult:
+        if (reference is None) == (idempotency_key is None):
+            raise ValueError("query_payout needs exactly one of reference or idempotency_key")
+        self.check_credentials()
+        self._network()
+        with self._reached():
+            record = (
+                self._store.payout_for_key(self.config.id, idempotency_key)
+                if reference is None
+                else self._store.payout(self.config.id, reference)
+            )
+        if record is None:
+            if reference is None:
+                raise self._invalid(
+                    "resource_missing",
+                    f"no payout was made with idempotency key {idempotency_key!r}: the channel never received it",
+                )
+            raise self._invalid("resource_missing", f"no payout {reference!r} on this account")
+        return _payout_result(record)
 
     def sign_contract(self, request: ContractRequest) -> ContractResult:
         self.check_credentials()
@@ -739,6 +758,18 @@ class SandboxAdapter(ChannelAdapter):
             occurred_at=datetime.fromtimestamp(created, UTC),
             raw=MappingProxyType({"id": event_id, "type": event_type, "object": obj}),
         )
+
+
+def _payout_result(record: Mapping[str, Any]) -> PayoutResult:
+    """A payout as the store keeps it (an operation's answer, or the payout's own record) as our result."""
+    return PayoutResult(
+        reference=record["reference"],
+        status=PayoutStatus(record["status"]),
+        amount=record["amount"],
+        currency=record["currency"],
+        arrival_date=date.fromisoformat(record["arrival_date"]),
+        raw=MappingProxyType(record["raw"]),
+    )
 
 
 def _optional_text(value: Any) -> str | None:

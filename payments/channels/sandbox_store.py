@@ -1,11 +1,11 @@
 """The sandbox channel's memory, in Redis: what the simulated channel has done, seen by every process.
 
-The web process charges and the RQ worker asks about that charge later (`query(idempotency_key=...)`
-after a timeout), so the sandbox keeps its state where both look: the app's Redis (`REDIS_URL`), as a
-real channel keeps it on its own servers. The portal connects `STORE` to the app's Redis at start-up
-(`configure`); tests and scripts may give a `SandboxStore` a connection of their own. Every key belongs
-to one channel account and expires `RETENTION_SECONDS` after its last write, so Redis does not grow
-for ever.
+The web process charges (or pays out) and the RQ worker asks about it later (`query(idempotency_key=...)`
+or `query_payout(idempotency_key=...)` after a timeout), so the sandbox keeps its state where both look: the
+app's Redis (`REDIS_URL`), as a real channel keeps it on its own servers. The portal connects `STORE` to the
+app's Redis at start-up (`configure`); tests and scripts may give a `SandboxStore` a connection of their own.
+Every key belongs to one channel account and expires `RETENTION_SECONDS` after its last write, so Redis does
+not grow for ever.
 
 | key (`{account}` is a hash tag: one account's keys live together) | value                             |
 | ----------------------------------------------------------------- | --------------------------------- |
@@ -15,6 +15,8 @@ for ever.
 | `sandbox:{account}:charge-key:<idempotency key>`                  | the reference charged by that key |
 | `sandbox:{account}:charges`                                       | references by creation time       |
 | `sandbox:{account}:contract:<reference>`                          | a signed contract (JSON)          |
+| `sandbox:{account}:payout:<reference>`                            | a payout (JSON)                   |
+| `sandbox:{account}:payout-key:<idempotency key>`                  | the payout made with that key     |
 | `sandbox:{account}:statement:<YYYY-MM-DD>`                        | the day's lines (JSON) by time    |
 
 Idempotency per (account, operation, key): the first caller claims the key (one script: `GET`, else
@@ -145,6 +147,12 @@ class Change:
 
     def put_contract(self, record: dict[str, Any]) -> None:
         self.puts[key(self.account, "contract", record["reference"])] = _dumps(record)
+
+    def put_payout(self, record: dict[str, Any]) -> None:
+        """A new payout, found later by its reference and by the idempotency key it was made with."""
+        reference = record["reference"]
+        self.puts[key(self.account, "payout", reference)] = _dumps(record)
+        self.puts[key(self.account, "payout-key", record["idempotency_key"])] = reference
 
     def add_line(self, line: dict[str, Any], occurred_at: datetime) -> None:
         """A movement on the statement of `occurred_at`'s day."""
@@ -282,6 +290,13 @@ class SandboxStore:
 
     def contract(self, account: str, reference: str) -> dict[str, Any] | None:
         return self._record(key(account, "contract", reference))
+
+    def payout(self, account: str, reference: str) -> dict[str, Any] | None:
+        return self._record(key(account, "payout", reference))
+
+    def payout_for_key(self, account: str, idempotency_key: str) -> dict[str, Any] | None:
+        reference = _text(self.redis.get(key(account, "payout-key", idempotency_key)))
+        return None if reference is None else self.payout(account, reference)
 
     def statement(self, account: str, day: date) -> list[dict[str, Any]]:
         return [json.loads(_text(m)) for m in self.redis.zrange(key(account, "statement", day.isoformat()), 0, -1)]

@@ -16,6 +16,10 @@ tested on recorded answers.
 | query(reference)    | GET /v1/payment_intents/{id}?expand[]=latest_charge                                   |
 | query(idempotency_  | GET /v1/payment_intents?limit=100 newest first, filtered on metadata[payplat_key],    |
 | key)                | up to `query_scan_limit` intents; past that, the Search API (see below)               |
+| query_payout(       | GET /v1/payouts/{id}                                                                  |
+| reference)          |                                                                                       |
+| query_payout(       | GET /v1/payouts?limit=100 newest first, filtered on metadata[payplat_key], up to      |
+| idempotency_key)    | `query_scan_limit` payouts (Stripe has no Search API for payouts: see below)          |
 | fetch_statement     | GET /v1/balance_transactions?created[gte]&created[lt]&expand[]=data.source, paged     |
 |                     | with starting_after until has_more is false                                           |
 | parse_notification  | Stripe-Signature (t=…,v1=…, 300 s tolerance) with the account's webhook_secret        |
@@ -58,12 +62,17 @@ Stripe payout status → ours (`PAYOUT_STATUS`, exhaustive):
 | failed     | failed  | the bank refused it; the money went back to the Stripe balance (failure_code)      |
 | canceled   | failed  | cancelled before it was sent: nothing left the Stripe balance                      |
 
-The contract has no query for payouts (`query` answers about charges), so a `ChannelTimeout` from `payout`
-cannot be resolved through the adapter yet; the payout carries metadata[payplat_key], by which it is found
-on Stripe.
+Finding a payout by our key (`query_payout`, after a `ChannelTimeout` from `payout`). The payout carries
+metadata[payplat_key], and the list of payouts (newest first, strongly consistent) is scanned for it, as for
+charges; Stripe's Search API does not cover payouts, so there is no fallback. A list scanned to its end answers
+"never received" (`ChannelInvalidRequest` resource_missing, as `query`); `query_scan_limit` payouts scanned
+without finding it answer nothing of the kind (`ChannelInvalidRequest` query_scan_limit_reached, naming the
+setting), since an older payout may still carry the key and paying out again would pay twice. A timeout's
+`idempotency_key` is ours, not the derived key sent to Stripe: it is what `query_payout` takes.
 
 What went wrong → which error, and whether money may have moved. A POST moves money (charge, capture,
-cancel, refund, payout); a GET (check_credentials, query, fetch_statement) never does, so it has no "unknown":
+cancel, refund, payout); a GET (check_credentials, query, query_payout, fetch_statement) never does, so it has
+no "unknown":
 
 | what happened                                        | POST                       | GET                      |
 | ---------------------------------------------------- | -------------------------- | ------------------------ |
@@ -139,11 +148,14 @@ those flows are tested against a local stand-in that answers as Stripe does:
 - Cancellation and refund reasons are refused (the adapter sends them only when they are Stripe's enums).
 - Any key that starts with sk_ is accepted: only a non-sk_ key gets a 401.
 - Only three test payment methods exist (above): `test_instruments: "localstripe"` maps Stripe's others.
-- Payouts exist (create, retrieve, cancel) but only in EUR (any other currency is a 400 "Bad request"); the
-  destination sent is ignored (every payout gets an invented ba_… id), a payout is created pending and never
-  moves on by itself, and the balance is neither checked nor moved (Stripe refuses a payout above the available
-  balance: balance_insufficient). The request as Stripe receives it and Stripe's other payout statuses are
-  tested on the stand-in.
+- Payouts exist (create, retrieve, list, cancel) but only in EUR (any other currency is a 400 "Bad request");
+  the destination sent is ignored (every payout gets an invented ba_… id), a payout is created pending and
+  never moves on by itself, and the balance is neither checked nor moved (Stripe refuses a payout above the
+  available balance: balance_insufficient). The request as Stripe receives it and Stripe's other payout
+  statuses are tested on the stand-in. The list takes limit and starting_after and comes oldest first, so
+  `query_payout` (by reference, and by our key through the list) runs against it; a payout whose answer was
+  lost, and a list longer than `query_scan_limit`, are tested on the stand-in. As for charges, a payout's
+  Idempotency-Key is ignored: the same key twice pays out twice.
 - It always binds all interfaces (`::`) and writes its state to a fixed pickle file in the system's temporary folder.
 """
 
@@ -614,11 +626,12 @@ def search_query(key: str) -> str:
     return f"metadata['{METADATA_KEY}']:'{escaped}'"
 
 
-def intent_with_key(intents: Iterable[Any], key: str) -> Mapping[str, Any] | None:
-    for pi in intents:
-        metadata = pi.get("metadata") if isinstance(pi, Mapping) else None
+def object_with_key(objects: Iterable[Any], key: str) -> Mapping[str, Any] | None:
+    """The first object (a PaymentIntent, a payout) whose metadata carries our idempotency key."""
+    for obj in objects:
+        metadata = obj.get("metadata") if isinstance(obj, Mapping) else None
         if isinstance(metadata, Mapping) and metadata.get(METADATA_KEY) == key:
-            return pi
+            return obj
     return None
 
 
@@ -889,9 +902,14 @@ class StripeAdapter(ChannelAdapter):
         operation: str,
         params: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
+        query_key: str | None = None,
     ) -> Mapping[str, Any]:
-        """One call to Stripe: the decoded object, or the contract's error for whatever went wrong."""
+        """One call to Stripe: the decoded object, or the contract's error for whatever went wrong.
+
+        `query_key` is the key a `ChannelTimeout` names, the one the caller queries by (default: the
+        Idempotency-Key sent)."""
         moves_money = method == "POST"
+        timeout_key = query_key or idempotency_key
         auth = _Bearer(self.credential("secret_key"))
         pairs = encode_form(params or {})
         # Everything that belongs to the account travels with the request: the client is shared (see CLIENTS).
@@ -912,7 +930,7 @@ class StripeAdapter(ChannelAdapter):
             log.warning(
                 "stripe %s %s failed after %.0f ms (%s): %s", method, path, _ms(started), self.config.id, reason
             )
-            raise self._error(outcome, operation, reason=reason, idempotency_key=idempotency_key) from None
+            raise self._error(outcome, operation, reason=reason, idempotency_key=timeout_key) from None
         log.info(
             "stripe %s %s -> %s in %.0f ms (request %s, channel %s)",
             method,
@@ -931,7 +949,7 @@ class StripeAdapter(ChannelAdapter):
                 return body
             outcome = Outcome.UNKNOWN if moves_money else Outcome.UNAVAILABLE
             reason = f"an unreadable {response.status_code} answer"
-            raise self._error(outcome, operation, reason=reason, idempotency_key=idempotency_key)
+            raise self._error(outcome, operation, reason=reason, idempotency_key=timeout_key)
         error = stripe_error(body)
         outcome = http_outcome(response.status_code, error.get("type"), moves_money=moves_money)
         raise self._error(
@@ -940,7 +958,7 @@ class StripeAdapter(ChannelAdapter):
             reason=f"HTTP {response.status_code}",
             error=error,
             status=response.status_code,
-            idempotency_key=idempotency_key,
+            idempotency_key=timeout_key,
         )
 
     def _error(
@@ -1071,27 +1089,41 @@ class StripeAdapter(ChannelAdapter):
             pi = self._find_by_key(idempotency_key)
         return self._read(charge_result, pi, QueryResult, operation="query")
 
-    def _find_by_key(self, key: str) -> Mapping[str, Any]:
+    def _scan_for_key(
+        self, path: str, key: str, *, operation: str, expand: list[str] | None = None
+    ) -> tuple[Mapping[str, Any] | None, int, bool]:
+        """Page through a list, newest first, for the object whose metadata carries our key, up to
+        `query_scan_limit` objects: (the object or None, how many were scanned, whether the list ended)."""
         scanned, cursor = 0, None
         while scanned < self.query_scan_limit:
             page = self._call(
                 "GET",
-                "/v1/payment_intents",
+                path,
                 params={
                     "limit": min(PAGE_SIZE, self.query_scan_limit - scanned),
                     "starting_after": cursor,
-                    "expand": ["data.latest_charge"],
+                    "expand": expand,
                 },
-                operation="query",
+                operation=operation,
             )
-            intents = self._read(_page_data, page, operation="query")
-            found = intent_with_key(intents, key)
+            items = self._read(_page_data, page, operation=operation)
+            found = object_with_key(items, key)
             if found is not None:
-                return found
-            scanned += len(intents)
-            if not page.get("has_more") or not intents:
-                raise self._never_taken(key, f"none of the {scanned} payment intents on the account carries it")
-            cursor = self._read(_last_id, intents, operation="query")
+                return found, scanned + len(items), False
+            scanned += len(items)
+            if not page.get("has_more") or not items:
+                return None, scanned, True
+            cursor = self._read(_last_id, items, operation=operation)
+        return None, scanned, False
+
+    def _find_by_key(self, key: str) -> Mapping[str, Any]:
+        found, scanned, complete = self._scan_for_key(
+            "/v1/payment_intents", key, operation="query", expand=["data.latest_charge"]
+        )
+        if found is not None:
+            return found
+        if complete:
+            raise self._never_taken(key, f"none of the {scanned} payment intents on the account carries it")
         # Old enough to have left the newest intents, so old enough for the (eventually consistent) search index.
         page = self._call(
             "GET",
@@ -1099,7 +1131,7 @@ class StripeAdapter(ChannelAdapter):
             params={"query": search_query(key), "limit": 1, "expand": ["data.latest_charge"]},
             operation="query",
         )
-        found = intent_with_key(self._read(_page_data, page, operation="query"), key)
+        found = object_with_key(self._read(_page_data, page, operation="query"), key)
         if found is None:
             raise self._never_taken(key, f"not among the newest {scanned} payment intents, nor found by search")
         return found
@@ -1155,9 +1187,41 @@ class StripeAdapter(ChannelAdapter):
         return self._read(refund_result, refund, reference, operation="refund", idempotency_key=key)
 
     def payout(self, request: PayoutRequest) -> PayoutResult:
-        key = derived_key("payout", request.idempotency_key)
-        payout = self._call("POST", "/v1/payouts", params=payout_form(request), idempotency_key=key, operation="payout")
-        return self._read(payout_result, payout, operation="payout", idempotency_key=key)
+        # A timeout names our key (what query_payout takes), not the derived one Stripe receives.
+        ours, key = request.idempotency_key, derived_key("payout", request.idempotency_key)
+        payout = self._call(
+            "POST", "/v1/payouts", params=payout_form(request), idempotency_key=key, query_key=ours, operation="payout"
+        )
+        return self._read(payout_result, payout, operation="payout", idempotency_key=ours)
+
+    def query_payout(self, reference: str | None = None, *, idempotency_key: str | None = None) -> PayoutResult:
+        if (reference is None) == (idempotency_key is None):
+            raise ValueError("query_payout needs exactly one of reference or idempotency_key")
+        if reference is not None:
+            payout = self._call("GET", f"/v1/payouts/{self._path_id(reference, 'payout')}", operation="payout query")
+        else:
+            payout = self._find_payout_by_key(idempotency_key)
+        return self._read(payout_result, payout, operation="payout query")
+
+    def _find_payout_by_key(self, key: str) -> Mapping[str, Any]:
+        found, scanned, complete = self._scan_for_key("/v1/payouts", key, operation="payout query")
+        if found is not None:
+            return found
+        if complete:
+            raise ChannelInvalidRequest(
+                f"channel {self.channel}: no payout was made with idempotency key {key!r} (none of the {scanned} "
+                "payouts on the account carries it): Stripe never received it",
+                channel=self.channel,
+                code="resource_missing",
+            )
+        # Stripe has no search for payouts: an older payout may carry the key, so "never received" is not known.
+        raise ChannelInvalidRequest(
+            f"channel {self.channel}: no payout among the newest {scanned} carries idempotency key {key!r}, and "
+            "Stripe cannot search payouts, so whether it was made is unknown: raise query_scan_limit in Console → "
+            f"Channels → {self.config.name}, or find metadata payplat_key in Stripe's Dashboard",
+            channel=self.channel,
+            code="query_scan_limit_reached",
+        )
 
     def sign_contract(self, request: ContractRequest) -> ContractResult:
         from payments.channels import ADAPTERS  # the registry imports this module
