@@ -678,11 +678,14 @@ _ADD_USAGE = sa.text(
 )
 
 
+def add_channel_usage(tenant_id: uuid.UUID, account_id: uuid.UUID, amount: int) -> None:
+    """What a channel account took counts against its daily cap (the tenant's calendar day): for
+    payments, and for anything else that brings money in through a channel (top-ups)."""
+    db.session.connection().execute(_ADD_USAGE, {"tenant_id": tenant_id, "account_id": account_id, "amount": amount})
+
+
 def _add_usage(pi: PaymentIntent, amount: int) -> None:
-    """What the channel account took today counts against its daily cap (the tenant's day)."""
-    db.session.connection().execute(
-        _ADD_USAGE, {"tenant_id": pi.tenant_id, "account_id": pi.channel_account_id, "amount": amount}
-    )
+    add_channel_usage(pi.tenant_id, pi.channel_account_id, amount)
 
 
 def _post_capture(pi: PaymentIntent, amount: int) -> None:

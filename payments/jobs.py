@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from core.db import db
 from payments.channels.base import ChannelInvalidRequest, ChannelTimeout, ChannelUnavailable, ChargeStatus
-from payments.models import ChannelAccount, PaymentAttempt
+from payments.models import ChannelAccount, PaymentAttempt, Topup
 
 
 class OutcomeStillUnknown(Exception):
@@ -65,7 +65,7 @@ def sweep_unknown_attempts() -> int:
     attempts abandoned while `started`, over all tenants (platform scope). A queued, scheduled or
     running resolution of the same attempt is kept (deterministic job id); one whose retries ran
     out starts again, so an outcome is asked for until the channel gives a final one. Returns how
-    many attempts were looked at."""
+    many attempts were looked at, top-ups' channel calls included (`sweep_unknown_topups`)."""
     from datetime import UTC, datetime, timedelta
 
     from payments.intents import queue_resolution
@@ -90,4 +90,71 @@ def sweep_unknown_attempts() -> int:
     for tenant_id, attempt_id in rows:
         with isolation.tenant_context(db.session, tenant_id):
             queue_resolution(tenant_id, attempt_id)
+    # Top-ups charged through a channel have the same kind of calls; counted with the attempts.
+    return len(rows) + sweep_unknown_topups()
+
+
+def resolve_topup(tenant_id: uuid.UUID, topup_id: str) -> str:
+    """Ask the channel what became of a top-up's call whose answer never came (or that was still
+    processing), and apply it once (`payments.balance_operations.apply_topup_result`).
+
+    Asks by the idempotency key the channel received, never charges again. Safe to run twice or
+    after a worker died: a final top-up is left as it is.
+    """
+    from payments.balance_operations import apply_topup_result, topup_not_taken
+    from payments.channel_adapters import adapter_of
+
+    topup = db.session.execute(sa.select(Topup).where(Topup.tenant_id == tenant_id, Topup.id == topup_id)).scalar_one()
+    if topup.status != "pending" or topup.charge_status not in ("started", "unknown"):
+        return topup.status
+    account = db.session.execute(
+        sa.select(ChannelAccount).where(
+            ChannelAccount.tenant_id == tenant_id, ChannelAccount.id == topup.channel_account_id
+        )
+    ).scalar_one()
+    key = topup.charge_key
+    db.session.commit()  # no transaction open across the channel call
+    try:
+        result = adapter_of(account).query(idempotency_key=key)
+    except (ChannelTimeout, ChannelUnavailable) as exc:
+        raise OutcomeStillUnknown(f"top-up {topup_id}: the channel did not answer ({exc})") from exc
+    except ChannelInvalidRequest as exc:
+        if exc.code != "resource_missing":
+            raise
+        return topup_not_taken(tenant_id, topup_id, key, f"the channel has no such charge: {exc}").status
+    if result.status in (ChargeStatus.PROCESSING, ChargeStatus.REQUIRES_CAPTURE):
+        raise OutcomeStillUnknown(f"top-up {topup_id}: still {result.status} at the channel")
+    return apply_topup_result(tenant_id, topup_id, key, result).status
+
+
+def sweep_unknown_topups() -> int:
+    """Re-queue the resolution of top-ups whose channel call is still `unknown` a minute after it
+    started, or was abandoned while `started` (the process died before applying the answer), over
+    all tenants (platform scope), as `sweep_unknown_attempts` does for payments. Returns how many
+    top-ups were looked at."""
+    from datetime import UTC, datetime, timedelta
+
+    from payments.balance_operations import queue_topup_resolution
+    from tenants import isolation
+
+    now = datetime.now(UTC)
+    cutoff = now - timedelta(seconds=SWEEP_GRACE_SECONDS)
+    abandoned = now - timedelta(seconds=ABANDONED_AFTER_SECONDS)
+    with isolation.platform_scope(db.session):
+        rows = db.session.execute(
+            sa.select(Topup.tenant_id, Topup.id)
+            .where(
+                Topup.status == "pending",
+                sa.or_(
+                    sa.and_(Topup.charge_status == "unknown", Topup.charge_started_at < cutoff),
+                    sa.and_(Topup.charge_status == "started", Topup.charge_started_at < abandoned),
+                ),
+            )
+            .order_by(Topup.charge_started_at)
+            .limit(SWEEP_LIMIT)
+        ).all()
+        db.session.commit()
+    for tenant_id, topup_id in rows:
+        with isolation.tenant_context(db.session, tenant_id):
+            queue_topup_resolution(tenant_id, topup_id)
     return len(rows)

@@ -343,6 +343,9 @@ class ChannelNotification(TenantOwned, db.Model):
 BALANCE_TRANSACTION_TYPES = ("charge", "refund", "topup", "transfer", "payout", "payout_cancel")
 BALANCE_TRANSACTION_STATUSES = ("pending", "available")
 TOPUP_STATUSES = ("pending", "succeeded", "failed", "canceled")
+# Where a top-up's current channel call stands (as a payment attempt's status): `started` before the
+# call, `unknown` after a timeout or while the channel is still processing (a job asks it), then final.
+TOPUP_CHARGE_STATUSES = ("started", "unknown", "succeeded", "declined", "unavailable", "failed")
 PAYOUT_STATUSES = ("pending", "in_transit", "paid", "failed", "canceled")
 
 
@@ -392,7 +395,14 @@ class BalanceTransaction(TenantOwned, db.Model):
 
 
 class Topup(TenantOwned, db.Model):
-    """Money a merchant adds to its platform wallet (ids `tu_...`)."""
+    """Money a merchant adds to its platform wallet (ids `tu_...`).
+
+    A top-up with a `source` (a card token, or the product code `bank_transfer`) is charged through
+    one of the tenant's channel accounts, as a payment is: the channel columns hold the current
+    call (account, the idempotency key the channel received, where the call stands), written
+    before the call; `charge_log` keeps one line per channel tried. A test top-up without a source
+    touches no channel and has none of them.
+    """
 
     __tablename__ = "topups"
 
@@ -405,6 +415,22 @@ class Topup(TenantOwned, db.Model):
     description: Mapped[str | None] = mapped_column(sa.String(1000))
     metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSONB, default=dict)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+    # What pays, as the merchant sent it (a token, never card data), and the product it means.
+    source: Mapped[str | None] = mapped_column(sa.String(120))
+    product: Mapped[str | None] = mapped_column(sa.String(30))
+    statement_descriptor: Mapped[str | None] = mapped_column(sa.String(15))
+    routing: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    channel_account_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
+    charge_key: Mapped[str | None] = mapped_column(sa.String(120))
+    charge_status: Mapped[str | None] = mapped_column(sa.String(20))
+    # When the current call was written: the sweep finds calls whose answer or job was lost.
+    charge_started_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    charge_log: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list, server_default=sa.text("'[]'"))
+    channel_reference: Mapped[str | None] = mapped_column(sa.String(120))
+    # What the payer still has to do at the channel (a bank transfer's instructions), when it said so.
+    next_action: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    failure_code: Mapped[str | None] = mapped_column(sa.String(60))
+    failure_message: Mapped[str | None] = mapped_column(sa.String(500))
 
     __table_args__ = (
         sa.ForeignKeyConstraint(
@@ -412,6 +438,9 @@ class Topup(TenantOwned, db.Model):
         ),
         sa.CheckConstraint("amount > 0", name="amount"),
         sa.CheckConstraint(f"status IN {TOPUP_STATUSES}", name="status"),
+        sa.CheckConstraint(f"charge_status IN {TOPUP_CHARGE_STATUSES}", name="charge_status"),
+        # A key the channel received names one top-up, as an attempt's does one payment.
+        sa.UniqueConstraint("tenant_id", "charge_key"),
         sa.Index("ix_topups_tenant_id_merchant_id_created_at_id", "tenant_id", "merchant_id", "created_at", "id"),
     )
 

@@ -186,11 +186,20 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "created": TIMESTAMP,
             "currency": STRING,
             "description": _nullable(STRING),
+            "expected_availability_date": _nullable(TIMESTAMP),
+            "failure_code": _nullable(STRING),
+            "failure_message": _nullable(STRING),
             "livemode": {"type": "boolean"},
             "metadata": METADATA,
+            "next_action": _nullable({"type": "object"}),
+            "source": _nullable(STRING),
+            "statement_descriptor": _nullable(STRING),
             "status": {"type": "string", "enum": list(TOPUP_STATUSES)},
         },
-        "Money the merchant added to its available balance.",
+        "Money the merchant added to its available balance: pending while the channel has not answered, "
+        "then succeeded (the amount is available) or failed (failure_code, failure_message; nothing moved). "
+        "source is the card token or product that paid; next_action (not Stripe's) is what the payer must "
+        "still do at the channel, such as a bank transfer's instructions.",
     ),
     "transfer": _object(
         "transfer",

@@ -265,7 +265,13 @@ def retrieve_balance_transaction(ctx: MerchantContext, p: dict[str, Any], id: st
 
 def create_topup(ctx: MerchantContext, p: dict[str, Any]) -> dict[str, Any]:
     topup = balance_operations.create_topup(
-        ctx, amount=p["amount"], currency=p["currency"], description=p.get("description"), metadata=p.get("metadata")
+        ctx,
+        amount=p["amount"],
+        currency=p["currency"],
+        source=p.get("source"),
+        description=p.get("description"),
+        metadata=p.get("metadata"),
+        statement_descriptor=p.get("statement_descriptor"),
     )
     return balance_operations.topup_object(topup)
 
@@ -508,6 +514,21 @@ MOVEMENT_FIELDS = {
     "expand": EXPAND,
 }
 
+TOPUP_FIELDS = {
+    "source": Param(
+        String(max_length=120),
+        description=(
+            "What pays: a card token (pm_..., tok_...; in test mode also pm_card_visa and the other test cards), "
+            "charged through a card channel, or `bank_transfer`: the channel gives transfer instructions "
+            "(next_action) and the top-up stays pending until the money arrives. Default: in live mode "
+            "bank_transfer; in test mode none, and the top-up succeeds at once without a channel."
+        ),
+    ),
+    "statement_descriptor": Param(
+        String(max_length=15), description="Up to 15 ASCII characters for the source's statement."
+    ),
+}
+
 PAYMENT_METHOD_TYPES = Param(
     StringList(),
     description="Payment method types to offer (e.g. card); default: all the account's channels take.",
@@ -692,10 +713,11 @@ OPERATIONS: list[Operation] = [
         "POST",
         "/topups",
         "create_topup",
-        "Top up the balance (test mode: succeeds at once; live mode needs a bank-transfer channel, not available yet)",
+        "Top up the balance through one of the account's channels (pending until the channel answers; "
+        "a test top-up without a source succeeds at once)",
         create_topup,
         "topup",
-        dict(MOVEMENT_FIELDS),
+        {**MOVEMENT_FIELDS, **TOPUP_FIELDS},
     ),
     Operation(
         "GET", "/topups", "list_topups", "List top-ups, newest first", list_topups, "list:topup", dict(LIST_PARAMS)
