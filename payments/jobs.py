@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -60,22 +63,33 @@ ABANDONED_AFTER_SECONDS = 900
 SWEEP_LIMIT = 500
 
 
-def sweep_unknown_attempts() -> int:
-    """Re-queue the resolution of attempts still `unknown` a minute after their last news, and of
-    attempts abandoned while `started`, over all tenants (platform scope). A queued, scheduled or
-    running resolution of the same attempt is kept (deterministic job id); one whose retries ran
-    out starts again, so an outcome is asked for until the channel gives a final one. Returns how
-    many attempts were looked at, top-ups' channel calls included (`sweep_unknown_topups`)."""
-    from datetime import UTC, datetime, timedelta
-
-    from payments.intents import queue_resolution
+def _requeue_stale(stale: Callable[[datetime, datetime], sa.Select], queue: Callable[[uuid.UUID, Any], None]) -> int:
+    """Re-queue the resolution of every channel call `stale(cutoff, abandoned)` selects as
+    (tenant_id, id), over all tenants (platform scope): calls still `unknown` a minute after their
+    last news, and calls abandoned while `started`. A queued, scheduled or running resolution is
+    kept (deterministic job ids); one whose retries ran out starts again. Returns how many."""
     from tenants import isolation
 
     now = datetime.now(UTC)
     cutoff = now - timedelta(seconds=SWEEP_GRACE_SECONDS)
     abandoned = now - timedelta(seconds=ABANDONED_AFTER_SECONDS)
     with isolation.platform_scope(db.session):
-        rows = db.session.execute(
+        rows = db.session.execute(stale(cutoff, abandoned).limit(SWEEP_LIMIT)).all()
+        db.session.commit()
+    for tenant_id, object_id in rows:
+        with isolation.tenant_context(db.session, tenant_id):
+            queue(tenant_id, object_id)
+    return len(rows)
+
+
+def sweep_unknown_attempts() -> int:
+    """Re-queue lost resolutions of payment attempts (`_requeue_stale`), so an outcome is asked for
+    until the channel gives a final one. Returns how many attempts were looked at, top-ups'
+    channel calls included (`sweep_unknown_topups`)."""
+    from payments.intents import queue_resolution
+
+    attempts = _requeue_stale(
+        lambda cutoff, abandoned: (
             sa.select(PaymentAttempt.tenant_id, PaymentAttempt.id)
             .where(
                 sa.or_(
@@ -84,14 +98,11 @@ def sweep_unknown_attempts() -> int:
                 )
             )
             .order_by(PaymentAttempt.created_at)
-            .limit(SWEEP_LIMIT)
-        ).all()
-        db.session.commit()
-    for tenant_id, attempt_id in rows:
-        with isolation.tenant_context(db.session, tenant_id):
-            queue_resolution(tenant_id, attempt_id)
+        ),
+        queue_resolution,
+    )
     # Top-ups charged through a channel have the same kind of calls; counted with the attempts.
-    return len(rows) + sweep_unknown_topups()
+    return attempts + sweep_unknown_topups()
 
 
 def resolve_topup(tenant_id: uuid.UUID, topup_id: str) -> str:
@@ -128,20 +139,12 @@ def resolve_topup(tenant_id: uuid.UUID, topup_id: str) -> str:
 
 
 def sweep_unknown_topups() -> int:
-    """Re-queue the resolution of top-ups whose channel call is still `unknown` a minute after it
-    started, or was abandoned while `started` (the process died before applying the answer), over
-    all tenants (platform scope), as `sweep_unknown_attempts` does for payments. Returns how many
-    top-ups were looked at."""
-    from datetime import UTC, datetime, timedelta
-
+    """Re-queue lost resolutions of top-ups' channel calls (`_requeue_stale`), as
+    `sweep_unknown_attempts` does for payments. Returns how many top-ups were looked at."""
     from payments.balance_operations import queue_topup_resolution
-    from tenants import isolation
 
-    now = datetime.now(UTC)
-    cutoff = now - timedelta(seconds=SWEEP_GRACE_SECONDS)
-    abandoned = now - timedelta(seconds=ABANDONED_AFTER_SECONDS)
-    with isolation.platform_scope(db.session):
-        rows = db.session.execute(
+    return _requeue_stale(
+        lambda cutoff, abandoned: (
             sa.select(Topup.tenant_id, Topup.id)
             .where(
                 Topup.status == "pending",
@@ -151,10 +154,6 @@ def sweep_unknown_topups() -> int:
                 ),
             )
             .order_by(Topup.charge_started_at)
-            .limit(SWEEP_LIMIT)
-        ).all()
-        db.session.commit()
-    for tenant_id, topup_id in rows:
-        with isolation.tenant_context(db.session, tenant_id):
-            queue_topup_resolution(tenant_id, topup_id)
-    return len(rows)
+        ),
+        queue_topup_resolution,
+    )
