@@ -4,7 +4,7 @@ The API (all in the caller's transaction; nothing here commits):
 
     account(tenant_id, purpose, currency, livemode, merchant_id=None) -> LedgerAccount
     account_ref(...same...) -> AccountRef  the account's id and identity, cached per process (for posting)
-    post(tenant_id, kind, reference, lines, livemode, description="") -> JournalEntry
+    post(tenant_id, kind, reference, lines, livemode, description="") -> PostedEntry
     balance(account) -> int            debit-positive, as stored
     natural_balance(account) -> int    positive on the account's normal side
     merchant_balance(account) -> int   what the merchant sees: money owed to it is positive

@@ -24,7 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.orm import Session, attributes, make_transient_to_detached
+from sqlalchemy.orm import Session, attributes
 from sqlalchemy.orm.util import identity_key
 
 from core.db import db
@@ -337,7 +337,7 @@ def post(
     lines: Sequence[Line],
     livemode: bool,
     description: str = "",
-) -> JournalEntry:
+) -> PostedEntry:
     """Write one balanced journal entry and move the cached balances, in the caller's transaction.
 
     `lines` are `(account, amount)` (or `(account, amount, currency)` to assert the currency),
@@ -424,22 +424,25 @@ def post(
         if isinstance(acct, LedgerAccount):
             attributes.set_committed_value(acct, "balance", balances[acct.id])
 
-    entry = JournalEntry(
-        tenant_id=tenant_id,
-        id=entry_id,
-        kind=kind,
-        reference=reference,
-        livemode=livemode,
-        description=description,
-    )
-    new_lines = [JournalLine(**value) for value in values]
-    # The rows are written; attach them to the session as loaded rows (no statement), so that what
-    # they do not carry yet (the lines' accounts, timestamps) loads on access like any other row.
-    for obj in (entry, *new_lines):
-        make_transient_to_detached(obj)
-        session.add(obj)
-    attributes.set_committed_value(entry, "lines", sorted(new_lines, key=lambda line: -line.amount))
-    return entry
+    return PostedEntry(tenant_id, entry_id, kind, reference, livemode, description)
+
+
+@dataclass(frozen=True)
+class PostedEntry:
+    """What `post` wrote, without building ORM objects for it on the payment path (most callers
+    only need that it was written); `lines` loads them when asked, largest debit first."""
+
+    tenant_id: uuid.UUID
+    id: uuid.UUID
+    kind: str
+    reference: str
+    livemode: bool
+    description: str
+
+    @property
+    def lines(self) -> list[JournalLine]:
+        entry = _session().get(JournalEntry, (self.tenant_id, self.id))
+        return sorted(entry.lines, key=lambda line: -line.amount)
 
 
 def find_entry(tenant_id: uuid.UUID, kind: str, reference: str) -> JournalEntry | None:

@@ -30,6 +30,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from rq import Retry
+from sqlalchemy.dialects.postgresql import JSONB
 
 import ledger
 from core import queue
@@ -585,37 +586,59 @@ def queue_resolution(tenant_id: uuid.UUID, attempt_id: uuid.UUID) -> None:
         log.warning("could not queue the resolution of attempt %s; the sweep will", attempt_id, exc_info=True)
 
 
-def _mark(
-    attempt_id: uuid.UUID,
+_ATTEMPTS = PaymentAttempt.__table__
+
+
+@dataclass(frozen=True)
+class LockedAttempt:
+    """An attempt as an outcome transaction reads it (locked together with its intent); its
+    changes are written by `_set_attempt`, one UPDATE, with no ORM object to keep."""
+
+    tenant_id: uuid.UUID
+    id: uuid.UUID
+    kind: str
+    status: str
+    amount: int
+
+
+# An attempt's new state in one statement, built once: the response only when one is given, the
+# finish time once the outcome is final (an `unknown` attempt is still open).
+_SET_ATTEMPT = sa.text(
+    """
+    UPDATE payment_attempts
+    SET status = CAST(:status AS varchar), error = :error, response = COALESCE(:response, response),
+        finished_at = CASE WHEN CAST(:status AS varchar) = 'unknown' THEN finished_at ELSE now() END
+    WHERE tenant_id = :tenant_id AND id = :attempt_id
+    """
+).bindparams(
+    sa.bindparam("response", type_=JSONB(none_as_null=True)),
+    sa.bindparam("tenant_id", type_=sa.Uuid),
+    sa.bindparam("attempt_id", type_=sa.Uuid),
+)
+
+
+def _set_attempt(
     tenant_id: uuid.UUID,
+    attempt_id: uuid.UUID,
     status: str,
     *,
     error: str | None = None,
     response: dict[str, Any] | None = None,
-) -> PaymentAttempt:
-    attempt = db.session.execute(
-        sa.select(PaymentAttempt)
-        .where(PaymentAttempt.tenant_id == tenant_id, PaymentAttempt.id == attempt_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).scalar_one()
-    return _set_attempt(attempt, status, error=error, response=response)
-
-
-def _set_attempt(
-    attempt: PaymentAttempt, status: str, *, error: str | None = None, response: dict[str, Any] | None = None
-) -> PaymentAttempt:
-    attempt.status = status
-    attempt.error = error[:500] if error else None
-    if response is not None:
-        attempt.response = response
-    if status != "unknown":
-        attempt.finished_at = _now()
-    return attempt
+) -> None:
+    db.session.connection().execute(
+        _SET_ATTEMPT,
+        {
+            "tenant_id": tenant_id,
+            "attempt_id": attempt_id,
+            "status": status,
+            "error": error[:500] if error else None,
+            "response": response,
+        },
+    )
 
 
 def _finish_attempt(ctx: MerchantContext, attempt_id: uuid.UUID, status: str, *, error: str) -> None:
-    _mark(attempt_id, ctx.tenant_id, status, error=error)
+    _set_attempt(ctx.tenant_id, attempt_id, status, error=error)
     db.session.commit()
 
 
@@ -635,7 +658,7 @@ def _fail_attempt(
     if attempt.status not in ("started", "unknown"):
         db.session.rollback()
         return get(ctx, intent_id)
-    _set_attempt(attempt, status, error=detail, response=response)
+    _set_attempt(attempt.tenant_id, attempt.id, status, error=detail, response=response)
     _fail(pi, error)
     db.session.commit()
     return pi
@@ -728,16 +751,14 @@ def _lock_statement(intent_known: bool) -> sa.Select:
         .where(PaymentAttempt.tenant_id == tenant_id, PaymentAttempt.id == attempt_id)
         .scalar_subquery()
     )
+    attempts = PaymentAttempt.__table__.c
     return (
-        sa.select(PaymentIntent, PaymentAttempt)
+        sa.select(PaymentIntent, attempts.tenant_id, attempts.id, attempts.kind, attempts.status, attempts.amount)
         .join(
-            PaymentAttempt,
-            sa.and_(
-                PaymentAttempt.tenant_id == PaymentIntent.tenant_id,
-                PaymentAttempt.payment_intent_id == PaymentIntent.id,
-            ),
+            PaymentAttempt.__table__,
+            sa.and_(attempts.tenant_id == PaymentIntent.tenant_id, attempts.payment_intent_id == PaymentIntent.id),
         )
-        .where(PaymentIntent.tenant_id == tenant_id, PaymentIntent.id == intent_id, PaymentAttempt.id == attempt_id)
+        .where(PaymentIntent.tenant_id == tenant_id, PaymentIntent.id == intent_id, attempts.id == attempt_id)
         .with_for_update()
         # The rows as locked, not as this session last saw them: another process (a channel's
         # notification, the query job) may have applied the outcome while the channel was called.
@@ -751,7 +772,7 @@ _LOCK_BY_ATTEMPT = _lock_statement(intent_known=False)
 
 def _lock_attempt(
     tenant_id: uuid.UUID, attempt_id: uuid.UUID, intent_id: str | None = None
-) -> tuple[PaymentIntent, PaymentAttempt]:
+) -> tuple[PaymentIntent, LockedAttempt]:
     """Lock an attempt's intent, then the attempt: every writer locks in this order."""
     if intent_id is None:
         row = db.session.execute(_LOCK_BY_ATTEMPT, {"tenant_id": tenant_id, "attempt_id": attempt_id}).one()
@@ -759,7 +780,7 @@ def _lock_attempt(
         row = db.session.execute(
             _LOCK_BY_INTENT, {"tenant_id": tenant_id, "attempt_id": attempt_id, "intent_id": intent_id}
         ).one()
-    return row[0], row[1]
+    return row[0], LockedAttempt(*row[1:])
 
 
 def apply_charge_result(
@@ -785,25 +806,25 @@ def apply_charge_result(
     return pi
 
 
-def _apply(pi: PaymentIntent, attempt: PaymentAttempt, result: ChargeResult, hot: HotWork) -> bool:
+def _apply(pi: PaymentIntent, attempt: LockedAttempt, result: ChargeResult, hot: HotWork) -> bool:
     """Change the intent and the attempt by the channel's answer, leaving the statements on shared
     rows to `hot`; False when there is nothing to apply yet."""
     response = {"reference": result.reference, "status": str(result.status), **dict(result.raw or {})}
     pi.channel_reference = result.reference
     if attempt.kind == "capture":
         if result.status == ChargeStatus.SUCCEEDED:
-            _set_attempt(attempt, "succeeded", response=response)
+            _set_attempt(attempt.tenant_id, attempt.id, "succeeded", response=response)
             _succeed(pi, getattr(result, "amount_captured", 0) or attempt.amount, hot)
         elif result.status in (ChargeStatus.FAILED, ChargeStatus.CANCELED):
-            _set_attempt(attempt, "failed", response=response, error=result.failure_message)
+            _set_attempt(attempt.tenant_id, attempt.id, "failed", response=response, error=result.failure_message)
         else:
             return False
     elif result.status == ChargeStatus.SUCCEEDED:
-        _set_attempt(attempt, "succeeded", response=response)
+        _set_attempt(attempt.tenant_id, attempt.id, "succeeded", response=response)
         hot.append(lambda: _add_usage(pi, pi.amount))
         _succeed(pi, pi.amount, hot)
     elif result.status == ChargeStatus.REQUIRES_CAPTURE:
-        _set_attempt(attempt, "requires_capture", response=response)
+        _set_attempt(attempt.tenant_id, attempt.id, "requires_capture", response=response)
         hot.append(lambda: _add_usage(pi, pi.amount))
         pi.status = "requires_capture"
         pi.amount_capturable = pi.amount
@@ -815,7 +836,7 @@ def _apply(pi: PaymentIntent, attempt: PaymentAttempt, result: ChargeResult, hot
             objects.payment_intent(pi),
         )
     elif result.status in (ChargeStatus.FAILED, ChargeStatus.CANCELED):
-        _set_attempt(attempt, "declined", response=response, error=result.failure_message)
+        _set_attempt(attempt.tenant_id, attempt.id, "declined", response=response, error=result.failure_message)
         _fail(
             pi,
             {
@@ -827,7 +848,7 @@ def _apply(pi: PaymentIntent, attempt: PaymentAttempt, result: ChargeResult, hot
         )
     else:
         # Still processing at the channel (a QR code to scan, a transfer to arrive).
-        _set_attempt(attempt, "unknown", response=response)
+        _set_attempt(attempt.tenant_id, attempt.id, "unknown", response=response)
     return True
 
 
@@ -838,7 +859,7 @@ def apply_not_taken(tenant_id: uuid.UUID, attempt_id: uuid.UUID, reason: str) ->
     if attempt.status not in ("started", "unknown"):
         db.session.rollback()
         return pi
-    attempt = _set_attempt(attempt, "unavailable", error=reason)
+    _set_attempt(tenant_id, attempt_id, "unavailable", error=reason)
     if pi.status == "processing" and attempt.kind == "charge":
         _fail(
             pi,
