@@ -15,7 +15,7 @@ refused configuration) hands the payment to the next route candidate. A timeout 
 failure: the attempt stays `unknown`, the intent `processing`, and a job asks the channel with
 the same idempotency key until the outcome is final (`payments.jobs.resolve_attempt`).
 
-A payment created and confirmed in one request costs two transactions and seventeen
+A payment created and confirmed in one request costs two transactions and sixteen
 statements (docs/PERFORMANCE.md lists them); keep it so when changing this module.
 """
 

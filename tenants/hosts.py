@@ -1,8 +1,9 @@
 """Which site a request's host name belongs to: the platform console, a tenant, or nothing.
 
 A tenant is reached on one of its domains (`tenant_domains`) or on `<slug>.<platform domain>`.
-The look-up is the SQL function `tenant_for_host()`, which alone may read across tenants to
-answer it; an unknown host resolves to nothing, and the portal answers 404 (fail closed).
+The look-up is the SQL function `tenant_site_for_host()` (over `tenant_for_host()`), which alone
+may read across tenants to answer it, with the tenant's status; an unknown host resolves to
+nothing, and the portal answers 404 (fail closed).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tenants import isolation
 class Site:
     kind: str  # "platform" | "tenant" | "unknown"
     tenant_id: uuid.UUID | None = None
+    tenant_status: str | None = None  # the tenant's status ("active", "suspended") when it is one
 
     @property
     def is_platform(self) -> bool:
@@ -45,11 +47,11 @@ def resolve(session: Session, host: str, platform_host: str, platform_domain: st
         return Site("unknown")
     if name == normalise(platform_host):
         return Site("platform")
-    tenant_id = isolation.activate_tenant_of(
+    found = isolation.activate_tenant_of(
         session,
-        "SELECT tenant_for_host(:host, :domain)",
+        "SELECT tenant_id, status FROM tenant_site_for_host(:host, :domain)",
         {"host": name, "domain": normalise(platform_domain)},
     )
-    if tenant_id is None:
+    if found is None:
         return Site("unknown")
-    return Site("tenant", tenant_id)
+    return Site("tenant", found.tenant_id, found.status)

@@ -67,20 +67,22 @@ def activate_tenant(session: Session, tenant_id: uuid.UUID | None) -> None:
     _switch(session, tenant_id, "")
 
 
-def activate_tenant_of(session: Session, tenant_sql: str, params: dict) -> uuid.UUID | None:
-    """Run `tenant_sql` (a SELECT of one tenant id, or of NULL) and make that tenant the tenant of
-    this context, writing the setting in the same statement: one round trip where a look-up and
-    `activate_tenant` take two. With no tenant found, the context stays empty."""
-    tenant = session.execute(
+def activate_tenant_of(session: Session, tenant_sql: str, params: dict) -> sa.Row | None:
+    """Run `tenant_sql` (a SELECT of at most one row whose first column is a tenant id) and make
+    that tenant the tenant of this context, writing the setting in the same statement: one round
+    trip where a look-up and `activate_tenant` take two. Returns the row (None, and the context
+    stays empty, when it found nothing)."""
+    row = session.execute(
         sa.text(
-            "SELECT found.id, set_config('app.tenant_id', coalesce(found.id::text, ''), true),"
-            f" set_config('app.scope', '', true) FROM ({tenant_sql}) AS found(id)"
+            "SELECT found.*, set_config('app.tenant_id', coalesce(found.tenant_id::text, ''), true) AS _tenant,"
+            f" set_config('app.scope', '', true) AS _scope FROM ({tenant_sql}) AS found"
         ),
         params,
-    ).scalar()
+    ).first()
+    tenant = row.tenant_id if row is not None else None
     _tenant_id.set(tenant)
     _scope.set("")
-    return tenant
+    return row if tenant is not None else None
 
 
 def _switch(session: Session, tenant_id: uuid.UUID | None, scope: str) -> tuple:
