@@ -10,12 +10,38 @@ from typing import Any
 import sqlalchemy as sa
 
 from core.db import db
-from payments.channels.base import ChannelInvalidRequest, ChannelTimeout, ChannelUnavailable, ChargeStatus
+from payments.channels.base import (
+    ChannelInvalidRequest,
+    ChannelTimeout,
+    ChannelUnavailable,
+    ChargeResult,
+    ChargeStatus,
+)
 from payments.models import ChannelAccount, PaymentAttempt, Topup
 
 
 class OutcomeStillUnknown(Exception):
     """The channel has no final answer yet; RQ retries the job with backoff."""
+
+
+def _ask_channel(tenant_id: uuid.UUID, account_id: uuid.UUID, key: str, what: str) -> tuple[ChargeResult | None, str]:
+    """Ask a channel account what became of the charge it received with our `key`, with no
+    transaction open across the call. Returns (the answer, "") or, when the channel says it never
+    received it, (None, why); raises `OutcomeStillUnknown` when it does not answer."""
+    from payments.channel_adapters import adapter_of
+
+    account = db.session.execute(
+        sa.select(ChannelAccount).where(ChannelAccount.tenant_id == tenant_id, ChannelAccount.id == account_id)
+    ).scalar_one()
+    db.session.commit()
+    try:
+        return adapter_of(account).query(idempotency_key=key), ""
+    except (ChannelTimeout, ChannelUnavailable) as exc:
+        raise OutcomeStillUnknown(f"{what}: the channel did not answer ({exc})") from exc
+    except ChannelInvalidRequest as exc:
+        if exc.code != "resource_missing":
+            raise
+        return None, f"the channel has no such charge: {exc}"
 
 
 def resolve_attempt(tenant_id: uuid.UUID, attempt_id: str) -> str:
@@ -24,7 +50,6 @@ def resolve_attempt(tenant_id: uuid.UUID, attempt_id: str) -> str:
     Asks by the idempotency key the channel received, never charges again. Safe to run twice
     or after a worker died: a final attempt is left as it is.
     """
-    from payments.channel_adapters import adapter_of
     from payments.intents import apply_charge_result, apply_not_taken
 
     attempt = db.session.execute(
@@ -34,21 +59,11 @@ def resolve_attempt(tenant_id: uuid.UUID, attempt_id: str) -> str:
     ).scalar_one()
     if attempt.status not in ("started", "unknown"):
         return attempt.status
-    account = db.session.execute(
-        sa.select(ChannelAccount).where(
-            ChannelAccount.tenant_id == tenant_id, ChannelAccount.id == attempt.channel_account_id
-        )
-    ).scalar_one()
-    key = attempt.idempotency_key
-    db.session.commit()
-    try:
-        result = adapter_of(account).query(idempotency_key=key)
-    except (ChannelTimeout, ChannelUnavailable) as exc:
-        raise OutcomeStillUnknown(f"attempt {attempt_id}: the channel did not answer ({exc})") from exc
-    except ChannelInvalidRequest as exc:
-        if exc.code != "resource_missing":
-            raise
-        return apply_not_taken(tenant_id, attempt.id, f"the channel has no such charge: {exc}").status
+    result, missing = _ask_channel(
+        tenant_id, attempt.channel_account_id, attempt.idempotency_key, f"attempt {attempt_id}"
+    )
+    if result is None:
+        return apply_not_taken(tenant_id, attempt.id, missing).status
     if result.status == ChargeStatus.PROCESSING:
         raise OutcomeStillUnknown(f"attempt {attempt_id}: still processing at the channel")
     pi = apply_charge_result(tenant_id, attempt.id, result)
@@ -113,26 +128,14 @@ def resolve_topup(tenant_id: uuid.UUID, topup_id: str) -> str:
     after a worker died: a final top-up is left as it is.
     """
     from payments.balance_operations import apply_topup_result, topup_not_taken
-    from payments.channel_adapters import adapter_of
 
     topup = db.session.execute(sa.select(Topup).where(Topup.tenant_id == tenant_id, Topup.id == topup_id)).scalar_one()
     if topup.status != "pending" or topup.charge_status not in ("started", "unknown"):
         return topup.status
-    account = db.session.execute(
-        sa.select(ChannelAccount).where(
-            ChannelAccount.tenant_id == tenant_id, ChannelAccount.id == topup.channel_account_id
-        )
-    ).scalar_one()
     key = topup.charge_key
-    db.session.commit()  # no transaction open across the channel call
-    try:
-        result = adapter_of(account).query(idempotency_key=key)
-    except (ChannelTimeout, ChannelUnavailable) as exc:
-        raise OutcomeStillUnknown(f"top-up {topup_id}: the channel did not answer ({exc})") from exc
-    except ChannelInvalidRequest as exc:
-        if exc.code != "resource_missing":
-            raise
-        return topup_not_taken(tenant_id, topup_id, key, f"the channel has no such charge: {exc}").status
+    result, missing = _ask_channel(tenant_id, topup.channel_account_id, key, f"top-up {topup_id}")
+    if result is None:
+        return topup_not_taken(tenant_id, topup_id, key, missing).status
     if result.status in (ChargeStatus.PROCESSING, ChargeStatus.REQUIRES_CAPTURE):
         raise OutcomeStillUnknown(f"top-up {topup_id}: still {result.status} at the channel")
     return apply_topup_result(tenant_id, topup_id, key, result).status
