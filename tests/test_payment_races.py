@@ -400,6 +400,18 @@ def _signed_event(event_type: str, obj: dict) -> tuple[dict, bytes]:
 # --- payments ---------------------------------------------------------------------------------------------------
 
 
+def _assert_paid_once(app, shop, stand_in, pi_id: str) -> None:
+    """One charge at the channel, and the books of exactly one succeeded payment of AMOUNT."""
+    assert stand_in.posts == ["/v1/payment_intents"], "the channel was charged once"
+    books = _books(app, shop, pi_id)
+    assert books["status"] == "succeeded" and books["amount_received"] == AMOUNT
+    assert books["captured_entries"] == 1
+    assert books["succeeded_events"] == 1
+    assert books["charge_txns"] == 1
+    assert books["pending"] == [{"amount": AMOUNT, "currency": "usd"}]
+    assert books["ledger_problems"] == []
+
+
 def test_the_query_job_resolving_the_payment_during_the_charge_call_leaves_the_answer_succeeded(app, shop, stand_in):
     def query_job():
         # The job as a worker runs it: its own app context (own session), in the payment's tenant.
@@ -418,14 +430,7 @@ def test_the_query_job_resolving_the_payment_during_the_charge_call_leaves_the_a
 
     pi_id = answer[0]
     assert answer == (pi_id, "succeeded", AMOUNT)
-    assert stand_in.posts == ["/v1/payment_intents"], "the channel was charged once"
-    books = _books(app, shop, pi_id)
-    assert books["status"] == "succeeded" and books["amount_received"] == AMOUNT
-    assert books["captured_entries"] == 1
-    assert books["succeeded_events"] == 1
-    assert books["charge_txns"] == 1
-    assert books["pending"] == [{"amount": AMOUNT, "currency": "usd"}]
-    assert books["ledger_problems"] == []
+    _assert_paid_once(app, shop, stand_in, pi_id)
 
 
 def test_a_notification_applied_during_the_charge_call_leaves_the_api_answer_succeeded(app, shop, stand_in):
@@ -455,14 +460,7 @@ def test_a_notification_applied_during_the_charge_call_leaves_the_api_answer_suc
     answer = response.get_json()
     assert answer["status"] == "succeeded"
     assert answer["amount_received"] == AMOUNT
-    assert stand_in.posts == ["/v1/payment_intents"], "the channel was charged once"
-    books = _books(app, shop, answer["id"])
-    assert books["status"] == "succeeded" and books["amount_received"] == AMOUNT
-    assert books["captured_entries"] == 1
-    assert books["succeeded_events"] == 1
-    assert books["charge_txns"] == 1
-    assert books["pending"] == [{"amount": AMOUNT, "currency": "usd"}]
-    assert books["ledger_problems"] == []
+    _assert_paid_once(app, shop, stand_in, answer["id"])
 
 
 def test_an_update_during_the_charge_call_is_in_the_answer_and_the_succeeded_event(app, shop, stand_in):
