@@ -4,9 +4,9 @@
 use case that moves it (a captured payment, a succeeded refund, a top-up, a transfer, a payout
 and its cancellation), so the list can never disagree with the ledger's balances.
 
-Fees: `fee` is 0, `fee_details` empty and `net` equal to `amount` for now. Fee schedules (what a
-tenant charges its merchants per payment) arrive with the clearing issue, which will fill these
-fields for charges. `available_on` is set for money that is available at once; for charges and
+Fees: a charge carries the merchant's fee by the tenant's fee schedule (`billing`), its breakdown
+in `fee_details` and `net = amount - fee`; every other type has no fee (a refund does not give the
+fee back, as with Stripe). `available_on` is set for money that is available at once; for charges and
 refunds (they move the merchant's pending balance) it stays empty until clearing releases them.
 
 This module imports no use case, so `payments.intents` and `payments.refunds` can call it.
@@ -20,6 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from billing.fees import NO_FEE, FeeBreakdown
 from core.db import db
 from payments import objects
 from payments.models import BalanceTransaction, PaymentIntent, Refund
@@ -38,6 +39,7 @@ def record(
     *,
     status: str = "available",
     description: str | None = None,
+    fee: FeeBreakdown = NO_FEE,
 ) -> str:
     """Write one balance transaction in the caller's transaction (never commits); returns its id.
     One INSERT at once, no ORM object: nothing changes it in the transaction that writes it."""
@@ -51,9 +53,9 @@ def record(
             "livemode": livemode,
             "amount": amount,
             "currency": currency,
-            "fee": 0,
-            "fee_details": [],
-            "net": amount,
+            "fee": fee.total,
+            "fee_details": fee.details(currency),
+            "net": amount - fee.total,
             "type": type_,
             "source": source,
             "status": status,
@@ -64,8 +66,8 @@ def record(
     return txn_id
 
 
-def for_charge(pi: PaymentIntent, amount: int) -> str:
-    """A captured payment: `amount` added to the merchant's pending balance."""
+def for_charge(pi: PaymentIntent, amount: int, fee: FeeBreakdown = NO_FEE) -> str:
+    """A captured payment: `amount` less `fee` added to the merchant's pending balance."""
     return record(
         pi.tenant_id,
         pi.merchant_id,
@@ -76,6 +78,7 @@ def for_charge(pi: PaymentIntent, amount: int) -> str:
         pi.id,
         status="pending",
         description=pi.description,
+        fee=fee,
     )
 
 

@@ -33,6 +33,8 @@ from rq import Retry
 from sqlalchemy.dialects.postgresql import JSONB
 
 import ledger
+from billing import schedules
+from billing.schedules import CaptureFees
 from core import queue
 from core.db import db
 from core.money import MoneyError, format_amount, normalise_currency
@@ -711,14 +713,28 @@ def _add_usage(pi: PaymentIntent, amount: int) -> None:
     add_channel_usage(pi.tenant_id, pi.channel_account_id, amount)
 
 
-def _post_capture(pi: PaymentIntent, amount: int) -> None:
-    receivable = ledger.account_ref(pi.tenant_id, "channel_receivable", pi.currency, pi.livemode)
-    pending = ledger.account_ref(pi.tenant_id, "merchant_pending", pi.currency, pi.livemode, pi.merchant_id)
+def _post_capture(pi: PaymentIntent, amount: int, fees: CaptureFees) -> None:
+    """One entry for a capture: the channel owes the amount less its cost; the merchant's pending
+    balance gets the amount less its fee; the platform and the tenant share the fee. Zero lines
+    (no fee, no cost) are left out."""
+    schedules.count_volume(pi.tenant_id, pi.merchant_id, pi.currency, pi.livemode, amount)
+
+    def ref(purpose: str, merchant_id: uuid.UUID | None = None):
+        return ledger.account_ref(pi.tenant_id, purpose, pi.currency, pi.livemode, merchant_id)
+
+    fee = fees.merchant_fee.total
+    lines = [
+        (ref("channel_receivable"), amount - fees.channel_cost),
+        (ref("channel_fees"), fees.channel_cost),
+        (ref("merchant_pending", pi.merchant_id), -(amount - fee)),
+        (ref("platform_revenue"), -fees.platform_fee),
+        (ref("tenant_revenue"), -(fee - fees.platform_fee)),
+    ]
     ledger.post(
         pi.tenant_id,
         "payment.captured",
         pi.id,
-        [(receivable, amount), (pending, -amount)],
+        [(account, value) for account, value in lines if value],
         pi.livemode,
         description=f"{pi.id} captured",
     )
@@ -734,9 +750,12 @@ def _succeed(pi: PaymentIntent, amount: int, hot: HotWork) -> None:
     pi.status = "succeeded"
     pi.amount_received = amount
     pi.amount_capturable = 0
-    balance_transactions.for_charge(pi, amount)
+    fees = schedules.fees_for_capture(
+        pi.tenant_id, pi.merchant_id, pi.channel_account_id, pi.product, pi.currency, pi.livemode, amount
+    )
+    balance_transactions.for_charge(pi, amount, fees.merchant_fee)
     events.record(pi.tenant_id, pi.merchant_id, pi.livemode, "payment_intent.succeeded", objects.payment_intent(pi))
-    hot.append(lambda: _post_capture(pi, amount))
+    hot.append(lambda: _post_capture(pi, amount, fees))
 
 
 def _lock_statement(intent_known: bool) -> sa.Select:

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from zoneinfo import available_timezones
 
 import sqlalchemy as sa
 from email_validator import EmailNotValidError, validate_email
@@ -81,6 +82,8 @@ def provision_tenant(spec: TenantSpec, actor: audit.Actor, themes: Mapping[str, 
         raise InvalidInput(f"'{slug}' is reserved; choose another slug.", "slug")
     if spec.theme not in themes:
         raise InvalidInput(f"Unknown theme '{spec.theme}'.", "theme")
+    if spec.time_zone not in available_timezones():
+        raise InvalidInput(f"{spec.time_zone!r} is not a time zone; use a name like Asia/Shanghai or UTC.", "time_zone")
     admin_email = normalise_email(spec.admin_email, "admin_email")
     domains = parse_domains(spec.domains)
 

@@ -21,12 +21,15 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
 from conftest import PASSWORD
 from PIL import Image
 
+from billing import schedules
+from billing.fees import FeeRule
 from core.db import db
 from payments import balance_operations, channel_accounts, intents, refunds, webhooks
 from payments.channels.base import Secret, sign_payload
@@ -72,6 +75,7 @@ class Side:
     transfer: str  # a transfer from `merchant` to a second merchant of the same tenant
     payout: str  # a pending payout of `merchant`
     balance_transaction: str  # the balance transaction of `topup`
+    fee_schedule: uuid.UUID  # a fee schedule with one version, not the default; `merchant` is assigned to it
 
 
 @dataclass
@@ -153,6 +157,28 @@ ROUTES: dict[str, Route] = {
     ),
     "console.remove_routing_rule": Route(
         "tenant", "POST", lambda w: {"rule_id": w.a.rule}, lambda w: [{"rule_id": w.b.rule}]
+    ),
+    "console.fee_schedule": Route(
+        "tenant", "GET", lambda w: {"schedule_id": w.a.fee_schedule}, lambda w: [{"schedule_id": w.b.fee_schedule}]
+    ),
+    "console.add_fee_version": Route(
+        "tenant",
+        "POST",
+        lambda w: {"schedule_id": w.a.fee_schedule},
+        lambda w: [{"schedule_id": w.b.fee_schedule}],
+        data={"rules-0-product": "card", "rules-0-currency": "USD", "rules-0-percent": "9.5"},
+    ),
+    # B's schedule is not B's default: made the default through A's host, B's defaults would change.
+    "console.set_default_fee_schedule": Route(
+        "tenant", "POST", lambda w: {"schedule_id": w.a.fee_schedule}, lambda w: [{"schedule_id": w.b.fee_schedule}]
+    ),
+    # B's merchant is on B's schedule: put back on the default through A's host, its assignment would go.
+    "console.assign_fee_schedule": Route(
+        "tenant",
+        "POST",
+        lambda w: {"merchant_id": w.a.merchant},
+        lambda w: [{"merchant_id": w.b.merchant}],
+        data={"schedule_id": ""},
     ),
     # The merchant dashboard, as the merchant's owner (who may roll and revoke).
     "merchant.roll_api_key": Route(
@@ -290,6 +316,13 @@ ROUTES: dict[str, Route] = {
         lambda w: [{"tenant_id": uuid.uuid4()}],
         data={"status": "active"},
     ),
+    "platform.set_platform_fee": Route(
+        "platform",
+        "POST",
+        lambda w: {"tenant_id": w.a.id},
+        lambda w: [{"tenant_id": uuid.uuid4()}],
+        data={"percent": "0.5"},
+    ),
     "platform.resend_invitation": Route(
         "platform",
         "POST",
@@ -403,6 +436,19 @@ def _side(app, make, slug: str, color) -> Side:
                 {"card"},
                 Actor.system(),
             )
+            schedules.create_schedule(tenant.id, f"{slug} standard", Actor.system())
+            fee_schedule = schedules.create_schedule(tenant.id, f"{slug} premium", Actor.system())
+            schedules.add_version(
+                tenant.id,
+                fee_schedule.id,
+                [FeeRule("card", "USD", Decimal("2.9"), 30)],
+                ["card"],
+                Actor.system(),
+                note=f"{slug} launch",
+            )
+            schedules.assign(tenant.id, merchant, fee_schedule.id, Actor.system())
+            fee_schedule_id = fee_schedule.id
+            db.session.commit()
             owner = Actor(kind="user", id=ids[owner_email], email=owner_email)
             api_key, api_secret = api_keys.create_key(tenant.id, merchant, "test", f"{slug} backend", owner)
         webhooks.dispatch(tenant.id)
@@ -437,6 +483,7 @@ def _side(app, make, slug: str, color) -> Side:
         transfer=transfer.id,
         payout=payout.id,
         balance_transaction=balance_transaction,
+        fee_schedule=fee_schedule_id,
     )
 
 
@@ -491,6 +538,26 @@ def _snapshot(owner_engine, tenant_id) -> dict:
                     " FROM webhook_deliveries WHERE tenant_id = :t ORDER BY id"
                 ),
                 {"t": tenant_id},
+            ).all(),
+            "fee_schedules": conn.execute(
+                sa.text("SELECT id, name, is_default FROM fee_schedules WHERE tenant_id = :t ORDER BY id"),
+                {"t": tenant_id},
+            ).all(),
+            "fee_schedule_versions": conn.execute(
+                sa.text(
+                    "SELECT id, schedule_id, number, rules FROM fee_schedule_versions WHERE tenant_id = :t ORDER BY id"
+                ),
+                {"t": tenant_id},
+            ).all(),
+            "merchant_fee_schedules": conn.execute(
+                sa.text(
+                    "SELECT merchant_id, schedule_id FROM merchant_fee_schedules"
+                    " WHERE tenant_id = :t ORDER BY merchant_id"
+                ),
+                {"t": tenant_id},
+            ).all(),
+            "platform_fees": conn.execute(
+                sa.text("SELECT id, percent FROM platform_fees WHERE tenant_id = :t ORDER BY id"), {"t": tenant_id}
             ).all(),
             "api_keys": conn.execute(
                 sa.text(

@@ -169,7 +169,19 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "currency": STRING,
             "description": _nullable(STRING),
             "fee": INTEGER,
-            "fee_details": {"type": "array", "items": {"type": "object"}},
+            "fee_details": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "amount": INTEGER,
+                        "application": _nullable(STRING),
+                        "currency": STRING,
+                        "description": STRING,
+                        "type": STRING,
+                    },
+                },
+            },
             "livemode": {"type": "boolean"},
             "net": INTEGER,
             "source": STRING,

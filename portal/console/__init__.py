@@ -239,7 +239,7 @@ def merchant(merchant_id: uuid.UUID):
         .scalars()
         .all()
     )
-    return theming.render("console/merchant.html", merchant=item, members=members)
+    return theming.render("console/merchant.html", merchant=item, members=members, **fees.merchant_fee_context(item))
 
 
 # --- audit log ---------------------------------------------------------------------------
@@ -271,4 +271,5 @@ def _role_flags():
     )
 
 
-from portal.console import channels  # noqa: E402, F401  (registers the channel and routing views on bp)
+# Register the channel, routing and fee schedule views on bp (`fees` also serves the merchant page).
+from portal.console import channels, fees  # noqa: E402, F401

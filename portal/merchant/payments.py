@@ -15,6 +15,7 @@ from payments import intents, payer_details, refunds
 from payments.errors import PaymentError
 from payments.models import (
     INTENT_STATUSES,
+    BalanceTransaction,
     ChannelAccount,
     ChannelNotification,
     Event,
@@ -299,9 +300,17 @@ def _timeline(pi: PaymentIntent) -> list[dict]:
 def payment(intent_id: str):
     pi = _payment(intent_id)
     zone = _tenant_zone()
+    charge = db.session.execute(
+        sa.select(BalanceTransaction).where(
+            BalanceTransaction.tenant_id == pi.tenant_id,
+            BalanceTransaction.source == pi.id,
+            BalanceTransaction.type == "charge",
+        )
+    ).scalar_one_or_none()
     return theming.render(
         "merchant/payment.html",
         pi=pi,
+        charge=charge,
         timeline=_timeline(pi),
         payer=_payer(pi),
         zone=zone.key,

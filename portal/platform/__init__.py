@@ -9,7 +9,11 @@ import uuid
 
 import sqlalchemy as sa
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_wtf import FlaskForm
+from wtforms import StringField
+from wtforms.validators import DataRequired, Length
 
+from billing import schedules
 from core.db import db
 from portal import invitations, theming
 from portal.access import host_guard, platform_admin_required
@@ -18,6 +22,7 @@ from portal.pagination import newest_first, search_term
 from portal.sites import current_actor, tenant_base_url
 from tenants import provisioning
 from tenants.errors import InvalidInput
+from tenants.isolation import platform_scope
 from tenants.models import AuditEvent, Tenant, User
 
 bp = Blueprint("platform", __name__, template_folder="templates")
@@ -77,10 +82,21 @@ def _get_tenant(tenant_id: uuid.UUID) -> Tenant:
     return tenant
 
 
+class PlatformFeeForm(FlaskForm):
+    percent = StringField(
+        "Platform fee (%)",
+        validators=[DataRequired("Give the percentage, e.g. 0.5 (0 for no platform fee)."), Length(max=20)],
+        description="The platform's share of every amount the tenant's merchants capture, e.g. 0.5. Applies from now.",
+    )
+
+
 @bp.route("/tenants/<uuid:tenant_id>")
 @platform_admin_required
 def tenant(tenant_id: uuid.UUID):
-    item = _get_tenant(tenant_id)
+    return _tenant_page(_get_tenant(tenant_id), PlatformFeeForm())
+
+
+def _tenant_page(item: Tenant, fee_form: PlatformFeeForm, status: int = 200):
     admins = (
         db.session.execute(
             sa.select(User).where(User.tenant_id == item.id, User.role == "admin").order_by(User.created_at)
@@ -98,6 +114,9 @@ def tenant(tenant_id: uuid.UUID):
         .scalars()
         .all()
     )
+    with platform_scope(db.session):
+        fees = schedules.platform_fees(item.id)
+        fee_in_force = schedules.platform_fee_in_force(item.id)
     return render_template(
         "platform/tenant.html",
         tenant=item,
@@ -105,7 +124,33 @@ def tenant(tenant_id: uuid.UUID):
         events=events,
         action_form=ActionForm(),
         base_url=tenant_base_url(item),
+        fee_form=fee_form,
+        platform_fees=fees,
+        platform_fee=fee_in_force,
+    ), status
+
+
+@bp.route("/tenants/<uuid:tenant_id>/platform-fee", methods=["POST"])
+@platform_admin_required
+def set_platform_fee(tenant_id: uuid.UUID):
+    item = _get_tenant(tenant_id)
+    form = PlatformFeeForm()
+    if not form.validate_on_submit():
+        return _tenant_page(item, form, 422)
+    try:
+        with platform_scope(db.session):
+            fee = schedules.set_platform_fee(item.id, form.percent.data, current_actor())
+    except InvalidInput as exc:
+        db.session.rollback()
+        field_error(form, exc)
+        return _tenant_page(item, form, 422)
+    message = (
+        f"The platform fee of {item.name} is {fee.percent.normalize():f}% from now on. "
+        "The next payment uses the new fee."
     )
+    db.session.commit()
+    flash(message, "success")
+    return redirect(url_for("platform.tenant", tenant_id=item.id))
 
 
 @bp.route("/tenants/<uuid:tenant_id>/status", methods=["POST"])
