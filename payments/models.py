@@ -374,10 +374,20 @@ class BalanceTransaction(TenantOwned, db.Model):
     description: Mapped[str | None] = mapped_column(sa.String(1000))
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
     available_on: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    # The settlement (`clearing`) that released a charge or refund from pending to available.
+    settlement_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
 
     __table_args__ = (
         sa.ForeignKeyConstraint(
             ["tenant_id", "merchant_id"], ["merchants.tenant_id", "merchants.id"], ondelete="RESTRICT"
+        ),
+        sa.Index("ix_balance_transactions_tenant_id_settlement_id", "tenant_id", "settlement_id"),
+        # What settlement looks for: the pending movements, by tenant and time.
+        sa.Index(
+            "ix_balance_transactions_pending",
+            "tenant_id",
+            "created_at",
+            postgresql_where=sa.text("status = 'pending'"),
         ),
         sa.CheckConstraint("amount <> 0", name="amount"),
         sa.CheckConstraint("net = amount - fee", name="net"),

@@ -1,6 +1,7 @@
 """Imports every package's models so that the metadata (and Alembic) sees all tables."""
 
 import billing.models  # noqa: F401
+import clearing.models  # noqa: F401
 import ledger.models  # noqa: F401
 import payments.models  # noqa: F401
 import payments.webhooks  # noqa: F401
