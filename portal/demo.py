@@ -4,10 +4,14 @@ each, every account with a known password. Loading twice changes nothing."""
 from __future__ import annotations
 
 import contextlib
+from decimal import Decimal
 
 import click
 import sqlalchemy as sa
 
+from billing import schedules
+from billing.fees import FeeRule
+from billing.models import FeeSchedule
 from core.db import db
 from payments import channel_accounts, intents
 from payments import products as catalogue
@@ -36,6 +40,9 @@ TENANTS = [
             ("Sandbox cards", "USD", ["card"], {"card": {"percent": "2.4", "fixed": 20}}, 10, 500_000),
             ("Sandbox backup", "USD", ["card"], {"card": {"percent": "2.9", "fixed": 30}}, 20, None),
         ],
+        # (product, currency, percent, fixed, minimum, volume from): 3.2 % + 0.30, 2.5 % from 10,000.00 a month
+        "fees": [("card", "USD", "3.2", 30, 50, 0), ("card", "USD", "2.5", 30, 50, 1_000_000)],
+        "platform_fee": "0.3",
     },
     {
         "spec": provisioning.TenantSpec(
@@ -65,6 +72,12 @@ TENANTS = [
                 None,
             ),
         ],
+        "fees": [
+            ("card", "CNY", "0.9", 0, None, 0),
+            ("alipay_qr", "CNY", "0.6", 0, None, 0),
+            ("wechat_pay", "CNY", "0.6", 0, None, 0),
+        ],
+        "platform_fee": "0.1",
     },
 ]
 
@@ -96,6 +109,9 @@ def load() -> None:
                     provisioning.create_merchant(tenant_id, name, owner_email, Actor.system())
                 _ensure_password(tenant_id, owner_email)
             _ensure_channels(tenant_id, entry["channels"])
+            _ensure_fees(tenant_id, entry["fees"])
+        _ensure_platform_fee(tenant_id, entry["platform_fee"])
+        with tenant_context(db.session, tenant_id):
             _ensure_payments(tenant_id, entry["merchants"][0][1], entry["channels"][0][1])
 
 
@@ -118,6 +134,32 @@ def _ensure_channels(tenant_id, channels) -> None:
                 set(catalogue.PRODUCTS),
                 Actor.system(),
             )
+
+
+def _ensure_fees(tenant_id, rules) -> None:
+    """A default fee schedule, so demo payments show fees, fee details and net."""
+    if db.session.execute(sa.select(FeeSchedule.id).where(FeeSchedule.tenant_id == tenant_id)).first():
+        return
+    schedule = schedules.create_schedule(tenant_id, "Standard", Actor.system(), is_default=True)
+    schedules.add_version(
+        tenant_id,
+        schedule.id,
+        [
+            FeeRule(product, currency, Decimal(percent), fixed, minimum=minimum, volume_from=volume_from)
+            for product, currency, percent, fixed, minimum, volume_from in rules
+        ],
+        list(catalogue.PRODUCTS),
+        Actor.system(),
+        note="Demo schedule",
+    )
+    db.session.commit()
+
+
+def _ensure_platform_fee(tenant_id, percent: str) -> None:
+    with platform_scope(db.session):
+        if schedules.platform_fee_in_force(tenant_id) is None:
+            schedules.set_platform_fee(tenant_id, percent, Actor.system())
+            db.session.commit()
 
 
 def _ensure_payments(tenant_id, owner_email: str, currency: str) -> None:
