@@ -77,6 +77,8 @@ def update_terms(tenant_id: uuid.UUID, cutoff: time, delay_days, actor: Actor) -
         raise InvalidInput("The cut-off is a time of day in hours and minutes, like 18:00.", "cutoff")
     days = _clean_delay(delay_days, "delay_days")
     before = tenant_terms(tenant_id)
+    if before == Terms(cutoff, days) and db.session.get(ClearingSettings, tenant_id) is not None:
+        return before
     row = db.session.get(ClearingSettings, tenant_id, with_for_update=True)
     if row is None:
         row = ClearingSettings(tenant_id=tenant_id)

@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -30,6 +31,8 @@ from PIL import Image
 
 from billing import schedules
 from billing.fees import FeeRule
+from clearing import settlement
+from clearing.models import ClearingRun, Settlement
 from core.db import db
 from payments import balance_operations, channel_accounts, intents, refunds, webhooks
 from payments.channels.base import Secret, sign_payload
@@ -76,6 +79,7 @@ class Side:
     payout: str  # a pending payout of `merchant`
     balance_transaction: str  # the balance transaction of `topup`
     fee_schedule: uuid.UUID  # a fee schedule with one version, not the default; `merchant` is assigned to it
+    settlement: uuid.UUID  # a settlement of `merchant`: a back-dated payment, settled
 
 
 @dataclass
@@ -180,6 +184,14 @@ ROUTES: dict[str, Route] = {
         lambda w: [{"merchant_id": w.b.merchant}],
         data={"schedule_id": ""},
     ),
+    # B's merchant follows B's default T+N: given its own through A's host, B's terms would change.
+    "console.set_merchant_settlement_terms": Route(
+        "tenant",
+        "POST",
+        lambda w: {"merchant_id": w.a.merchant},
+        lambda w: [{"merchant_id": w.b.merchant}],
+        data={"delay_days": "7"},
+    ),
     # The merchant dashboard, as the merchant's owner (who may roll and revoke).
     "merchant.roll_api_key": Route(
         "merchant",
@@ -226,6 +238,15 @@ ROUTES: dict[str, Route] = {
         "POST",
         lambda w: {"endpoint_id": w.a.webhook, "delivery_id": w.a.delivery},
         lambda w: [{"endpoint_id": w.b.webhook, "delivery_id": w.b.delivery}],
+    ),
+    "merchant.settlement": Route(
+        "merchant", "GET", lambda w: {"settlement_id": w.a.settlement}, lambda w: [{"settlement_id": w.b.settlement}]
+    ),
+    "merchant.settlement_csv": Route(
+        "merchant", "GET", lambda w: {"settlement_id": w.a.settlement}, lambda w: [{"settlement_id": w.b.settlement}]
+    ),
+    "merchant.settlement_pdf": Route(
+        "merchant", "GET", lambda w: {"settlement_id": w.a.settlement}, lambda w: [{"settlement_id": w.b.settlement}]
     ),
     # The merchant API, with the merchant's secret key; its refusal is Stripe's error object.
     "api.retrieve_payment_intent": Route(
@@ -449,6 +470,21 @@ def _side(app, make, slug: str, color) -> Side:
             schedules.assign(tenant.id, merchant, fee_schedule.id, Actor.system())
             fee_schedule_id = fee_schedule.id
             db.session.commit()
+            # A payment captured ten days ago, settled (T+1): the merchant's settlement.
+            settled = intents.create(
+                merchant_ctx, amount=2500, currency="usd", payment_method="pm_card_visa", confirm=True
+            )
+            db.session.execute(
+                sa.update(BalanceTransaction)
+                .where(BalanceTransaction.source == settled.id)
+                .values(created_at=datetime.now(UTC) - timedelta(days=10))
+            )
+            db.session.commit()
+            run = ClearingRun(tenant_id=tenant.id, kind="settlement")
+            db.session.add(run)
+            db.session.commit()
+            assert settlement.settle(tenant.id, run)["settlements"] == 1
+            settlement_id = db.session.execute(sa.select(Settlement.id)).scalar_one()
             owner = Actor(kind="user", id=ids[owner_email], email=owner_email)
             api_key, api_secret = api_keys.create_key(tenant.id, merchant, "test", f"{slug} backend", owner)
         webhooks.dispatch(tenant.id)
@@ -484,6 +520,7 @@ def _side(app, make, slug: str, color) -> Side:
         payout=payout.id,
         balance_transaction=balance_transaction,
         fee_schedule=fee_schedule_id,
+        settlement=settlement_id,
     )
 
 
@@ -552,6 +589,13 @@ def _snapshot(owner_engine, tenant_id) -> dict:
             "merchant_fee_schedules": conn.execute(
                 sa.text(
                     "SELECT merchant_id, schedule_id FROM merchant_fee_schedules"
+                    " WHERE tenant_id = :t ORDER BY merchant_id"
+                ),
+                {"t": tenant_id},
+            ).all(),
+            "merchant_settlement_terms": conn.execute(
+                sa.text(
+                    "SELECT merchant_id, delay_days FROM merchant_settlement_terms"
                     " WHERE tenant_id = :t ORDER BY merchant_id"
                 ),
                 {"t": tenant_id},

@@ -82,8 +82,10 @@ ACCESS = {
     "/console/branding/preview": {"admin"},
     "/console/users": {"admin"},
     "/console/audit": {"admin"},
+    "/console/clearing": {"admin", "operator", "finance"},
     "/merchant/": {"owner", "staff"},
     "/merchant/team": {"owner"},
+    "/merchant/settlements": {"owner", "staff"},
 }
 
 

@@ -274,3 +274,22 @@ def test_the_statement_lists_every_released_transaction_in_csv_and_pdf(acme):
     ]
     assert rows[0]["created"] == "2026-11-02T18:00:00+08:00"
     assert pdf.startswith(b"%PDF-") and len(pdf) > 1000
+
+
+def test_a_run_that_fails_on_its_last_try_is_marked_failed_and_a_new_one_can_start(acme):
+    tenant, coffee, _ = acme
+    _pay(tenant.id, coffee, 1_000, at=datetime(2026, 11, 2, 10, 0, tzinfo=UTC))
+    # A time zone PostgreSQL does not know (set behind provisioning's back) makes every run fail.
+    _set_zone(tenant.id, "Mars/Olympus")
+    with tenant_context(db.session, tenant.id):
+        run = ClearingRun(tenant_id=tenant.id, kind="settlement", trigger="manual")
+        db.session.add(run)
+        db.session.commit()
+        run_id = run.id
+    with tenant_context(db.session, tenant.id), pytest.raises(sa.exc.DataError):
+        jobs.run_clearing(str(tenant.id), str(run_id))  # outside RQ: no retry left
+    db.session.rollback()
+    with tenant_context(db.session, tenant.id):
+        failed = db.session.get(ClearingRun, (tenant.id, run_id))
+        assert failed.status == "failed" and "Mars/Olympus" in failed.error
+        assert jobs.active_run(tenant.id) is None

@@ -239,7 +239,13 @@ def merchant(merchant_id: uuid.UUID):
         .scalars()
         .all()
     )
-    return theming.render("console/merchant.html", merchant=item, members=members, **fees.merchant_fee_context(item))
+    return theming.render(
+        "console/merchant.html",
+        merchant=item,
+        members=members,
+        **fees.merchant_fee_context(item),
+        **clearing.merchant_settlement_context(item),
+    )
 
 
 # --- audit log ---------------------------------------------------------------------------
@@ -271,5 +277,6 @@ def _role_flags():
     )
 
 
-# Register the channel, routing and fee schedule views on bp (`fees` also serves the merchant page).
-from portal.console import channels, fees  # noqa: E402, F401
+# Register the channel, routing, fee schedule and clearing views on bp (`fees` and `clearing` also
+# serve the merchant page).
+from portal.console import channels, clearing, fees  # noqa: E402, F401

@@ -173,4 +173,5 @@ def revoke_api_key(key_id: uuid.UUID):
     return redirect(url_for("merchant.api_keys_list"))
 
 
-from portal.merchant import payments, webhooks  # noqa: E402, F401  (registers the payment and webhook views on bp)
+# Register the payment, settlement and webhook views on bp.
+from portal.merchant import payments, settlements, webhooks  # noqa: E402, F401
