@@ -1,4 +1,5 @@
-"""Clearing jobs on RQ's `clearing` queue: settlement runs, on demand and on a schedule.
+"""Clearing jobs on RQ's `clearing` queue: settlement runs (on demand and on a schedule) and
+payout batch runs (on demand).
 
 - `start_settlement` records a run (queued) and enqueues `run_settlement`, unless a run of the
   tenant is already queued or running (that one is returned: two clicks start one run).
@@ -18,9 +19,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
-from rq import Retry
+from rq import Retry, get_current_job
 
-from clearing import settlement
+from clearing import payouts, settlement
 from clearing.models import ClearingRun
 from core import queue
 from core.db import db
@@ -40,40 +41,50 @@ def _now() -> datetime:
 
 
 def _job_id(run_id: uuid.UUID) -> str:
-    return f"clearing-settlement-{run_id}"
+    return f"clearing-run-{run_id}"
 
 
-def active_run(tenant_id: uuid.UUID) -> ClearingRun | None:
+def active_run(tenant_id: uuid.UUID, kind: str = "settlement") -> ClearingRun | None:
     return db.session.execute(
         sa.select(ClearingRun)
-        .where(ClearingRun.tenant_id == tenant_id, ClearingRun.kind == "settlement", ClearingRun.status.in_(ACTIVE))
+        .where(ClearingRun.tenant_id == tenant_id, ClearingRun.kind == kind, ClearingRun.status.in_(ACTIVE))
         .order_by(ClearingRun.created_at)
         .limit(1)
     ).scalar_one_or_none()
 
 
-def start_settlement(tenant_id: uuid.UUID, *, trigger: str = "manual", requested_by: str | None = None) -> ClearingRun:
-    """Record a settlement run and queue it (commits); a run already in progress is returned instead."""
-    # One run at a time per tenant: serialise the check on the tenant's row.
+def start_run(
+    tenant_id: uuid.UUID, kind: str, *, trigger: str = "manual", requested_by: str | None = None
+) -> ClearingRun:
+    """Record a run of `kind` and queue it (commits); a run of that kind in progress is returned instead."""
+    if kind not in _RUNNERS:
+        raise ValueError(f"unknown clearing run kind {kind!r}")
+    # One run of a kind at a time per tenant: serialise the check on the tenant's row.
     db.session.execute(sa.select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
-    existing = active_run(tenant_id)
+    existing = active_run(tenant_id, kind)
     if existing is not None:
         db.session.rollback()
-        return active_run(tenant_id) or existing
-    run = ClearingRun(
-        tenant_id=tenant_id, id=uuid.uuid4(), kind="settlement", trigger=trigger, requested_by=requested_by
-    )
+        return active_run(tenant_id, kind) or existing
+    run = ClearingRun(tenant_id=tenant_id, id=uuid.uuid4(), kind=kind, trigger=trigger, requested_by=requested_by)
     db.session.add(run)
     db.session.commit()
     _enqueue(tenant_id, run.id)
     return run
 
 
+def start_settlement(tenant_id: uuid.UUID, *, trigger: str = "manual", requested_by: str | None = None) -> ClearingRun:
+    return start_run(tenant_id, "settlement", trigger=trigger, requested_by=requested_by)
+
+
+def start_payout_batch(tenant_id: uuid.UUID, *, requested_by: str | None = None) -> ClearingRun:
+    return start_run(tenant_id, "payout_batch", trigger="manual", requested_by=requested_by)
+
+
 def _enqueue(tenant_id: uuid.UUID, run_id: uuid.UUID) -> None:
     with isolation.tenant_context(db.session, tenant_id):
         queue.enqueue(
             QUEUE,
-            run_settlement,
+            run_clearing,
             str(tenant_id),
             str(run_id),
             job_id=_job_id(run_id),
@@ -82,8 +93,19 @@ def _enqueue(tenant_id: uuid.UUID, run_id: uuid.UUID) -> None:
         )
 
 
-def run_settlement(tenant_id: str, run_id: str) -> dict:
-    """The job: settle what is due for the tenant, recording progress and outcome on the run."""
+def _settle(tenant_id: uuid.UUID, run: ClearingRun) -> dict:
+    return settlement.settle(tenant_id, run)
+
+
+def _batch(tenant_id: uuid.UUID, run: ClearingRun) -> dict:
+    return payouts.create_batches(tenant_id, run, run.requested_by)
+
+
+_RUNNERS = {"settlement": _settle, "payout_batch": _batch}
+
+
+def run_clearing(tenant_id: str, run_id: str) -> dict:
+    """The job: do what the run is for, recording progress and outcome on it."""
     tenant, run_key = uuid.UUID(tenant_id), uuid.UUID(run_id)
     run = db.session.get(ClearingRun, (tenant, run_key), with_for_update=True)
     if run is None or run.status in ("succeeded", "failed"):
@@ -93,18 +115,23 @@ def run_settlement(tenant_id: str, run_id: str) -> dict:
     run.started_at = run.started_at or _now()
     db.session.commit()
     try:
-        outcome = settlement.settle(tenant, run)
+        outcome = _RUNNERS[run.kind](tenant, run)
     except Exception as exc:
         db.session.rollback()
         run = db.session.get(ClearingRun, (tenant, run_key))
         run.error = f"{type(exc).__name__}: {exc}"[:2000]
+        job = get_current_job()
+        if job is None or not job.retries_left:
+            # RQ will not try again: the run ends here, and a new one may be started.
+            run.status = "failed"
+            run.finished_at = _now()
         db.session.commit()
-        raise  # RQ retries; a re-run continues where this one stopped
+        raise  # RQ retries while it has retries left; a re-run continues where this one stopped
     run.status = "succeeded"
     run.error = None
     run.finished_at = _now()
     db.session.commit()
-    log.info("settlement run %s for tenant %s: %s", run_key, tenant, outcome)
+    log.info("%s run %s for tenant %s: %s", run.kind, run_key, tenant, outcome)
     return outcome
 
 
@@ -154,6 +181,21 @@ def sweep(slot: int | None = None, now: datetime | None = None) -> dict[str, int
     started = resumed = 0
     for tenant_id in tenant_ids:
         with isolation.tenant_context(db.session, tenant_id):
+            stale = (
+                db.session.execute(
+                    sa.select(ClearingRun).where(
+                        ClearingRun.tenant_id == tenant_id,
+                        ClearingRun.kind != "settlement",
+                        ClearingRun.status.in_(ACTIVE),
+                        sa.func.coalesce(ClearingRun.started_at, ClearingRun.created_at) < now - STALE_AFTER,
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            for other in stale:
+                _enqueue(tenant_id, other.id)
+                resumed += 1
             run = active_run(tenant_id)
             if run is None:
                 if settlement.due_groups(tenant_id, now):

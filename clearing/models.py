@@ -15,7 +15,7 @@ import tenants.models  # noqa: F401  (the merchants table the terms refer to)
 from core.db import db
 from tenants.isolation import TenantOwned
 
-RUN_KINDS = ("settlement",)
+RUN_KINDS = ("settlement", "payout_batch")
 RUN_STATUSES = ("queued", "running", "succeeded", "failed")
 
 
@@ -26,6 +26,10 @@ class ClearingSettings(TenantOwned, db.Model):
 
     cutoff: Mapped[time] = mapped_column(sa.Time, default=time(0, 0), server_default=sa.text("'00:00'"))
     delay_days: Mapped[int] = mapped_column(default=1, server_default=sa.text("1"))
+    # The account payouts are sent from (the debtor of the bank batch files); the IBAN is encrypted.
+    debtor_name: Mapped[str | None] = mapped_column(sa.String(140))
+    debtor_iban_encrypted: Mapped[str | None] = mapped_column(sa.Text)
+    debtor_bic: Mapped[str | None] = mapped_column(sa.String(11))
     updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
 
     __table_args__ = (sa.CheckConstraint("delay_days BETWEEN 0 AND 30", name="delay_days"),)
@@ -96,7 +100,72 @@ class ClearingRun(TenantOwned, db.Model):
     finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
 
     __table_args__ = (
-        sa.CheckConstraint(f"kind IN {RUN_KINDS!r}".replace(",)", ")"), name="kind"),
+        sa.CheckConstraint(f"kind IN {RUN_KINDS!r}", name="kind"),
         sa.CheckConstraint(f"status IN {RUN_STATUSES!r}", name="status"),
         sa.Index("ix_clearing_runs_tenant_id_created_at_id", "tenant_id", "created_at", "id"),
     )
+
+
+class MerchantBankAccount(TenantOwned, db.Model):
+    """Where a merchant's payouts go. The account identifier (an IBAN, or a domestic account
+    number with a bank code) is stored encrypted; pages show only its last four characters."""
+
+    __tablename__ = "merchant_bank_accounts"
+
+    merchant_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True)
+    holder_name: Mapped[str] = mapped_column(sa.String(140))
+    kind: Mapped[str] = mapped_column(sa.String(10))  # iban | number
+    account_encrypted: Mapped[str] = mapped_column(sa.Text)
+    account_last4: Mapped[str] = mapped_column(sa.String(4))
+    bank_code: Mapped[str | None] = mapped_column(sa.String(34))  # BIC for an IBAN, else the domestic code
+    bank_name: Mapped[str] = mapped_column(sa.String(140), default="", server_default="")
+    country: Mapped[str] = mapped_column(sa.String(2))
+    updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "merchant_id"], ["merchants.tenant_id", "merchants.id"], ondelete="CASCADE"
+        ),
+        sa.CheckConstraint("kind IN ('iban', 'number')", name="kind"),
+    )
+
+
+class PayoutBatch(TenantOwned, db.Model):
+    """Requested payouts of one currency and mode, sent to the bank together in one file."""
+
+    __tablename__ = "payout_batches"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    reference: Mapped[str] = mapped_column(sa.String(35))  # the file's message id, e.g. PB20261130-3f9a1c
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    livemode: Mapped[bool] = mapped_column()
+    count: Mapped[int] = mapped_column(default=0)
+    total: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    paid_count: Mapped[int] = mapped_column(default=0)
+    failed_count: Mapped[int] = mapped_column(default=0)
+    run_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
+    created_by: Mapped[str | None] = mapped_column(sa.String(320))
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+
+    __table_args__ = (
+        sa.UniqueConstraint("tenant_id", "reference"),
+        sa.Index("ix_payout_batches_tenant_id_created_at_id", "tenant_id", "created_at", "id"),
+    )
+
+
+class PayoutResultFile(TenantOwned, db.Model):
+    """A bank result file as imported: its fingerprint makes a second import of it a no-op."""
+
+    __tablename__ = "payout_result_files"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    fingerprint: Mapped[str] = mapped_column(sa.String(64))
+    filename: Mapped[str] = mapped_column(sa.String(255))
+    lines: Mapped[int] = mapped_column(default=0)
+    paid: Mapped[int] = mapped_column(default=0)
+    failed: Mapped[int] = mapped_column(default=0)
+    unchanged: Mapped[int] = mapped_column(default=0)
+    uploaded_by: Mapped[str | None] = mapped_column(sa.String(320))
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+
+    __table_args__ = (sa.UniqueConstraint("tenant_id", "fingerprint"),)

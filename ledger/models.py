@@ -22,6 +22,7 @@ Normal side of each purpose (the side on which the balance normally sits)
     platform_revenue     credit  revenue: the platform's share
     suspense             debit   unexplained money; should return to zero (either sign is possible)
     payouts_in_transit   credit  liability: paid out, not yet confirmed by the bank
+    bank                 debit   asset: the tenant's settlement bank account (payouts leave from it)
     wallet               credit  liability: a member's stored value
 
 A credit-normal account in its normal state has a negative `balance`; people never want to see
@@ -55,6 +56,7 @@ NORMAL_SIDE: dict[str, int] = {
     "platform_revenue": CREDIT,
     "suspense": DEBIT,
     "payouts_in_transit": CREDIT,
+    "bank": DEBIT,
     "wallet": CREDIT,
 }
 PURPOSES = tuple(NORMAL_SIDE)

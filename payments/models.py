@@ -340,7 +340,7 @@ class ChannelNotification(TenantOwned, db.Model):
 
 # --- wallet money movements -------------------------------------------------------------------
 
-BALANCE_TRANSACTION_TYPES = ("charge", "refund", "topup", "transfer", "payout", "payout_cancel")
+BALANCE_TRANSACTION_TYPES = ("charge", "refund", "topup", "transfer", "payout", "payout_cancel", "payout_failure")
 BALANCE_TRANSACTION_STATUSES = ("pending", "available")
 TOPUP_STATUSES = ("pending", "succeeded", "failed", "canceled")
 # Where a top-up's current channel call stands (as a payment attempt's status): `started` before the
@@ -485,7 +485,8 @@ class Transfer(TenantOwned, db.Model):
 
 class Payout(TenantOwned, db.Model):
     """A merchant's withdrawal request (ids `po_...`): the amount is held in merchant_reserved
-    while pending; cancel releases it. Sending it to the bank comes with the clearing issue."""
+    while pending; cancel releases it. `clearing.payouts` sends it in a bank batch (in_transit)
+    and applies the bank's answer (paid, or failed and returned to the available balance)."""
 
     __tablename__ = "payouts"
 
@@ -499,11 +500,20 @@ class Payout(TenantOwned, db.Model):
     metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSONB, default=dict)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
     canceled_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    # Set by clearing: the bank batch it was sent in, and the bank's answer.
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
+    sent_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    paid_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    failed_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    failure_code: Mapped[str | None] = mapped_column(sa.String(60))
+    failure_message: Mapped[str | None] = mapped_column(sa.String(500))
 
     __table_args__ = (
         sa.ForeignKeyConstraint(
             ["tenant_id", "merchant_id"], ["merchants.tenant_id", "merchants.id"], ondelete="RESTRICT"
         ),
+        sa.Index("ix_payouts_tenant_id_batch_id", "tenant_id", "batch_id"),
+        sa.Index("ix_payouts_pending", "tenant_id", "created_at", postgresql_where=sa.text("status = 'pending'")),
         sa.CheckConstraint("amount > 0", name="amount"),
         sa.CheckConstraint(f"status IN {PAYOUT_STATUSES}", name="status"),
         sa.Index("ix_payouts_tenant_id_merchant_id_created_at_id", "tenant_id", "merchant_id", "created_at", "id"),

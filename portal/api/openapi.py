@@ -236,11 +236,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "created": TIMESTAMP,
             "currency": STRING,
             "description": _nullable(STRING),
+            "failure_code": _nullable(STRING),
+            "failure_message": _nullable(STRING),
             "livemode": {"type": "boolean"},
             "metadata": METADATA,
             "status": {"type": "string", "enum": list(PAYOUT_STATUSES)},
         },
-        "A withdrawal of available money; held at once, pending until it is sent to the bank.",
+        "A withdrawal of available money; held at once, pending until it is sent to the bank in a batch "
+        "(in_transit), then paid, or failed with the bank's reason and returned to the available balance.",
     ),
     "webhook_endpoint": _object(
         "webhook_endpoint",
