@@ -31,7 +31,7 @@ from PIL import Image
 
 from billing import schedules
 from billing.fees import FeeRule
-from clearing import settlement
+from clearing import payouts, settlement
 from clearing.models import ClearingRun, Settlement
 from core.db import db
 from payments import balance_operations, channel_accounts, intents, refunds, webhooks
@@ -80,6 +80,7 @@ class Side:
     balance_transaction: str  # the balance transaction of `topup`
     fee_schedule: uuid.UUID  # a fee schedule with one version, not the default; `merchant` is assigned to it
     settlement: uuid.UUID  # a settlement of `merchant`: a back-dated payment, settled
+    payout_batch: uuid.UUID  # a bank batch (EUR) with a payout of `merchant`, which has a bank account
 
 
 @dataclass
@@ -247,6 +248,20 @@ ROUTES: dict[str, Route] = {
     ),
     "merchant.settlement_pdf": Route(
         "merchant", "GET", lambda w: {"settlement_id": w.a.settlement}, lambda w: [{"settlement_id": w.b.settlement}]
+    ),
+    # B's payout is pending: canceled through A's host, B's merchant would get its money back.
+    "merchant.cancel_payout": Route(
+        "merchant", "POST", lambda w: {"payout_id": w.a.payout}, lambda w: [{"payout_id": w.b.payout}]
+    ),
+    # B's batch, its payouts and the bank files with B's merchants' whole account numbers.
+    "console.payout_batch": Route(
+        "tenant", "GET", lambda w: {"batch_id": w.a.payout_batch}, lambda w: [{"batch_id": w.b.payout_batch}]
+    ),
+    "console.payout_batch_csv": Route(
+        "tenant", "GET", lambda w: {"batch_id": w.a.payout_batch}, lambda w: [{"batch_id": w.b.payout_batch}]
+    ),
+    "console.payout_batch_xml": Route(
+        "tenant", "GET", lambda w: {"batch_id": w.a.payout_batch}, lambda w: [{"batch_id": w.b.payout_batch}]
     ),
     # The merchant API, with the merchant's secret key; its refusal is Stripe's error object.
     "api.retrieve_payment_intent": Route(
@@ -485,6 +500,23 @@ def _side(app, make, slug: str, color) -> Side:
             db.session.commit()
             assert settlement.settle(tenant.id, run)["settlements"] == 1
             settlement_id = db.session.execute(sa.select(Settlement.id)).scalar_one()
+            # A EUR payout sent in a bank batch (the USD `payout` stays pending), with the debtor set so
+            # that the batch has both its files.
+            balance_operations.create_topup(merchant_ctx, amount=10000, currency="eur")
+            balance_operations.create_payout(merchant_ctx, amount=2000, currency="eur")
+            payouts.set_bank_account(
+                tenant.id, merchant, holder_name=f"{slug} shop", account="DE89370400440532013000", actor=Actor.system()
+            )
+            payouts.set_debtor(
+                tenant.id,
+                name=f"{slug} corp",
+                iban="FR1420041010050500013M02606",
+                bic="PSSTFRPPPAR",
+                actor=Actor.system(),
+            )
+            payout_batch = payouts.create_batch(tenant.id, "EUR", False, run_id=None, created_by=None)
+            db.session.commit()
+            payout_batch_id = payout_batch.id
             owner = Actor(kind="user", id=ids[owner_email], email=owner_email)
             api_key, api_secret = api_keys.create_key(tenant.id, merchant, "test", f"{slug} backend", owner)
         webhooks.dispatch(tenant.id)
@@ -521,6 +553,7 @@ def _side(app, make, slug: str, color) -> Side:
         balance_transaction=balance_transaction,
         fee_schedule=fee_schedule_id,
         settlement=settlement_id,
+        payout_batch=payout_batch_id,
     )
 
 
@@ -602,6 +635,29 @@ def _snapshot(owner_engine, tenant_id) -> dict:
             ).all(),
             "platform_fees": conn.execute(
                 sa.text("SELECT id, percent FROM platform_fees WHERE tenant_id = :t ORDER BY id"), {"t": tenant_id}
+            ).all(),
+            "payouts": conn.execute(
+                sa.text("SELECT id, status, batch_id, failure_message FROM payouts WHERE tenant_id = :t ORDER BY id"),
+                {"t": tenant_id},
+            ).all(),
+            "payout_batches": conn.execute(
+                sa.text(
+                    "SELECT id, count, paid_count, failed_count FROM payout_batches WHERE tenant_id = :t ORDER BY id"
+                ),
+                {"t": tenant_id},
+            ).all(),
+            "merchant_bank_accounts": conn.execute(
+                sa.text(
+                    "SELECT merchant_id, holder_name, account_encrypted FROM merchant_bank_accounts"
+                    " WHERE tenant_id = :t ORDER BY merchant_id"
+                ),
+                {"t": tenant_id},
+            ).all(),
+            "debtor": conn.execute(
+                sa.text(
+                    "SELECT debtor_name, debtor_iban_encrypted, debtor_bic FROM clearing_settings WHERE tenant_id = :t"
+                ),
+                {"t": tenant_id},
             ).all(),
             "api_keys": conn.execute(
                 sa.text(

@@ -83,9 +83,13 @@ ACCESS = {
     "/console/users": {"admin"},
     "/console/audit": {"admin"},
     "/console/clearing": {"admin", "operator", "finance"},
+    "/console/payouts": {"admin", "operator", "finance"},
+    "/console/payouts/settings": {"admin", "operator", "finance"},
     "/merchant/": {"owner", "staff"},
     "/merchant/team": {"owner"},
     "/merchant/settlements": {"owner", "staff"},
+    "/merchant/payouts": {"owner", "staff"},
+    "/merchant/bank-account": {"owner", "staff"},
 }
 
 

@@ -245,6 +245,7 @@ def merchant(merchant_id: uuid.UUID):
         members=members,
         **fees.merchant_fee_context(item),
         **clearing.merchant_settlement_context(item),
+        **payouts.merchant_payout_context(item),
     )
 
 
@@ -277,6 +278,6 @@ def _role_flags():
     )
 
 
-# Register the channel, routing, fee schedule and clearing views on bp (`fees` and `clearing` also
-# serve the merchant page).
-from portal.console import channels, clearing, fees  # noqa: E402, F401
+# Register the channel, routing, fee schedule, clearing and payout views on bp (`fees`, `clearing` and
+# `payouts` also serve the merchant page).
+from portal.console import channels, clearing, fees, payouts  # noqa: E402, F401
