@@ -1,14 +1,17 @@
-"""Clearing jobs on RQ's `clearing` queue: settlement runs (on demand and on a schedule) and
-payout batch runs (on demand).
+"""Clearing jobs on RQ's `clearing` queue: every clearing run (settlement, payout batches,
+statement imports) is a `ClearingRun` row executed by `run_clearing`.
 
-- `start_settlement` records a run (queued) and enqueues `run_settlement`, unless a run of the
-  tenant is already queued or running (that one is returned: two clicks start one run).
-- `run_settlement` settles what is due, one committed transaction per merchant-day, with the
-  run's progress (`processed` of `total`) written in the same transactions; killed halfway and
-  run again it continues where it stopped and ends with the same result.
+- `start_settlement` / `start_payout_batch` record a run (queued) and enqueue it, unless a run
+  of that kind is already queued or running (that one is returned: two clicks start one run);
+  `start_import` queues one statement import in a run of its own.
+- `run_clearing` does the run's work, with progress (`processed` of `total`) written as it goes;
+  killed halfway and run again it continues where it stopped and ends with the same result. A
+  run that fails on its last retry is marked failed; a statement refused for its content too.
 - `sweep` runs every five minutes (a chain of scheduled jobs with deterministic ids, started by
-  the first worker, as the webhook sweep is): for each active tenant with something due and no
-  run in progress it starts a scheduled run, and it re-queues runs left behind by a dead worker.
+  the first worker, as the webhook sweep is): for each active tenant with money due and no
+  settlement in progress it starts a scheduled settlement; it re-queues runs left behind by a dead
+  worker; and once a day it queues `fetch_and_import` of yesterday's statement for each channel
+  account whose adapter offers statement downloads (the `stripe` adapter's balance transactions).
 """
 
 from __future__ import annotations
@@ -16,16 +19,21 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import sqlalchemy as sa
+from flask import current_app
 from rq import Retry, get_current_job
 
-from clearing import payouts, settlement
-from clearing.models import ClearingRun
+from clearing import payouts, reconciliation, settlement
+from clearing.models import ClearingRun, StatementImport
 from core import queue
 from core.db import db
+from payments.channel_adapters import adapter_of
+from payments.models import ChannelAccount
 from tenants import isolation
+from tenants.audit import Actor
 from tenants.models import Tenant
 
 log = logging.getLogger(__name__)
@@ -80,6 +88,26 @@ def start_payout_batch(tenant_id: uuid.UUID, *, requested_by: str | None = None)
     return start_run(tenant_id, "payout_batch", trigger="manual", requested_by=requested_by)
 
 
+def start_import(tenant_id: uuid.UUID, import_id: uuid.UUID, *, requested_by: str | None = None) -> ClearingRun:
+    """Queue the import of a stored statement, in a run of its own (commits); an import already
+    queued or running keeps its run."""
+    row = db.session.get(StatementImport, (tenant_id, import_id), with_for_update=True)
+    if row.run_id is not None:
+        run = db.session.get(ClearingRun, (tenant_id, row.run_id))
+        if run is not None and run.status in ACTIVE:
+            db.session.rollback()
+            return run
+    run = ClearingRun(
+        tenant_id=tenant_id, id=uuid.uuid4(), kind="reconciliation", trigger="manual", requested_by=requested_by
+    )
+    db.session.add(run)
+    db.session.flush()
+    row.run_id, row.status = run.id, "queued"
+    db.session.commit()
+    _enqueue(tenant_id, run.id)
+    return run
+
+
 def _enqueue(tenant_id: uuid.UUID, run_id: uuid.UUID) -> None:
     with isolation.tenant_context(db.session, tenant_id):
         queue.enqueue(
@@ -101,7 +129,14 @@ def _batch(tenant_id: uuid.UUID, run: ClearingRun) -> dict:
     return payouts.create_batches(tenant_id, run, run.requested_by)
 
 
-_RUNNERS = {"settlement": _settle, "payout_batch": _batch}
+def _reconcile(tenant_id: uuid.UUID, run: ClearingRun) -> dict:
+    import_id = db.session.execute(
+        sa.select(StatementImport.id).where(StatementImport.tenant_id == tenant_id, StatementImport.run_id == run.id)
+    ).scalar_one()
+    return reconciliation.run_import(tenant_id, import_id, run)
+
+
+_RUNNERS = {"settlement": _settle, "payout_batch": _batch, "reconciliation": _reconcile}
 
 
 def run_clearing(tenant_id: str, run_id: str) -> dict:
@@ -127,8 +162,10 @@ def run_clearing(tenant_id: str, run_id: str) -> dict:
             run.finished_at = _now()
         db.session.commit()
         raise  # RQ retries while it has retries left; a re-run continues where this one stopped
-    run.status = "succeeded"
-    run.error = None
+    run = db.session.get(ClearingRun, (tenant, run_key))
+    run.outcome = outcome
+    # A file refused for its content is not retried: the run ends with the refusal.
+    run.status, run.error = ("failed", outcome["error"]) if "error" in outcome else ("succeeded", None)
     run.finished_at = _now()
     db.session.commit()
     log.info("%s run %s for tenant %s: %s", run.kind, run_key, tenant, outcome)
@@ -178,7 +215,7 @@ def sweep(slot: int | None = None, now: datetime | None = None) -> dict[str, int
     with isolation.platform_scope(db.session):
         tenant_ids = db.session.execute(sa.select(Tenant.id).where(Tenant.status == "active")).scalars().all()
     db.session.commit()
-    started = resumed = 0
+    started = resumed = fetches = 0
     for tenant_id in tenant_ids:
         with isolation.tenant_context(db.session, tenant_id):
             stale = (
@@ -196,6 +233,7 @@ def sweep(slot: int | None = None, now: datetime | None = None) -> dict[str, int
             for other in stale:
                 _enqueue(tenant_id, other.id)
                 resumed += 1
+            fetches += _schedule_fetches(tenant_id, now)
             run = active_run(tenant_id)
             if run is None:
                 if settlement.due_groups(tenant_id, now):
@@ -209,4 +247,62 @@ def sweep(slot: int | None = None, now: datetime | None = None) -> dict[str, int
                 resumed += 1
             else:
                 db.session.rollback()
-    return {"started": started, "resumed": resumed}
+    return {"started": started, "resumed": resumed, "fetches": fetches}
+
+
+# --- statements fetched from channels ----------------------------------------------------------
+
+
+def _schedule_fetches(tenant_id: uuid.UUID, now: datetime) -> int:
+    """Once a day, yesterday's statement (UTC day) of each active channel account that offers one."""
+    day = (now - timedelta(days=1)).date()
+    accounts = (
+        db.session.execute(
+            sa.select(ChannelAccount).where(ChannelAccount.tenant_id == tenant_id, ChannelAccount.status == "active")
+        )
+        .scalars()
+        .all()
+    )
+    queued = 0
+    for account in accounts:
+        if not adapter_of(account).capabilities.statements:
+            continue
+        fetched = db.session.execute(
+            sa.select(StatementImport.id).where(
+                StatementImport.tenant_id == tenant_id,
+                StatementImport.channel_account_id == account.id,
+                StatementImport.format == "channel",
+                StatementImport.filename.like(f"% {day.isoformat()} (fetched)"),
+            )
+        ).first()
+        if fetched:
+            continue
+        queue.enqueue(
+            QUEUE,
+            fetch_and_import,
+            str(tenant_id),
+            str(account.id),
+            day.isoformat(),
+            job_id=f"clearing-fetch-{account.id}-{day.isoformat()}",
+            if_absent=True,
+            retry=Retry(max=3, interval=[60, 300, 900]),
+        )
+        queued += 1
+    db.session.rollback()
+    return queued
+
+
+def fetch_and_import(tenant_id: str, account_id: str, day: str) -> dict:
+    """The job: download the day's statement through the channel and queue its import."""
+    tenant = uuid.UUID(tenant_id)
+    stored = reconciliation.fetch_statement(
+        tenant,
+        uuid.UUID(account_id),
+        date.fromisoformat(day),
+        upload_dir=Path(current_app.config["UPLOAD_DIR"]),
+        actor=Actor.system(),
+    )
+    if stored.already_imported:
+        return {"import": str(stored.import_.id), "already_imported": True}
+    run = start_import(tenant, stored.import_.id, requested_by=None)
+    return {"import": str(stored.import_.id), "run": str(run.id)}

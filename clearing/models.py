@@ -15,7 +15,7 @@ import tenants.models  # noqa: F401  (the merchants table the terms refer to)
 from core.db import db
 from tenants.isolation import TenantOwned
 
-RUN_KINDS = ("settlement", "payout_batch")
+RUN_KINDS = ("settlement", "payout_batch", "reconciliation")
 RUN_STATUSES = ("queued", "running", "succeeded", "failed")
 
 
@@ -153,6 +153,28 @@ class PayoutBatch(TenantOwned, db.Model):
     )
 
 
+class PayoutBatchLine(TenantOwned, db.Model):
+    """Where one payout of a batch was sent: the bank account as it was when the batch was made
+    (a merchant may change its account later; the file and the batch page keep the one used)."""
+
+    __tablename__ = "payout_batch_lines"
+
+    batch_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True)
+    payout_id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    holder_name: Mapped[str] = mapped_column(sa.String(140))
+    kind: Mapped[str] = mapped_column(sa.String(10))
+    account_encrypted: Mapped[str] = mapped_column(sa.Text)
+    account_last4: Mapped[str] = mapped_column(sa.String(4))
+    bank_code: Mapped[str | None] = mapped_column(sa.String(34))
+    country: Mapped[str] = mapped_column(sa.String(2))
+
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "batch_id"], ["payout_batches.tenant_id", "payout_batches.id"], ondelete="CASCADE"
+        ),
+    )
+
+
 class PayoutResultFile(TenantOwned, db.Model):
     """A bank result file as imported: its fingerprint makes a second import of it a no-op."""
 
@@ -169,3 +191,145 @@ class PayoutResultFile(TenantOwned, db.Model):
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
 
     __table_args__ = (sa.UniqueConstraint("tenant_id", "fingerprint"),)
+
+
+IMPORT_STATUSES = ("queued", "running", "succeeded", "failed")
+LINE_STATUSES = ("unmatched", "matched", "long", "mismatch")
+SUSPENSE_KINDS = ("long", "short", "mismatch")
+SUSPENSE_STATUSES = ("open", "pending_write_off", "resolved", "written_off")
+
+
+class StatementMapping(TenantOwned, db.Model):
+    """A channel's saved CSV column mapping (`clearing.statement_formats.ColumnMapping` as JSON);
+    `channel_account_id` None is the tenant's bank."""
+
+    __tablename__ = "statement_mappings"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    channel_account_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
+    mapping: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+
+    __table_args__ = (
+        sa.UniqueConstraint(
+            "tenant_id", "channel_account_id", name="uq_statement_mappings_source", postgresql_nulls_not_distinct=True
+        ),
+    )
+
+
+class StatementImport(TenantOwned, db.Model):
+    """One uploaded (or fetched) statement file and what its import found."""
+
+    __tablename__ = "statement_imports"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    channel_account_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)  # None: the tenant's bank
+    livemode: Mapped[bool] = mapped_column()
+    format: Mapped[str] = mapped_column(sa.String(10))
+    filename: Mapped[str] = mapped_column(sa.String(255))
+    fingerprint: Mapped[str] = mapped_column(sa.String(64))
+    size: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    storage_path: Mapped[str] = mapped_column(sa.String(500))  # outside the web root, named by ids
+    status: Mapped[str] = mapped_column(sa.String(10), default="queued")
+    run_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
+    counts: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default=sa.text("'{}'"))
+    error_line: Mapped[int | None] = mapped_column()
+    error: Mapped[str | None] = mapped_column(sa.String(2000))
+    uploaded_by: Mapped[str | None] = mapped_column(sa.String(320))
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+
+    __table_args__ = (
+        sa.UniqueConstraint("tenant_id", "fingerprint"),
+        sa.CheckConstraint(f"status IN {IMPORT_STATUSES!r}", name="status"),
+        sa.Index("ix_statement_imports_tenant_id_created_at_id", "tenant_id", "created_at", "id"),
+    )
+
+
+class StatementLine(TenantOwned, db.Model):
+    """One line of a statement as imported and matched. `line_key` is the line's identity within
+    its source (reference, amount, currency, day, kind and occurrence): the same line in a second,
+    overlapping file is not imported again."""
+
+    __tablename__ = "statement_lines"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    import_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid)
+    source_key: Mapped[str] = mapped_column(sa.String(40))  # the channel account id, or "bank"
+    line_key: Mapped[str] = mapped_column(sa.String(32))
+    line_no: Mapped[int] = mapped_column()
+    reference: Mapped[str] = mapped_column(sa.String(140))
+    amount: Mapped[int] = mapped_column(sa.BigInteger)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    booked_on: Mapped[date] = mapped_column(sa.Date)
+    kind: Mapped[str] = mapped_column(sa.String(10))
+    description: Mapped[str] = mapped_column(sa.String(500), default="")
+    status: Mapped[str] = mapped_column(sa.String(10), default="unmatched")
+    record_type: Mapped[str | None] = mapped_column(sa.String(10))  # payment | refund | payout
+    record_id: Mapped[str | None] = mapped_column(sa.String(40))
+
+    __table_args__ = (
+        sa.UniqueConstraint("tenant_id", "source_key", "line_key"),
+        sa.CheckConstraint(f"status IN {LINE_STATUSES!r}", name="status"),
+        sa.Index("ix_statement_lines_tenant_id_import_id_line_no", "tenant_id", "import_id", "line_no"),
+        sa.Index("ix_statement_lines_record", "tenant_id", "record_type", "record_id"),
+    )
+
+
+class SuspenseItem(TenantOwned, db.Model):
+    """Money reconciliation could not explain (挂账), booked to the suspense account until resolved.
+
+    `amount` is what the item put on the suspense account (debit-positive): a statement-only line
+    of +10.00 credits suspense (-1000); a platform-only payment of 10.00 debits it (+1000)."""
+
+    __tablename__ = "suspense_items"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    kind: Mapped[str] = mapped_column(sa.String(10))
+    status: Mapped[str] = mapped_column(sa.String(20), default="open")
+    amount: Mapped[int] = mapped_column(sa.BigInteger)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    livemode: Mapped[bool] = mapped_column()
+    channel_account_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)  # None: the tenant's bank
+    statement_line_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
+    record_type: Mapped[str | None] = mapped_column(sa.String(10))
+    record_id: Mapped[str | None] = mapped_column(sa.String(40))
+    description: Mapped[str] = mapped_column(sa.String(500), default="")
+    assignee: Mapped[str | None] = mapped_column(sa.String(320))
+    resolution: Mapped[str | None] = mapped_column(sa.String(20))  # matched | adjusted | written_off
+    resolution_note: Mapped[str | None] = mapped_column(sa.String(1000))
+    requested_by: Mapped[str | None] = mapped_column(sa.String(320))
+    resolved_by: Mapped[str | None] = mapped_column(sa.String(320))
+    opened_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+    resolved_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+
+    __table_args__ = (
+        sa.CheckConstraint(f"kind IN {SUSPENSE_KINDS!r}", name="kind"),
+        sa.CheckConstraint(f"status IN {SUSPENSE_STATUSES!r}", name="status"),
+        sa.Index("ix_suspense_items_tenant_id_opened_at_id", "tenant_id", "opened_at", "id"),
+        # A record is short at most once while its item is unresolved.
+        sa.Index(
+            "uq_suspense_items_open_short",
+            "tenant_id",
+            "record_type",
+            "record_id",
+            unique=True,
+            postgresql_where=sa.text("kind = 'short' AND status IN ('open', 'pending_write_off')"),
+        ),
+    )
+
+
+class SuspenseComment(TenantOwned, db.Model):
+    __tablename__ = "suspense_comments"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    item_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid)
+    author: Mapped[str | None] = mapped_column(sa.String(320))
+    body: Mapped[str] = mapped_column(sa.String(2000))
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "item_id"], ["suspense_items.tenant_id", "suspense_items.id"], ondelete="CASCADE"
+        ),
+        sa.Index("ix_suspense_comments_tenant_id_item_id", "tenant_id", "item_id", "created_at"),
+    )

@@ -35,7 +35,14 @@ from stdnum import iban as iban_number
 from stdnum.exceptions import ValidationError
 
 import ledger
-from clearing.models import ClearingRun, ClearingSettings, MerchantBankAccount, PayoutBatch, PayoutResultFile
+from clearing.models import (
+    ClearingRun,
+    ClearingSettings,
+    MerchantBankAccount,
+    PayoutBatch,
+    PayoutBatchLine,
+    PayoutResultFile,
+)
 from core import crypto
 from core.db import db
 from core.money import exponent, to_major
@@ -148,7 +155,11 @@ def set_debtor(tenant_id: uuid.UUID, *, name: str, iban: str, bic: str, actor: A
     if row is None:
         row = ClearingSettings(tenant_id=tenant_id)
         db.session.add(row)
-    before = {"name": row.debtor_name, "bic": row.debtor_bic}
+    before = {
+        "name": row.debtor_name,
+        "bic": row.debtor_bic,
+        "iban": f"…{crypto.decrypt(row.debtor_iban_encrypted)[-4:]}" if row.debtor_iban_encrypted else None,
+    }
     row.debtor_name, row.debtor_iban_encrypted, row.debtor_bic = name, crypto.encrypt(iban_value), bic_value
     db.session.flush()
     audit.record(
@@ -204,6 +215,20 @@ _CLAIM = sa.text(
 )
 
 
+# The bank account each claimed payout goes to, as it is now: the batch keeps it.
+_SNAPSHOT = sa.text(
+    """
+    INSERT INTO payout_batch_lines (tenant_id, batch_id, payout_id, holder_name, kind, account_encrypted,
+                                    account_last4, bank_code, country)
+    SELECT p.tenant_id, p.batch_id, p.id, b.holder_name, b.kind, b.account_encrypted, b.account_last4,
+           b.bank_code, b.country
+    FROM payouts AS p
+    JOIN merchant_bank_accounts AS b ON b.tenant_id = p.tenant_id AND b.merchant_id = p.merchant_id
+    WHERE p.tenant_id = :tenant_id AND p.batch_id = :batch_id
+    """
+)
+
+
 def create_batch(
     tenant_id: uuid.UUID, currency: str, livemode: bool, *, run_id: uuid.UUID | None, created_by: str | None
 ) -> PayoutBatch | None:
@@ -234,6 +259,7 @@ def create_batch(
     )
     db.session.add(batch)
     db.session.flush()
+    db.session.execute(_SNAPSHOT, {"tenant_id": tenant_id, "batch_id": batch_id})
     lines = [
         (ledger.account_ref(tenant_id, "merchant_reserved", currency, livemode, merchant_id), amount)
         for merchant_id, amount in sorted(per_merchant.items())
@@ -294,12 +320,15 @@ class BatchLine:
 
 
 def batch_lines(batch: PayoutBatch) -> list[BatchLine]:
+    """The batch's payouts with the bank accounts they were sent to (kept when the batch was made)."""
     rows = db.session.execute(
-        sa.select(Payout, MerchantBankAccount, Merchant.name)
+        sa.select(Payout, PayoutBatchLine, Merchant.name)
         .join(
-            MerchantBankAccount,
+            PayoutBatchLine,
             sa.and_(
-                MerchantBankAccount.tenant_id == Payout.tenant_id, MerchantBankAccount.merchant_id == Payout.merchant_id
+                PayoutBatchLine.tenant_id == Payout.tenant_id,
+                PayoutBatchLine.batch_id == Payout.batch_id,
+                PayoutBatchLine.payout_id == Payout.id,
             ),
         )
         .join(Merchant, sa.and_(Merchant.tenant_id == Payout.tenant_id, Merchant.id == Payout.merchant_id))
@@ -342,6 +371,19 @@ def batch_csv(batch: PayoutBatch) -> str:
     return out.getvalue()
 
 
+class _BatchTransfer(SepaTransfer):
+    """sepaxml's credit transfer with the batch's reference as the message id (MsgId), so that the
+    bank recognises the same batch uploaded twice (the library makes up a new id otherwise)."""
+
+    def __init__(self, msg_id: str, config: dict):
+        self._batch_msg_id = msg_id
+        super().__init__(config, schema="pain.001.001.03")
+
+    def _create_header(self):
+        self.msg_id = self._batch_msg_id
+        super()._create_header()
+
+
 def batch_pain001(batch: PayoutBatch, execution_date: date | None = None) -> bytes:
     """ISO 20022 pain.001.001.03 by `sepaxml` (schema-validated), or BatchFileError saying why not."""
     settings = db.session.get(ClearingSettings, batch.tenant_id)
@@ -356,7 +398,8 @@ def batch_pain001(batch: PayoutBatch, execution_date: date | None = None) -> byt
             f"{len(without_iban)} payee(s) have a domestic account number, not an IBAN "
             f"(first: {without_iban[0]}): use the CSV file for this batch."
         )
-    transfer = SepaTransfer(
+    transfer = _BatchTransfer(
+        batch.reference,
         {
             "name": settings.debtor_name,
             "IBAN": crypto.decrypt(settings.debtor_iban_encrypted),
@@ -364,7 +407,6 @@ def batch_pain001(batch: PayoutBatch, execution_date: date | None = None) -> byt
             "batch": True,
             "currency": batch.currency,
         },
-        schema="pain.001.001.03",
     )
     when = execution_date or _now().date()
     for line in lines:
@@ -427,6 +469,8 @@ def import_results(tenant_id: uuid.UUID, filename: str, data: bytes, actor: Acto
     """Apply a bank result file, all or nothing (commits). Raises ResultFileError naming each bad
     line (nothing is imported then)."""
     fingerprint = hashlib.sha256(data).hexdigest()
+    # Two uploads of one file at once: the second waits here, then finds the first's record.
+    db.session.execute(sa.select(sa.func.pg_advisory_xact_lock(int(fingerprint[:15], 16))))
     seen = db.session.execute(
         sa.select(PayoutResultFile).where(
             PayoutResultFile.tenant_id == tenant_id, PayoutResultFile.fingerprint == fingerprint
@@ -486,7 +530,11 @@ def import_results(tenant_id: uuid.UUID, filename: str, data: bytes, actor: Acto
         uploaded_by=actor.email,
     )
     outcome = ImportOutcome(record)
-    reasons = {row["payout_id"]: (row.get("reason", ""), row.get("code", "")) for _, row in rows}
+    by_line = dict(rows)
+    reasons = {
+        payout_id: (by_line[number].get("reason", ""), by_line[number].get("code", ""))
+        for payout_id, (number, _) in decided.items()
+    }
     for payout_id, (_, status) in decided.items():
         payout = payouts[payout_id]
         if payout.status != "in_transit":

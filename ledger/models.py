@@ -23,6 +23,7 @@ Normal side of each purpose (the side on which the balance normally sits)
     suspense             debit   unexplained money; should return to zero (either sign is possible)
     payouts_in_transit   credit  liability: paid out, not yet confirmed by the bank
     bank                 debit   asset: the tenant's settlement bank account (payouts leave from it)
+    write_offs           debit   expense: suspense written off with a second person's approval
     wallet               credit  liability: a member's stored value
 
 A credit-normal account in its normal state has a negative `balance`; people never want to see
@@ -57,6 +58,7 @@ NORMAL_SIDE: dict[str, int] = {
     "suspense": DEBIT,
     "payouts_in_transit": CREDIT,
     "bank": DEBIT,
+    "write_offs": DEBIT,
     "wallet": CREDIT,
 }
 PURPOSES = tuple(NORMAL_SIDE)

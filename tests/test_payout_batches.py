@@ -317,3 +317,22 @@ def test_a_payout_batch_run_through_the_worker(acme, run_jobs):
         done = db.session.get(ClearingRun, (tenant.id, run.id))
         assert (done.status, done.kind, done.outcome["payouts"]) == ("succeeded", "payout_batch", 1)
         assert db.session.execute(sa.select(PayoutBatch.created_by)).scalar_one() == FINANCE.email
+
+
+def test_a_batch_keeps_the_account_it_was_sent_to_and_its_reference_is_the_message_id(acme):
+    tenant, coffee, tea = acme
+    payout = _payout(tenant, coffee, 4_000)
+    _accounts(tenant, coffee, tea)
+    _batch(tenant)
+    with tenant_context(db.session, tenant.id):
+        payouts.set_bank_account(
+            tenant.id, coffee, holder_name="Coffee New", account="NL91ABNA0417164300", actor=FINANCE
+        )
+        db.session.commit()
+        batch = db.session.execute(sa.select(PayoutBatch)).scalar_one()
+        rows = list(csv.DictReader(io.StringIO(payouts.batch_csv(batch))))
+        document = etree.fromstring(payouts.batch_pain001(batch))
+    assert [(r["payout_id"], r["holder_name"], r["account"]) for r in rows] == [
+        (payout, "Coffee GmbH", "DE89370400440532013000")
+    ]
+    assert document.findtext(f"{PAIN}CstmrCdtTrfInitn/{PAIN}GrpHdr/{PAIN}MsgId") == batch.reference
