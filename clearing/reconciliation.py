@@ -16,7 +16,8 @@ database transaction, so a file with any bad line imports nothing:
 4. what is left becomes suspense items (`clearing.suspense`), each with its journal entry:
    statement-only lines ("long"), matched lines whose amount or currency differs ("mismatch"),
    and records of the statement's days that no line of any import matched ("short", possible
-   loss: logged as a warning). A record that was short and is now matched has its item resolved.
+   loss: logged as a warning and e-mailed to the tenant's admins and finance users). A record
+   that was short and is now matched has its item resolved.
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ from pathlib import Path
 from typing import IO
 
 import sqlalchemy as sa
+from rq import Retry
 
 from clearing import suspense
 from clearing.models import ClearingRun, StatementImport, StatementMapping
 from clearing.statement_formats import CHANNEL_COLUMNS, FORMATS, ColumnMapping, StatementError, read
+from core import queue
 from core.db import db
 from core.money import to_major
 from payments.channel_adapters import adapter_of
@@ -50,6 +53,7 @@ CHUNK = 1 << 16
 PROGRESS_EVERY = 5_000
 MATCH_WINDOW_DAYS = 3
 MAX_STATEMENT_BYTES = 200 * 1024 * 1024
+ALERT_JOB = "portal.alerts.reconciliation_shorts"  # e-mails admins and finance users
 
 
 def _now() -> datetime:
@@ -487,6 +491,8 @@ def _import(tenant_id, import_id, path, fmt, mapping, source_key, account_id, li
             tenant_id,
             import_id,
         )
+        # The alert is the portal's (its e-mails carry the tenant's brand): queued by name.
+        queue.enqueue("mail", ALERT_JOB, str(tenant_id), str(import_id), retry=Retry(max=3, interval=[10, 60, 300]))
     return counts
 
 

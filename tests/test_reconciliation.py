@@ -327,3 +327,20 @@ def test_the_sweep_fetches_yesterdays_statement_once(acme, run_jobs):
         assert (imported.format, imported.status, imported.counts["matched"]) == ("channel", "succeeded", 1)
     db.session.remove()
     assert jobs.sweep(now=tomorrow)["fetches"] == 0
+
+
+def test_platform_only_records_are_e_mailed_to_admins_and_finance_in_the_tenants_brand(acme, make, outbox):
+    from conftest import text_of
+
+    tenant, coffee, channel, tmp_path = acme
+    make.user(tenant, "finance@acme.example.com", "finance")
+    make.user(tenant, "ops@acme.example.com", "operator")
+    _pay(tenant, coffee, 1_000)
+    _pay(tenant, coffee, 2_500)
+    _import(tenant, channel, _csv(("ch_other", "7.00", "charge")), tmp_path, filename="acme-day.csv")
+    db.session.remove()
+    messages = [m for m in outbox() if "missing from a statement" in m["Subject"]]
+    assert sorted(m["To"] for m in messages) == ["admin@acme.example.com", "finance@acme.example.com"]
+    body = text_of(messages[0])
+    assert '"acme-day.csv"' in body and "2 record(s)" in body and "2 for 35.00 USD" in body
+    assert "/console/suspense?kind=short" in body and messages[0]["Subject"].startswith("Acme:")
