@@ -17,7 +17,6 @@ statement imports) is a `ClearingRun` row executed by `run_clearing`.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -186,25 +185,16 @@ def runs(tenant_id: uuid.UUID, limit: int = 20) -> list[ClearingRun]:
 # --- the schedule --------------------------------------------------------------------------
 
 
-def _slot(moment: float) -> int:
-    return int(moment) // SWEEP_INTERVAL * SWEEP_INTERVAL
-
-
 def schedule_sweep(after: int | None = None) -> None:
     """Make sure the next sweep is scheduled (one job per slot, whoever asks)."""
-    slot = max(_slot(time.time()), after or 0) + SWEEP_INTERVAL
-    try:
-        with isolation.platform_scope(db.session):
-            queue.enqueue(
-                QUEUE,
-                sweep,
-                slot,
-                job_id=f"clearing-sweep-{slot}",
-                if_absent=True,
-                at=datetime.fromtimestamp(slot, UTC),
-            )
-    except Exception:  # noqa: BLE001  (best effort: the next sweep or worker start tries again)
-        log.warning("could not schedule the clearing sweep", exc_info=True)
+    queue.schedule_next(
+        QUEUE,
+        sweep,
+        SWEEP_INTERVAL,
+        "clearing-sweep",
+        after=after,
+        scope=lambda: isolation.platform_scope(db.session),
+    )
 
 
 def sweep(slot: int | None = None, now: datetime | None = None) -> dict[str, int]:

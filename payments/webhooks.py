@@ -900,26 +900,16 @@ def _post(url: str, payload: bytes, headers: dict[str, str]) -> tuple[int, str]:
 # --- the sweep -----------------------------------------------------------------------------
 
 
-def _slot(moment: float) -> int:
-    return int(moment) // SWEEP_INTERVAL * SWEEP_INTERVAL
-
-
 def schedule_sweep(after: int | None = None) -> None:
-    """Make sure the next minute's sweep is scheduled (one job per minute, whoever asks):
-    the first whole minute after now, and after the minute `after` (the sweep that asks)."""
-    slot = max(_slot(time.time()), after or 0) + SWEEP_INTERVAL
-    try:
-        with isolation.platform_scope(db.session):
-            queue.enqueue(
-                QUEUE,
-                sweep,
-                slot,
-                job_id=f"webhooks-sweep-{slot}",
-                if_absent=True,
-                at=datetime.fromtimestamp(slot, UTC),
-            )
-    except Exception:  # noqa: BLE001  (best effort: the next dispatch or sweep tries again)
-        log.warning("could not schedule the webhook sweep", exc_info=True)
+    """Make sure the next minute's sweep is scheduled (one job per minute, whoever asks)."""
+    queue.schedule_next(
+        QUEUE,
+        sweep,
+        SWEEP_INTERVAL,
+        "webhooks-sweep",
+        after=after,
+        scope=lambda: isolation.platform_scope(db.session),
+    )
 
 
 def sweep(slot: int | None = None) -> dict[str, int]:
@@ -952,7 +942,7 @@ def sweep(slot: int | None = None) -> dict[str, int]:
         except BaseException:
             db.session.rollback()
             raise
-    slot = _slot(time.time())
+    slot = int(time.time()) // SWEEP_INTERVAL * SWEEP_INTERVAL
     for tenant_id in tenants:
         with isolation.tenant_context(db.session, tenant_id):
             queue.enqueue(
