@@ -9,7 +9,8 @@ statement imports) is a `ClearingRun` row executed by `run_clearing`.
   run that fails on its last retry is marked failed; a statement refused for its content too.
 - `sweep` runs every five minutes (a chain of scheduled jobs with deterministic ids, started by
   the first worker, as the webhook sweep is): for each active tenant with money due and no
-  settlement in progress it starts a scheduled settlement; it re-queues runs left behind by a dead
+  settlement in progress it starts a scheduled settlement; once a day, after the tenant's cut-off,
+  it starts a payout batch run when payouts can be sent; it re-queues runs left behind by a dead
   worker; and once a day it queues `fetch_and_import` of yesterday's statement for each channel
   account whose adapter offers statement downloads (the `stripe` adapter's balance transactions).
 """
@@ -205,7 +206,7 @@ def sweep(slot: int | None = None, now: datetime | None = None) -> dict[str, int
     with isolation.platform_scope(db.session):
         tenant_ids = db.session.execute(sa.select(Tenant.id).where(Tenant.status == "active")).scalars().all()
     db.session.commit()
-    started = resumed = fetches = 0
+    started = resumed = fetches = batches = 0
     for tenant_id in tenant_ids:
         with isolation.tenant_context(db.session, tenant_id):
             stale = (
@@ -224,6 +225,7 @@ def sweep(slot: int | None = None, now: datetime | None = None) -> dict[str, int
                 _enqueue(tenant_id, other.id)
                 resumed += 1
             fetches += _schedule_fetches(tenant_id, now)
+            batches += _schedule_payout_batch(tenant_id, now)
             run = active_run(tenant_id)
             if run is None:
                 if settlement.due_groups(tenant_id, now):
@@ -237,7 +239,37 @@ def sweep(slot: int | None = None, now: datetime | None = None) -> dict[str, int
                 resumed += 1
             else:
                 db.session.rollback()
-    return {"started": started, "resumed": resumed, "fetches": fetches}
+    return {"started": started, "resumed": resumed, "fetches": fetches, "payout_batches": batches}
+
+
+def _schedule_payout_batch(tenant_id: uuid.UUID, now: datetime) -> int:
+    """Once a day, after the tenant's cut-off (its local time), send what payouts can be sent."""
+    terms = settlement.tenant_terms(tenant_id)
+    zone = settlement.tenant_zone(tenant_id)
+    local = now.astimezone(zone)
+    slot = local.date().isoformat()
+    if local < datetime.combine(local.date(), terms.cutoff, zone) or not any(
+        g.count > g.without_account for g in payouts.pending_summary(tenant_id)
+    ):
+        db.session.rollback()
+        return 0
+    taken = db.session.execute(
+        sa.select(ClearingRun.id).where(
+            ClearingRun.tenant_id == tenant_id, ClearingRun.kind == "payout_batch", ClearingRun.slot == slot
+        )
+    ).first()
+    if taken is not None or active_run(tenant_id, "payout_batch") is not None:
+        db.session.rollback()
+        return 0
+    run = ClearingRun(tenant_id=tenant_id, id=uuid.uuid4(), kind="payout_batch", trigger="schedule", slot=slot)
+    db.session.add(run)
+    try:
+        db.session.commit()
+    except sa.exc.IntegrityError:  # another sweep took the slot a moment ago
+        db.session.rollback()
+        return 0
+    _enqueue(tenant_id, run.id)
+    return 1
 
 
 # --- statements fetched from channels ----------------------------------------------------------

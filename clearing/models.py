@@ -91,6 +91,8 @@ class ClearingRun(TenantOwned, db.Model):
     status: Mapped[str] = mapped_column(sa.String(10), default="queued")
     trigger: Mapped[str] = mapped_column(sa.String(20), default="schedule")  # schedule | manual
     requested_by: Mapped[str | None] = mapped_column(sa.String(320))
+    # A scheduled run's slot (e.g. the tenant's day it is for): one run per kind and slot.
+    slot: Mapped[str | None] = mapped_column(sa.String(40))
     total: Mapped[int] = mapped_column(default=0)
     processed: Mapped[int] = mapped_column(default=0)
     outcome: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default=sa.text("'{}'"))
@@ -103,6 +105,14 @@ class ClearingRun(TenantOwned, db.Model):
         sa.CheckConstraint(f"kind IN {RUN_KINDS!r}", name="kind"),
         sa.CheckConstraint(f"status IN {RUN_STATUSES!r}", name="status"),
         sa.Index("ix_clearing_runs_tenant_id_created_at_id", "tenant_id", "created_at", "id"),
+        sa.Index(
+            "uq_clearing_runs_slot",
+            "tenant_id",
+            "kind",
+            "slot",
+            unique=True,
+            postgresql_where=sa.text("slot IS NOT NULL"),
+        ),
     )
 
 

@@ -25,6 +25,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 
@@ -34,7 +35,7 @@ from core.db import db
 from tenants import audit
 from tenants.audit import Actor
 from tenants.errors import InvalidInput
-from tenants.models import Merchant
+from tenants.models import Merchant, Tenant
 
 DEFAULT_CUTOFF = time(0, 0)
 DEFAULT_DELAY_DAYS = 1
@@ -59,6 +60,15 @@ def tenant_terms(tenant_id: uuid.UUID) -> Terms:
     if row is None:
         return Terms(DEFAULT_CUTOFF, DEFAULT_DELAY_DAYS)
     return Terms(row.cutoff, row.delay_days)
+
+
+def tenant_zone(tenant_id: uuid.UUID) -> ZoneInfo:
+    """The tenant's time zone (UTC when the stored name is unknown here)."""
+    name = db.session.execute(sa.select(Tenant.time_zone).where(Tenant.id == tenant_id)).scalar_one()
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
 
 
 def _clean_delay(value, field: str) -> int:

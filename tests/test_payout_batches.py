@@ -336,3 +336,32 @@ def test_a_batch_keeps_the_account_it_was_sent_to_and_its_reference_is_the_messa
         (payout, "Coffee GmbH", "DE89370400440532013000")
     ]
     assert document.findtext(f"{PAIN}CstmrCdtTrfInitn/{PAIN}GrpHdr/{PAIN}MsgId") == batch.reference
+
+
+def test_the_sweep_sends_payouts_once_a_day_after_the_cut_off(acme, run_jobs):
+    from datetime import UTC, datetime, time, timedelta
+
+    from clearing import settlement
+
+    tenant, coffee, tea = acme
+    _payout(tenant, coffee, 3_000)
+    _accounts(tenant, coffee, tea)
+    with tenant_context(db.session, tenant.id):
+        settlement.update_terms(tenant.id, time(18, 0), 1, FINANCE)
+        db.session.commit()
+    today = datetime.now(UTC).date()
+    before = datetime.combine(today, time(17, 59), UTC)
+    after = datetime.combine(today, time(18, 1), UTC)
+    assert jobs.sweep(now=before)["payout_batches"] == 0
+    assert jobs.sweep(now=after)["payout_batches"] == 1
+    db.session.remove()
+    run_jobs()
+    _payout(tenant, coffee, 1_000)  # requested after today's batch: waits for tomorrow's
+    assert jobs.sweep(now=after + timedelta(minutes=5))["payout_batches"] == 0
+    assert jobs.sweep(now=after + timedelta(days=1))["payout_batches"] == 1
+    db.session.remove()
+    run_jobs()
+    with tenant_context(db.session, tenant.id):
+        assert [
+            b.count for b in db.session.execute(sa.select(PayoutBatch).order_by(PayoutBatch.created_at)).scalars()
+        ] == [1, 1]
