@@ -40,7 +40,7 @@ from clearing.models import ClearingRun, StatementImport, StatementMapping
 from clearing.statement_formats import CHANNEL_COLUMNS, FORMATS, ColumnMapping, StatementError, read
 from core import queue
 from core.db import db
-from core.money import to_major
+from core.money import MoneyError, normalise_currency, to_major
 from payments.channel_adapters import adapter_of
 from payments.models import ChannelAccount
 from tenants import audit
@@ -88,10 +88,20 @@ def save_mapping(
             raise InvalidInput(f"Name the column that holds the {field_name}.", field_name)
     if not mapping.currency and not mapping.fixed_currency:
         raise InvalidInput("Name the currency column, or give the statement's one currency.", "currency")
+    if mapping.fixed_currency:
+        try:
+            normalise_currency(mapping.fixed_currency)
+        except MoneyError as exc:
+            raise InvalidInput(str(exc), "fixed_currency") from None
+    sample = datetime(2026, 3, 31)
     try:
-        datetime(2026, 3, 31).strftime(mapping.date_format)
+        readable = datetime.strptime(sample.strftime(mapping.date_format), mapping.date_format) == sample
     except ValueError:
-        raise InvalidInput("That date format cannot be used; write it like %Y-%m-%d.", "date_format") from None
+        readable = False
+    if not readable:
+        raise InvalidInput("That date format cannot read a whole date back; write it like %Y-%m-%d.", "date_format")
+    if channel_account_id is not None and db.session.get(ChannelAccount, (tenant_id, channel_account_id)) is None:
+        raise InvalidInput("That channel account does not exist.", "channel_account_id")
     row = db.session.execute(
         sa.select(StatementMapping)
         .where(
@@ -138,11 +148,13 @@ def store_upload(
     upload_dir: Path,
     actor: Actor,
     max_bytes: int = MAX_STATEMENT_BYTES,
+    fetched: bool = False,
 ) -> Stored:
     """Write the upload to disk while hashing it, and record the import (queued; commits). The
-    same file again returns the first import, with `already_imported`."""
-    if fmt not in FORMATS:
-        raise InvalidInput(f"Choose a format: {', '.join(FORMATS)}.", "format")
+    same file again returns the first import, with `already_imported`. The `channel` format is
+    only what `fetch_statement` writes (`fetched`)."""
+    if fmt not in FORMATS or (fmt == "channel") != fetched:
+        raise InvalidInput(f"Choose a format: {', '.join(f for f in FORMATS if f != 'channel')}.", "format")
     if channel_account_id is not None:
         account = db.session.get(ChannelAccount, (tenant_id, channel_account_id))
         if account is None:
@@ -168,6 +180,8 @@ def store_upload(
         if size == 0:
             raise InvalidInput("The file is empty.", "file")
         fingerprint = digest.hexdigest()
+        # Two uploads of one file at once: the second waits here, then finds the first.
+        db.session.execute(sa.select(sa.func.pg_advisory_xact_lock(int(fingerprint[:15], 16))))
         seen = db.session.execute(
             sa.select(StatementImport).where(
                 StatementImport.tenant_id == tenant_id, StatementImport.fingerprint == fingerprint
@@ -246,6 +260,7 @@ def fetch_statement(
         livemode=None,
         upload_dir=upload_dir,
         actor=actor,
+        fetched=True,
     )
 
 
@@ -308,15 +323,28 @@ def _records(channel_account_id: uuid.UUID | None) -> str:
 
 
 def _match_by_reference(records: str) -> sa.TextClause:
+    """One line per record: the first line of this import with the record's reference, unless a
+    line of an earlier import matched it already (a second line for the same money stays
+    unmatched and goes to suspense: the channel may have booked it twice)."""
     return sa.text(
         f"""
-        WITH records AS ({records})
+        WITH records AS ({records}),
+        candidates AS (
+            SELECT DISTINCT ON (rec.record_type, rec.record_id)
+                   l.id AS line_id, rec.record_type, rec.record_id, rec.amount, rec.currency
+            FROM statement_lines AS l JOIN records AS rec ON rec.reference = l.reference
+            WHERE l.tenant_id = :tenant_id AND l.import_id = :import_id AND l.status = 'unmatched'
+              AND l.reference <> ''
+              AND NOT EXISTS (SELECT 1 FROM statement_lines AS m
+                              WHERE m.tenant_id = :tenant_id AND m.record_type = rec.record_type
+                                AND m.record_id = rec.record_id AND m.status IN ('matched', 'mismatch'))
+            ORDER BY rec.record_type, rec.record_id, l.line_no
+        )
         UPDATE statement_lines AS l
-        SET status = CASE WHEN l.amount = rec.amount AND l.currency = rec.currency THEN 'matched' ELSE 'mismatch' END,
-            record_type = rec.record_type, record_id = rec.record_id
-        FROM records AS rec
-        WHERE l.tenant_id = :tenant_id AND l.import_id = :import_id AND l.status = 'unmatched'
-          AND l.reference <> '' AND rec.reference = l.reference
+        SET status = CASE WHEN l.amount = c.amount AND l.currency = c.currency THEN 'matched' ELSE 'mismatch' END,
+            record_type = c.record_type, record_id = c.record_id
+        FROM candidates AS c
+        WHERE l.tenant_id = :tenant_id AND l.id = c.line_id
         """
     )
 
@@ -409,19 +437,28 @@ def run_import(tenant_id: uuid.UUID, import_id: uuid.UUID, run: ClearingRun | No
     mapping = mapping_for(tenant_id, row.channel_account_id) if row.format == "csv" else None
     source_key = str(row.channel_account_id) if row.channel_account_id else "bank"
     fmt, livemode, account_id = row.format, row.livemode, row.channel_account_id
+    row.status, row.error, row.error_line = "running", None, None
     db.session.commit()  # release the import's row lock before the long transaction
 
     try:
         counts = _import(tenant_id, import_id, path, fmt, mapping, source_key, account_id, livemode, progress)
     except StatementError as exc:
-        db.session.rollback()
-        failed = db.session.get(StatementImport, (tenant_id, import_id))
-        failed.status, failed.error_line, failed.error = "failed", exc.line, exc.message[:2000]
-        db.session.commit()
+        _failed(tenant_id, import_id, exc.message, exc.line)
         log.info("statement import %s refused: %s", import_id, exc)
         return {"error": str(exc)}
+    except Exception as exc:
+        # Not the file's fault (the database went away...): the run is retried; the import says why.
+        _failed(tenant_id, import_id, f"the import stopped: {type(exc).__name__}; it is retried")
+        raise
     progress(total, total)
     return counts
+
+
+def _failed(tenant_id: uuid.UUID, import_id: uuid.UUID, message: str, line: int | None = None) -> None:
+    db.session.rollback()
+    failed = db.session.get(StatementImport, (tenant_id, import_id))
+    failed.status, failed.error_line, failed.error = "failed", line, message[:2000]
+    db.session.commit()
 
 
 def _import(tenant_id, import_id, path, fmt, mapping, source_key, account_id, livemode, progress) -> dict:
@@ -445,7 +482,25 @@ def _import(tenant_id, import_id, path, fmt, mapping, source_key, account_id, li
             if staged % PROGRESS_EVERY == 0:
                 progress(staged)
     if staged == 0:
-        raise StatementError(1, "the file has no statement lines")
+        if fmt != "channel":
+            raise StatementError(1, "the file has no statement lines")
+        # A day without movements at the channel: nothing to match, and nothing missing is known.
+        row = session.get(StatementImport, (tenant_id, import_id))
+        row.status, row.counts = (
+            "succeeded",
+            {
+                "lines": 0,
+                "new": 0,
+                "duplicates": 0,
+                "matched": 0,
+                "long": 0,
+                "mismatch": 0,
+                "short": 0,
+                "resolved_shorts": 0,
+            },
+        )
+        session.commit()
+        return row.counts
     params = {"tenant_id": tenant_id, "import_id": import_id, "source_key": source_key}
     read_count, new_count = session.execute(_INSERT_LINES, params).one()
     first, last = session.execute(sa.text("SELECT min(booked_on), max(booked_on) FROM statement_staging")).one()

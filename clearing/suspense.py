@@ -208,6 +208,7 @@ def _require_open(item: SuspenseItem) -> None:
 
 
 def _resolve(item: SuspenseItem, resolution: str, purpose: str, note: str, actor: Actor | None) -> None:
+    before = item.status
     _post(item, "suspense.cleared", purpose, -item.amount, f"{resolution}: {note}")
     item.status = "written_off" if resolution == "written_off" else "resolved"
     item.resolution, item.resolution_note = resolution, note[:1000]
@@ -220,7 +221,7 @@ def _resolve(item: SuspenseItem, resolution: str, purpose: str, note: str, actor
         f"suspense.{resolution}",
         "suspense_item",
         item.id,
-        audit.changes({"status": "open"}, {"status": item.status, "note": note, "account": purpose}),
+        audit.changes({"status": before}, {"status": item.status, "note": note, "account": purpose}),
     )
 
 
@@ -281,14 +282,43 @@ def resolve_by_match(
     """The item is this record (already in the books): the opening entry is undone."""
     item = get_item(tenant_id, item_id, lock=True)
     _require_open(item)
-    record = _record_amount(tenant_id, record_type, (record_id or "").strip())
+    reason = _reason(note)
+    record_id = (record_id or "").strip()
+    if item.kind == "mismatch":
+        raise InvalidInput("A mismatch is already matched to its record: adjust the difference instead.", "record_id")
+    record = _record_amount(tenant_id, record_type, record_id)
     if record is None:
         raise InvalidInput(f"No {record_type} {record_id} of this tenant.", "record_id")
-    if record[1] != item.currency:
-        raise InvalidInput(f"That {record_type} is in {record[1]}, the item in {item.currency}.", "record_id")
-    item.record_type, item.record_id = record_type, record_id.strip()
-    _resolve(item, "matched", _source_purpose(item), f"{record_type} {record_id}: {_reason(note)}", actor)
+    amount, currency = record
+    if currency != item.currency:
+        raise InvalidInput(f"That {record_type} is in {currency}, the item in {item.currency}.", "record_id")
+    # A statement-only line is the record's money (-item.amount); a missing record is the record (item.amount).
+    expected = -item.amount if item.kind == "long" else item.amount
+    if amount != expected:
+        raise InvalidInput(
+            f"That {record_type} is {format_amount(amount, currency)}, the item {format_amount(expected, currency)}: "
+            "adjust instead, with the reason.",
+            "record_id",
+        )
+    if item.kind == "long" and _already_matched(tenant_id, record_type, record_id):
+        raise InvalidInput(f"A statement line already matches {record_type} {record_id}.", "record_id")
+    item.record_type, item.record_id = record_type, record_id
+    _resolve(item, "matched", _source_purpose(item), f"{record_type} {record_id}: {reason}", actor)
     return item
+
+
+def _already_matched(tenant_id: uuid.UUID, record_type: str, record_id: str) -> bool:
+    return (
+        db.session.execute(
+            sa.select(StatementLine.id).where(
+                StatementLine.tenant_id == tenant_id,
+                StatementLine.record_type == record_type,
+                StatementLine.record_id == record_id,
+                StatementLine.status.in_(("matched", "mismatch")),
+            )
+        ).first()
+        is not None
+    )
 
 
 def resolve_by_adjustment(
@@ -339,6 +369,7 @@ def reject_write_off(tenant_id: uuid.UUID, item_id: uuid.UUID, note: str, actor:
     item = get_item(tenant_id, item_id, lock=True)
     if item.status != "pending_write_off":
         raise InvalidInput("No write-off of this item waits for approval.", "status")
+    reason = _reason(note)
     item.status = "open"
     db.session.flush()
     audit.record(
@@ -347,7 +378,7 @@ def reject_write_off(tenant_id: uuid.UUID, item_id: uuid.UUID, note: str, actor:
         "suspense.write_off_rejected",
         "suspense_item",
         item.id,
-        audit.changes({"status": "pending_write_off"}, {"status": "open", "note": _reason(note)}),
+        audit.changes({"status": "pending_write_off"}, {"status": "open", "note": reason}),
     )
     return item
 

@@ -88,6 +88,20 @@ class MerchantForm(FlaskForm):
     )
 
 
+EXPIRED = "The form expired; try again."
+
+
+def add_error(field, message: str) -> None:
+    """One more error message next to a form field."""
+    field.errors = [*field.errors, message]
+
+
+def note_expired(form) -> None:
+    """A form refused for its CSRF token alone says so (the token has no field on the page)."""
+    if "csrf_token" in form.errors:
+        form.form_errors.append(EXPIRED)
+
+
 def field_error(form, exc) -> None:
     """Show a use case's `InvalidInput` next to its field (or above the form)."""
     field = getattr(form, exc.field or "", None)

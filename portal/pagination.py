@@ -1,4 +1,5 @@
-"""Keyset pagination for lists: newest first, by (created_at, id), with an opaque cursor."""
+"""Keyset pagination for lists: newest first, by (created_at, id), or oldest first by another
+moment (a work queue), with an opaque cursor."""
 
 from __future__ import annotations
 
@@ -50,6 +51,22 @@ def newest_first(statement: sa.Select, model, cursor: str | None, size: int) -> 
     return Page(
         items,
         _encode(items[-1].created_at, items[-1].id) if more and items else None,
+        cursor_invalid=bool(cursor) and position is None,
+    )
+
+
+def oldest_first(statement: sa.Select, model, at, cursor: str | None, size: int) -> Page:
+    """One page of `statement` ordered by `at ASC, model.id ASC` (`at` a datetime column of
+    `model`, e.g. when a work item was opened); a cursor that cannot be read gives the first page."""
+    position = _decode(cursor, model) if cursor else None
+    if position is not None:
+        statement = statement.where(sa.tuple_(at, model.id) > sa.tuple_(*position))
+    rows = db.session.execute(statement.order_by(at.asc(), model.id.asc()).limit(size + 1)).scalars().all()
+    items = list(rows[:size])
+    more = len(rows) > size
+    return Page(
+        items,
+        _encode(getattr(items[-1], at.key), items[-1].id) if more and items else None,
         cursor_invalid=bool(cursor) and position is None,
     )
 

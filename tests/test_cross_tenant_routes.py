@@ -2,7 +2,8 @@
 
 `ROUTES` below lists every URL rule with a variable. A new route with an id that is not in the
 table fails `test_every_route_with_a_variable_is_in_the_table`, naming it: add it to the table
-with how to build its URL from the signed-in side's own objects and from another tenant's.
+with how to build its URL from the signed-in side's own objects and from another tenant's (and,
+when its form names another object, the form data built from the side whose ids are in the URL).
 
 For each route: A's admin (or, for the merchant dashboard, A's merchant owner; for the merchant
 API at /v1, A's merchant's secret key; for channel notifications, a channel with a signed body), on
@@ -31,8 +32,9 @@ from PIL import Image
 
 from billing import schedules
 from billing.fees import FeeRule
-from clearing import payouts, settlement
-from clearing.models import ClearingRun, Settlement
+from clearing import payouts, reconciliation, settlement, suspense
+from clearing.models import ClearingRun, Settlement, StatementLine, SuspenseItem
+from clearing.statement_formats import ColumnMapping
 from core.db import db
 from payments import balance_operations, channel_accounts, intents, refunds, webhooks
 from payments.channels.base import Secret, sign_payload
@@ -81,6 +83,10 @@ class Side:
     fee_schedule: uuid.UUID  # a fee schedule with one version, not the default; `merchant` is assigned to it
     settlement: uuid.UUID  # a settlement of `merchant`: a back-dated payment, settled
     payout_batch: uuid.UUID  # a bank batch (EUR) with a payout of `merchant`, which has a bank account
+    statement_import: uuid.UUID  # a CSV statement of `channel`, imported: `payment` matched, two lines unknown
+    suspense_item: uuid.UUID  # an open suspense item of that statement (a line on the statement only)
+    late_payment: str  # a 7.00 payment made after the import: what `suspense_item` can be matched to
+    write_off: uuid.UUID  # another one, its write-off requested by `pending` (so the admin may approve it)
 
 
 @dataclass
@@ -96,6 +102,8 @@ class Route:
 
     `own(world)`: URL values naming objects of the signed-in side (tenant A, or any real tenant
     for the platform console). `foreign(world)`: a list of URL values that must be refused.
+    `data`: the form posted, or a function of the side whose ids are in the URL that builds it
+    (for a form that names another object of that side).
     """
 
     # "tenant" (A's admin on A's host) | "merchant" (A's merchant owner on A's host)
@@ -105,7 +113,7 @@ class Route:
     method: str  # GET | POST | DELETE (DELETE: the API only)
     own: Callable[[World], dict]
     foreign: Callable[[World], list[dict]]
-    data: dict = field(default_factory=dict)
+    data: dict | Callable[[Side], dict] = field(default_factory=dict)
     refused: int = 404
     refused_text: str = "Page not found"
 
@@ -262,6 +270,63 @@ ROUTES: dict[str, Route] = {
     ),
     "console.payout_batch_xml": Route(
         "tenant", "GET", lambda w: {"batch_id": w.a.payout_batch}, lambda w: [{"batch_id": w.b.payout_batch}]
+    ),
+    # B's statement import and its lines; B's suspense items, and every step of their workflow (each would change
+    # B's items, comments or journal).
+    "console.statement_import": Route(
+        "tenant",
+        "GET",
+        lambda w: {"import_id": w.a.statement_import},
+        lambda w: [{"import_id": w.b.statement_import}],
+    ),
+    "console.suspense_item": Route(
+        "tenant", "GET", lambda w: {"item_id": w.a.suspense_item}, lambda w: [{"item_id": w.b.suspense_item}]
+    ),
+    "console.assign_suspense_item": Route(
+        "tenant",
+        "POST",
+        lambda w: {"item_id": w.a.suspense_item},
+        lambda w: [{"item_id": w.b.suspense_item}, {"item_id": w.b.write_off}],
+        data={"assignee": "someone@elsewhere.example.com"},
+    ),
+    "console.comment_suspense_item": Route(
+        "tenant",
+        "POST",
+        lambda w: {"item_id": w.a.suspense_item},
+        lambda w: [{"item_id": w.b.suspense_item}],
+        data={"body": "a comment from elsewhere"},
+    ),
+    # Resolved by a match with the side's own payment (the record of the side whose item it is).
+    "console.match_suspense_item": Route(
+        "tenant",
+        "POST",
+        lambda w: {"item_id": w.a.suspense_item},
+        lambda w: [{"item_id": w.b.suspense_item}],
+        data=lambda side: {"record_type": "payment", "record_id": side.late_payment, "match_note": "found it"},
+    ),
+    "console.adjust_suspense_item": Route(
+        "tenant",
+        "POST",
+        lambda w: {"item_id": w.a.suspense_item},
+        lambda w: [{"item_id": w.b.suspense_item}],
+        data={"purpose": "bank", "adjust_note": "booked elsewhere"},
+    ),
+    "console.request_suspense_write_off": Route(
+        "tenant",
+        "POST",
+        lambda w: {"item_id": w.a.suspense_item},
+        lambda w: [{"item_id": w.b.suspense_item}],
+        data={"write_off_note": "too small to chase"},
+    ),
+    "console.approve_suspense_write_off": Route(
+        "tenant", "POST", lambda w: {"item_id": w.a.write_off}, lambda w: [{"item_id": w.b.write_off}]
+    ),
+    "console.reject_suspense_write_off": Route(
+        "tenant",
+        "POST",
+        lambda w: {"item_id": w.a.write_off},
+        lambda w: [{"item_id": w.b.write_off}],
+        data={"reject_note": "not yet"},
     ),
     # The merchant API, with the merchant's secret key; its refusal is Stripe's error object.
     "api.retrieve_payment_intent": Route(
@@ -517,6 +582,52 @@ def _side(app, make, slug: str, color) -> Side:
             payout_batch = payouts.create_batch(tenant.id, "EUR", False, run_id=None, created_by=None)
             db.session.commit()
             payout_batch_id = payout_batch.id
+            # A statement of `channel`: `payment` and `refund` (matched: no record is missing, so no alert is
+            # e-mailed) and two lines nobody knows, each a suspense item; the write-off of one is requested by
+            # `pending` (someone other than the admin, who may approve it).
+            reconciliation.save_mapping(
+                tenant.id,
+                channel.id,
+                ColumnMapping(reference="ref", amount="amount", date="date", currency="currency"),
+                Actor.system(),
+            )
+            today = datetime.now(UTC).date().isoformat()
+            statement = reconciliation.store_upload(
+                tenant.id,
+                io.BytesIO(
+                    f"ref,amount,currency,date\n{payment.channel_reference},50.00,USD,{today}\n"
+                    f"{refund.channel_reference},-1.00,USD,{today}\n"
+                    f"ch_open_{slug},7.00,USD,{today}\nch_small_{slug},3.00,USD,{today}\n".encode()
+                ),
+                filename=f"{slug}.csv",
+                fmt="csv",
+                channel_account_id=channel.id,
+                livemode=None,
+                upload_dir=app.config["UPLOAD_DIR"],
+                actor=Actor.system(),
+            )
+            statement_import = statement.import_.id
+            counts = reconciliation.run_import(tenant.id, statement_import)
+            assert (counts["matched"], counts["long"], counts["short"]) == (2, 2, 0)
+            items = dict(
+                db.session.execute(
+                    sa.select(StatementLine.reference, SuspenseItem.id).join(
+                        SuspenseItem,
+                        sa.and_(
+                            SuspenseItem.tenant_id == StatementLine.tenant_id,
+                            SuspenseItem.statement_line_id == StatementLine.id,
+                        ),
+                    )
+                ).all()
+            )
+            suspense_item, write_off = items[f"ch_open_{slug}"], items[f"ch_small_{slug}"]
+            late_payment = intents.create(
+                merchant_ctx, amount=700, currency="usd", payment_method="pm_card_visa", confirm=True
+            ).id
+            suspense.request_write_off(
+                tenant.id, write_off, "too small to chase", Actor(kind="user", id=pending, email=pending_email)
+            )
+            db.session.commit()
             owner = Actor(kind="user", id=ids[owner_email], email=owner_email)
             api_key, api_secret = api_keys.create_key(tenant.id, merchant, "test", f"{slug} backend", owner)
         webhooks.dispatch(tenant.id)
@@ -554,6 +665,10 @@ def _side(app, make, slug: str, color) -> Side:
         fee_schedule=fee_schedule_id,
         settlement=settlement_id,
         payout_batch=payout_batch_id,
+        statement_import=statement_import,
+        late_payment=late_payment,
+        suspense_item=suspense_item,
+        write_off=write_off,
     )
 
 
@@ -659,6 +774,26 @@ def _snapshot(owner_engine, tenant_id) -> dict:
                 ),
                 {"t": tenant_id},
             ).all(),
+            "statement_mappings": conn.execute(
+                sa.text("SELECT id, mapping FROM statement_mappings WHERE tenant_id = :t ORDER BY id"), {"t": tenant_id}
+            ).all(),
+            "statement_imports": conn.execute(
+                sa.text("SELECT id, status, run_id, counts FROM statement_imports WHERE tenant_id = :t ORDER BY id"),
+                {"t": tenant_id},
+            ).all(),
+            "suspense_items": conn.execute(
+                sa.text(
+                    "SELECT id, status, assignee, record_type, record_id, resolution, resolution_note, requested_by,"
+                    " resolved_by FROM suspense_items WHERE tenant_id = :t ORDER BY id"
+                ),
+                {"t": tenant_id},
+            ).all(),
+            "suspense_comments": conn.execute(
+                sa.text("SELECT id, body FROM suspense_comments WHERE tenant_id = :t ORDER BY id"), {"t": tenant_id}
+            ).all(),
+            "journal_entries": conn.execute(
+                sa.text("SELECT count(*) FROM journal_entries WHERE tenant_id = :t"), {"t": tenant_id}
+            ).all(),
             "api_keys": conn.execute(
                 sa.text(
                     "SELECT id, merchant_id, name, key_hash, expires_at, revoked_at, last_used_at"
@@ -689,8 +824,10 @@ def _channel_notification() -> tuple[dict, bytes]:
     return {"Content-Type": "application/json", SIGNATURE_HEADER: signature}, body.encode()
 
 
-def _call(client, route: Route, url: str, csrf_page: str | None):
-    """Make the request; the body is read and the response closed (a logo is a streamed file)."""
+def _call(client, route: Route, url: str, csrf_page: str | None, side: Side | None = None):
+    """Make the request (`side`: whose ids are in the URL, for data built from them); the body is read and
+    the response closed (a logo is a streamed file)."""
+    data = route.data(side) if callable(route.data) else route.data
     if route.method == "GET":
         response = client.get(url)
     elif route.method == "DELETE":
@@ -699,9 +836,9 @@ def _call(client, route: Route, url: str, csrf_page: str | None):
         headers, body = _channel_notification()
         response = client.post(url, data=body, headers=headers)
     elif route.who == "api":
-        response = client.post(url, data=route.data)
+        response = client.post(url, data=data)
     else:
-        response = client.post(url, data={**route.data, "csrf_token": client.csrf_token(csrf_page)})
+        response = client.post(url, data={**data, "csrf_token": client.csrf_token(csrf_page)})
     response.get_data()
     response.close()
     return response
@@ -760,7 +897,7 @@ def test_another_tenants_ids_are_refused(app, site, world, owner_engine, outbox,
 
     for values in route.foreign(world):
         url = _url(app, endpoint, values)
-        response = _call(client, route, url, home)
+        response = _call(client, route, url, home, b)
         assert response.status_code == route.refused, f"{route.method} {url} answered {response.status_code}"
         text = response.get_data(as_text=True)
         assert route.refused_text in text, url
@@ -774,7 +911,7 @@ def test_another_tenants_ids_are_refused(app, site, world, owner_engine, outbox,
 
     # Control: A's own ids on the same route are not refused.
     url = _url(app, endpoint, route.own(world))
-    response = _call(client, route, url, home)
+    response = _call(client, route, url, home, a)
     assert response.status_code in (200, 302), f"control {route.method} {url} answered {response.status_code}"
 
     # Control: B's ids are real: on B's own host, B's admin (merchant owner, key) is not refused.
@@ -782,7 +919,7 @@ def test_another_tenants_ids_are_refused(app, site, world, owner_engine, outbox,
         owner_side, home = _on_side(site, b, route.who)
         for values in route.foreign(world):
             url = _url(app, endpoint, values)
-            response = _call(owner_side, route, url, home)
+            response = _call(owner_side, route, url, home, b)
             assert response.status_code in (200, 302), f"control on B: {route.method} {url} -> {response.status_code}"
 
 

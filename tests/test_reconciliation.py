@@ -344,3 +344,56 @@ def test_platform_only_records_are_e_mailed_to_admins_and_finance_in_the_tenants
     body = text_of(messages[0])
     assert '"acme-day.csv"' in body and "2 record(s)" in body and "2 for 35.00 USD" in body
     assert "/console/suspense?kind=short" in body and messages[0]["Subject"].startswith("Acme:")
+
+
+def test_one_line_per_record_a_second_line_for_the_same_money_goes_to_suspense(acme):
+    tenant, coffee, channel, tmp_path = acme
+    _, ref = _pay(tenant, coffee, 1_000)
+    _, counts = _import(tenant, channel, _csv((ref, "10.00", "charge"), (ref, "10.00", "charge")), tmp_path)
+    assert (counts["matched"], counts["long"]) == (1, 1)
+    # A later statement booking the same charge again: the record is taken, the line is unexplained.
+    today = datetime.now(UTC).date() + timedelta(days=1)
+    data = f"ref,amount,currency,date,type\n{ref},10.00,USD,{today.isoformat()},charge\n".encode()
+    _, counts = _import(tenant, channel, data, tmp_path)
+    assert (counts["matched"], counts["long"]) == (0, 1)
+
+
+def test_a_quiet_day_at_the_channel_is_an_empty_import_not_a_failure(acme):
+    tenant, _, channel, tmp_path = acme
+    with tenant_context(db.session, tenant.id):
+        stored = reconciliation.fetch_statement(
+            tenant.id, channel, datetime.now(UTC).date() - timedelta(days=30), upload_dir=tmp_path, actor=ANNA
+        )
+        counts = reconciliation.run_import(tenant.id, stored.import_.id)
+        assert counts["lines"] == 0
+        assert db.session.get(StatementImport, (tenant.id, stored.import_.id)).status == "succeeded"
+        with pytest.raises(InvalidInput, match="Choose a format"):
+            reconciliation.store_upload(
+                tenant.id,
+                io.BytesIO(b"x"),
+                filename="x.csv",
+                fmt="channel",
+                channel_account_id=channel,
+                livemode=None,
+                upload_dir=tmp_path,
+                actor=ANNA,
+            )
+
+
+def test_matching_by_hand_needs_the_same_money(acme):
+    tenant, coffee, channel, tmp_path = acme
+    small, _ = _pay(tenant, coffee, 500)
+    other, _ = _pay(tenant, coffee, 700)
+    _import(tenant, channel, _csv(("ch_x", "7.00", "charge"), ("ch_y", "3.00", "charge")), tmp_path)
+    # ch_x matched the 7.00 payment by amount; 5.00 is short; ch_y (3.00) is long.
+    (long,) = _items(tenant, kind="long")
+    with tenant_context(db.session, tenant.id):
+        with pytest.raises(InvalidInput, match="is 5.00 USD, the item 3.00 USD"):
+            suspense.resolve_by_match(tenant.id, long.id, "payment", small, "the channel's order", BORIS)
+        db.session.rollback()
+    # A later statement's 7.00 line without a known reference, outside the date window: long.
+    later = datetime.now(UTC).date() + timedelta(days=10)
+    _import(tenant, channel, f"ref,amount,currency,date,type\nch_z,7.00,USD,{later},charge\n".encode(), tmp_path)
+    (again,) = [i for i in _items(tenant, kind="long") if i.amount == -700]
+    with tenant_context(db.session, tenant.id), pytest.raises(InvalidInput, match="already matches payment"):
+        suspense.resolve_by_match(tenant.id, again.id, "payment", other, "the channel's order", BORIS)

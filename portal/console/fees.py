@@ -27,7 +27,7 @@ from portal import theming
 from portal.access import tenant_role_required
 from portal.console import bp
 from portal.console.channels import _product_choices
-from portal.forms import ActionForm, field_error
+from portal.forms import ActionForm, add_error, field_error
 from portal.sites import current_actor
 from tenants.errors import InvalidInput
 from tenants.models import Merchant
@@ -154,10 +154,6 @@ def _is_blank(row: RuleRowForm) -> bool:
     return not row.product.data and not any(texts) and volume in ("", "0")
 
 
-def _add_error(field, message: str) -> None:
-    field.errors = [*field.errors, message]
-
-
 def _rules_from(form: VersionForm) -> tuple[list[FeeRule], list[int], bool]:
     """The rules typed into the non-blank rows, which row each came from, and whether every row
     could be read (errors are placed next to their row's field)."""
@@ -170,23 +166,23 @@ def _rules_from(form: VersionForm) -> tuple[list[FeeRule], list[int], bool]:
             continue
         ok = True
         if not row.product.data:
-            _add_error(row.product, "Choose the product this rule charges.")
+            add_error(row.product, "Choose the product this rule charges.")
             ok = False
         currency_text = (row.currency.data or "").strip()
         currency = None
         if not currency_text:
-            _add_error(row.currency, "Give the currency of this rule, for example USD.")
+            add_error(row.currency, "Give the currency of this rule, for example USD.")
             ok = False
         else:
             try:
                 currency = normalise_currency(currency_text)
             except MoneyError as exc:
-                _add_error(row.currency, str(exc))
+                add_error(row.currency, str(exc))
                 ok = False
         try:
             percent = clean_percent(row.percent.data or "")
         except FeeRuleError as exc:
-            _add_error(row.percent, _sentence(str(exc)))
+            add_error(row.percent, _sentence(str(exc)))
             ok = False
         amounts: dict[str, int | None] = {}
         for name in AMOUNT_FIELDS:
@@ -197,7 +193,7 @@ def _rules_from(form: VersionForm) -> tuple[list[FeeRule], list[int], bool]:
                 try:
                     amounts[name] = to_minor(text, currency)
                 except MoneyError as exc:
-                    _add_error(row[name], str(exc))
+                    add_error(row[name], str(exc))
                     ok = False
         if ok:
             rules.append(
@@ -224,7 +220,7 @@ def _effective_from(form: VersionForm) -> tuple[datetime | None, bool]:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        _add_error(form.effective_from, f"{text!r} is not a date and time: use the form 2026-03-31T14:30.")
+        add_error(form.effective_from, f"{text!r} is not a date and time: use the form 2026-03-31T14:30.")
         return None, False
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=_zone())
@@ -403,7 +399,7 @@ def add_fee_version(schedule_id: uuid.UUID):
         if exc.index is not None and exc.index < len(rows):
             # The use case counts the rules it was given; the page counts rows, blank ones too.
             row = form.rules[rows[exc.index]].form
-            _add_error(getattr(row, exc.field or "", None) or row.product, _sentence(str(exc)))
+            add_error(getattr(row, exc.field or "", None) or row.product, _sentence(str(exc)))
         else:
             form.form_errors.append(_sentence(str(exc)))
         return _schedule_page(schedule, form, 422)

@@ -33,7 +33,7 @@ from portal import theming
 from portal.access import tenant_role_required
 from portal.console import bp
 from portal.console.fees import _zone
-from portal.forms import ActionForm, field_error
+from portal.forms import EXPIRED, ActionForm, add_error, field_error, note_expired
 from portal.pagination import newest_first
 from portal.sites import current_actor
 from tenants.errors import InvalidInput
@@ -47,7 +47,6 @@ RUNS_SHOWN = 20
 RESULT_FILE_MAX_BYTES = 10 * 1024 * 1024
 # The multipart request around a result file: boundaries, part headers, the CSRF token.
 UPLOAD_ENVELOPE = 64 * 1024
-EXPIRED = "The form expired; try again."
 
 
 # --- forms ---------------------------------------------------------------------------------
@@ -85,16 +84,6 @@ def _can_manage() -> bool:
 
 def _local(moment) -> str:
     return moment.astimezone(_zone()).strftime("%Y-%m-%d %H:%M") if moment else "—"
-
-
-def _add_error(field, message: str) -> None:
-    field.errors = [*field.errors, message]
-
-
-def _expired(form: FlaskForm) -> None:
-    """A form refused for its CSRF token alone says so (the token has no field on the page)."""
-    if "csrf_token" in form.errors:
-        form.form_errors.append(EXPIRED)
 
 
 def _debtor() -> dict | None:
@@ -201,14 +190,14 @@ def _result_file_limit(endpoint, values):
 def import_payout_results():
     form = ResultFileForm()
     if not form.validate_on_submit():
-        _expired(form)
+        note_expired(form)
         return _page(form, status=422)
     upload = form.file.data
     data = upload.read(RESULT_FILE_MAX_BYTES + 1)
     if not data:
-        _add_error(form.file, "The file is empty: choose the bank's result file.")
+        add_error(form.file, "The file is empty: choose the bank's result file.")
     elif len(data) > RESULT_FILE_MAX_BYTES:
-        _add_error(form.file, f"The file is larger than {RESULT_FILE_MAX_BYTES // (1024 * 1024)} MB.")
+        add_error(form.file, f"The file is larger than {RESULT_FILE_MAX_BYTES // (1024 * 1024)} MB.")
     if form.file.errors:
         return _page(form, status=422)
     try:
@@ -304,7 +293,7 @@ def payout_settings():
         abort(403)
     form = DebtorForm()
     if not form.validate_on_submit():
-        _expired(form)
+        note_expired(form)
         return _settings_page(form, 422)
     try:
         clearing_payouts.set_debtor(

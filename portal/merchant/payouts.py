@@ -27,7 +27,7 @@ from payments.errors import PaymentError
 from payments.models import PAYOUT_STATUSES, Payout
 from portal import theming
 from portal.access import merchant_role_required
-from portal.forms import ActionForm, field_error
+from portal.forms import EXPIRED, ActionForm, add_error, field_error, note_expired
 from portal.merchant import bp
 from portal.merchant.payments import _mode, _tenant_zone
 from portal.pagination import newest_first
@@ -39,7 +39,6 @@ from tenants.models import MERCHANT_ROLES
 PAGE_SIZE = 25
 FILTERS = ("status",)
 DESCRIPTION_MAX = 140  # what reaches the bank as the transfer's text (`clearing.payouts.batch_lines`)
-EXPIRED = "The form expired; try again."
 
 
 # --- forms ---------------------------------------------------------------------------------
@@ -79,16 +78,6 @@ class BankAccountForm(FlaskForm):
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def _add_error(field, message: str) -> None:
-    field.errors = [*field.errors, message]
-
-
-def _expired(form: FlaskForm) -> None:
-    """A form refused for its CSRF token alone says so (the token has no field on the page)."""
-    if "csrf_token" in form.errors:
-        form.form_errors.append(EXPIRED)
 
 
 def _ctx(livemode: bool) -> intents.MerchantContext:
@@ -205,24 +194,24 @@ def _request_payout(form: PayoutForm, mode: str) -> Payout | None:
     currency = None
     currency_text = (form.currency.data or "").strip()
     if not currency_text:
-        _add_error(form.currency, "Give the currency, for example EUR.")
+        add_error(form.currency, "Give the currency, for example EUR.")
     else:
         try:
             currency = normalise_currency(currency_text)
         except MoneyError as exc:
-            _add_error(form.currency, str(exc))
+            add_error(form.currency, str(exc))
     amount = None
     amount_text = (form.amount.data or "").strip()
     if not amount_text:
-        _add_error(form.amount, "Give the amount to pay out, for example 250.00.")
+        add_error(form.amount, "Give the amount to pay out, for example 250.00.")
     elif currency is not None:
         try:
             amount = to_minor(amount_text, currency)
         except MoneyError as exc:
-            _add_error(form.amount, str(exc))
+            add_error(form.amount, str(exc))
         else:
             if amount <= 0:
-                _add_error(form.amount, "The amount must be more than zero.")
+                add_error(form.amount, "The amount must be more than zero.")
                 amount = None
     if currency is None or amount is None:
         return None
@@ -235,7 +224,7 @@ def _request_payout(form: PayoutForm, mode: str) -> Payout | None:
         db.session.rollback()
         if exc.code == "insufficient_funds":
             available = _available(mode == "live").get(currency, 0)
-            _add_error(
+            add_error(
                 form.amount,
                 f"That is more than your available balance: {format_amount(available, currency)} is available "
                 f"in {mode} mode. Nothing was held.",
@@ -245,7 +234,7 @@ def _request_payout(form: PayoutForm, mode: str) -> Payout | None:
                 exc.param or ""
             )
             if field is not None:
-                _add_error(field, exc.message)
+                add_error(field, exc.message)
             else:
                 form.form_errors.append(exc.message)
         return None
@@ -271,7 +260,7 @@ def payouts():
         abort(403)
     form = PayoutForm()
     if not form.validate_on_submit():
-        _expired(form)
+        note_expired(form)
         return _payouts_page(mode, form, 422)
     payout = _request_payout(form, mode)
     if payout is None:
@@ -362,7 +351,7 @@ def bank_account():
         abort(403)
     form = BankAccountForm()
     if not form.validate_on_submit():
-        _expired(form)
+        note_expired(form)
         return _bank_account_page(form, 422)
     try:
         saved = clearing_payouts.set_bank_account(
