@@ -14,6 +14,10 @@ from html import unescape
 
 import pytest
 import sqlalchemy as sa
+from pages import body
+from pages import signed_in as _signed_in
+from pages import table as _table
+from pages import text as _text
 
 import ledger
 from clearing import payouts, reconciliation, suspense
@@ -98,26 +102,6 @@ def _mapping(app, tenant, channel):
         reconciliation.save_mapping(tenant.id, channel, mapping, SYSTEM)
         db.session.commit()
         db.session.remove()
-
-
-def _signed_in(site, tenant, email):
-    client = site(tenant.host)
-    assert client.login(email).status_code == 302, f"{email} could not sign in"
-    return client
-
-
-def body(response) -> str:
-    return response.get_data(as_text=True)
-
-
-def _text(fragment: str) -> str:
-    return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", fragment))).strip()
-
-
-def _table(html: str, table_id: str) -> str:
-    match = re.search(rf'<table class="table[^"]*" id="{table_id}">(.*?)</table>', html, re.S)
-    assert match, f"no table {table_id} on the page"
-    return match.group(1)
 
 
 def _rows(html: str, table_id: str, row_class: str) -> list[list[str]]:

@@ -16,6 +16,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
+from pages import body
+from pages import signed_in as _signed_in
+from pages import table as _table
+from pages import text as _text
 
 from billing import schedules
 from billing.fees import FeeRule
@@ -100,26 +104,6 @@ def _settle(app, tenant_id, now: datetime) -> dict:
 def _set_zone(owner_engine, tenant_id, zone: str):
     with owner_engine.begin() as conn:
         conn.execute(sa.update(Tenant).where(Tenant.id == tenant_id).values(time_zone=zone))
-
-
-def _signed_in(site, tenant, email):
-    client = site(tenant.host)
-    assert client.login(email).status_code == 302, f"{email} could not sign in"
-    return client
-
-
-def body(response) -> str:
-    return response.get_data(as_text=True)
-
-
-def _text(fragment: str) -> str:
-    return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", fragment))).strip()
-
-
-def _table(html: str, table_id: str) -> str:
-    match = re.search(rf'<table class="table[^"]*" id="{table_id}">(.*?)</table>', html, re.S)
-    assert match, f"no table {table_id} on the page"
-    return match.group(1)
 
 
 def _rows(html: str, table_id: str = "settlement-list", row_class: str = "settlement") -> list[list[str]]:
