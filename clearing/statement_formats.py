@@ -37,10 +37,11 @@ MAX_LINE_CHARS = 10_000
 
 
 class StatementError(ValueError):
-    """A file that cannot be imported; `line` is the 1-based line of the file where it went wrong."""
+    """A file that cannot be imported; `line` is the 1-based line of the file where it went wrong,
+    or None where the message itself says where (a CAMT.053 entry: XML parsers give no lines)."""
 
-    def __init__(self, line: int, message: str):
-        super().__init__(f"line {line}: {message}")
+    def __init__(self, line: int | None, message: str):
+        super().__init__(f"line {line}: {message}" if line is not None else message)
         self.line = line
         self.message = message
 
@@ -281,41 +282,20 @@ def _findtext(element, *path: str) -> str:
 
 
 def read_camt053(stream: IO[bytes]) -> Iterator[StatementLine]:
-    """Entries (`Ntry`) one at a time, each cleared after use."""
+    """Entries (`Ntry`) one at a time, each cleared after use. An entry's problem names the entry
+    (its number in the file); `StatementLine.line` is that number too."""
     index = 0
     try:
         for _event, element in SafeElementTree.iterparse(stream, events=("end",)):
             if _local(element.tag) != "Ntry":
                 continue
             index += 1
-            amount_el = _find(element, "Amt")
-            if amount_el is None:
-                raise StatementError(index, f"entry {index} has no amount (Amt)")
-            currency = _currency(amount_el.get("Ccy", ""), index)
-            value = _amount(amount_el.text or "", currency, index)
-            direction = _findtext(element, "CdtDbtInd")
-            if direction not in ("CRDT", "DBIT"):
-                raise StatementError(index, f"entry {index} has no credit/debit indicator (CdtDbtInd)")
-            booked_text = _findtext(element, "BookgDt", "Dt") or _findtext(element, "BookgDt", "DtTm")[:10]
-            tx = _find(element, "NtryDtls", "TxDtls")
-            reference = (
-                _findtext(tx, "Refs", "EndToEndId")
-                or _findtext(tx, "Refs", "AcctSvcrRef")
-                or _findtext(element, "AcctSvcrRef")
-            )
-            if reference.upper() == "NOTPROVIDED":
-                reference = ""
-            signed = value if direction == "CRDT" else -value
-            yield StatementLine(
-                index,
-                reference,
-                signed,
-                currency,
-                _date(booked_text, "%Y-%m-%d", index),
-                "payment" if signed > 0 else "payout",
-                (_findtext(tx, "RmtInf", "Ustrd") or _findtext(element, "AddtlNtryInf"))[:500],
-            )
+            try:
+                line = _camt_entry(element, index)
+            except StatementError as exc:
+                raise StatementError(None, f"statement entry {index} (Ntry): {exc.message}") from None
             element.clear()
+            yield line
     except SafeElementTree.ParseError as exc:
         line = exc.position[0] if getattr(exc, "position", None) else index
         raise StatementError(line, f"the XML is malformed or cut short ({exc})") from None
@@ -323,6 +303,34 @@ def read_camt053(stream: IO[bytes]) -> Iterator[StatementLine]:
         raise StatementError(1, f"the XML uses forbidden constructs ({type(exc).__name__})") from None
     if index == 0:
         raise StatementError(1, "no statement entries (Ntry) in the file")
+
+
+def _camt_entry(element, index: int) -> StatementLine:
+    amount_el = _find(element, "Amt")
+    if amount_el is None:
+        raise StatementError(index, "no amount (Amt)")
+    currency = _currency(amount_el.get("Ccy", ""), index)
+    value = _amount(amount_el.text or "", currency, index)
+    direction = _findtext(element, "CdtDbtInd")
+    if direction not in ("CRDT", "DBIT"):
+        raise StatementError(index, "no credit/debit indicator (CdtDbtInd)")
+    booked_text = _findtext(element, "BookgDt", "Dt") or _findtext(element, "BookgDt", "DtTm")[:10]
+    tx = _find(element, "NtryDtls", "TxDtls")
+    reference = (
+        _findtext(tx, "Refs", "EndToEndId") or _findtext(tx, "Refs", "AcctSvcrRef") or _findtext(element, "AcctSvcrRef")
+    )
+    if reference.upper() == "NOTPROVIDED":
+        reference = ""
+    signed = value if direction == "CRDT" else -value
+    return StatementLine(
+        index,
+        reference,
+        signed,
+        currency,
+        _date(booked_text, "%Y-%m-%d", index),
+        "payment" if signed > 0 else "payout",
+        (_findtext(tx, "RmtInf", "Ustrd") or _findtext(element, "AddtlNtryInf"))[:500],
+    )
 
 
 # --- Alipay and WeChat Pay merchant bills ------------------------------------------------------

@@ -165,3 +165,11 @@ def test_a_large_file_is_streamed():
     first = next(reader)
     assert first.reference == "ch_1" and source.sent < 10_000  # read ahead by one chunk, not the file
     assert sum(1 for _ in reader) == 199_999
+
+
+def test_a_bad_camt053_entry_is_named_by_its_number():
+    bad = CAMT.replace('<Amt Ccy="EUR">99.90</Amt>', '<Amt Ccy="EUR">ninety</Amt>')
+    with pytest.raises(StatementError) as refused:
+        lines("camt053", bad)
+    assert refused.value.line is None
+    assert str(refused.value) == "statement entry 2 (Ntry): 'ninety' is not an amount"
