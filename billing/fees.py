@@ -1,6 +1,6 @@
 """Fee arithmetic: one rule of a fee schedule, and the fee it charges on one amount.
 
-Rounding rule (the only one in billing; channel costs and platform fees use it too)
+Rounding rule (the only one: channel costs, here and in routing, and platform fees use it too)
 ----------------------------------------------------------------------------------
 A fee is computed exactly in `Decimal` — `amount × percent / 100 + fixed` — then held to the
 rule's minimum and maximum (both in minor units), then ROUNDED ONCE, HALF-UP, to the minor unit
@@ -48,6 +48,11 @@ def round_half_up(exact: Decimal) -> int:
 def percent_of(amount: int, percent: Decimal) -> Decimal:
     """`amount × percent / 100`, exactly."""
     return _EXACT.divide(_EXACT.multiply(Decimal(amount), percent), _HUNDRED)
+
+
+def percent_plus_fixed(amount: int, percent: Decimal, fixed: int) -> int:
+    """`amount × percent / 100 + fixed`, rounded once, half-up (a channel's cost; no minimum or cap)."""
+    return round_half_up(_EXACT.add(percent_of(amount, percent), fixed))
 
 
 def percent_fee(amount: int, percent: Decimal) -> int:
@@ -114,8 +119,7 @@ class FeeRule:
         """The fee on `amount` (minor units of this rule's currency), by the module's rounding rule."""
         if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0:
             raise ValueError(f"amount must be a non-negative int of minor units, not {amount!r}")
-        exact = _EXACT.add(percent_of(amount, self.percent), self.fixed)
-        held = exact
+        held = _EXACT.add(percent_of(amount, self.percent), self.fixed)
         reason = None
         if self.minimum is not None and held < self.minimum:
             held, reason = Decimal(self.minimum), f"minimum fee {format_amount(self.minimum, self.currency)}"

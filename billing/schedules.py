@@ -27,8 +27,7 @@ from billing.fees import (
     FeeRuleError,
     clean_percent,
     percent_fee,
-    percent_of,
-    round_half_up,
+    percent_plus_fixed,
     rule_for,
     validate_rules,
 )
@@ -392,8 +391,9 @@ def fees_for_capture(
             merchant_fee = rule.fee(amount)
     channel_cost = 0
     if row.cost:
-        exact = percent_of(amount, Decimal(str(row.cost.get("percent") or "0"))) + int(row.cost.get("fixed") or 0)
-        channel_cost = round_half_up(exact)
+        channel_cost = percent_plus_fixed(
+            amount, Decimal(str(row.cost.get("percent") or "0")), int(row.cost.get("fixed") or 0)
+        )
     platform_fee = percent_fee(amount, Decimal(row.platform_percent)) if row.platform_percent else 0
     return CaptureFees(merchant_fee, channel_cost, platform_fee, version_id)
 

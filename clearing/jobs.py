@@ -30,7 +30,7 @@ from clearing import payouts, reconciliation, settlement
 from clearing.models import ClearingRun, StatementImport
 from core import queue
 from core.db import db
-from payments.channel_adapters import adapter_of
+from payments.channels import ADAPTERS
 from payments.models import ChannelAccount
 from tenants import isolation
 from tenants.audit import Actor
@@ -278,40 +278,38 @@ def _schedule_payout_batch(tenant_id: uuid.UUID, now: datetime) -> int:
 def _schedule_fetches(tenant_id: uuid.UUID, now: datetime) -> int:
     """Once a day, yesterday's statement (UTC day) of each active channel account that offers one."""
     day = (now - timedelta(days=1)).date()
-    accounts = (
+    downloadable = [name for name, adapter in ADAPTERS.items() if adapter.capabilities.statements]
+    fetched = StatementImport.filename.like(f"% {day.isoformat()} (fetched)")
+    due = (
         db.session.execute(
-            sa.select(ChannelAccount).where(ChannelAccount.tenant_id == tenant_id, ChannelAccount.status == "active")
+            sa.select(ChannelAccount.id).where(
+                ChannelAccount.tenant_id == tenant_id,
+                ChannelAccount.status == "active",
+                ChannelAccount.type.in_(downloadable),
+                ~sa.exists().where(
+                    StatementImport.tenant_id == ChannelAccount.tenant_id,
+                    StatementImport.channel_account_id == ChannelAccount.id,
+                    StatementImport.format == "channel",
+                    fetched,
+                ),
+            )
         )
         .scalars()
         .all()
     )
-    queued = 0
-    for account in accounts:
-        if not adapter_of(account).capabilities.statements:
-            continue
-        fetched = db.session.execute(
-            sa.select(StatementImport.id).where(
-                StatementImport.tenant_id == tenant_id,
-                StatementImport.channel_account_id == account.id,
-                StatementImport.format == "channel",
-                StatementImport.filename.like(f"% {day.isoformat()} (fetched)"),
-            )
-        ).first()
-        if fetched:
-            continue
+    db.session.rollback()
+    for account_id in due:
         queue.enqueue(
             QUEUE,
             fetch_and_import,
             str(tenant_id),
-            str(account.id),
+            str(account_id),
             day.isoformat(),
-            job_id=f"clearing-fetch-{account.id}-{day.isoformat()}",
+            job_id=f"clearing-fetch-{account_id}-{day.isoformat()}",
             if_absent=True,
             retry=Retry(max=3, interval=[60, 300, 900]),
         )
-        queued += 1
-    db.session.rollback()
-    return queued
+    return len(due)
 
 
 def fetch_and_import(tenant_id: str, account_id: str, day: str) -> dict:

@@ -21,19 +21,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Context, Decimal
+from decimal import Decimal
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+from billing.fees import percent_plus_fixed
 from core.money import format_amount
 from payments.products import ELEMENTS, PRODUCTS, product
 
 STATUSES = ("active", "paused")
-
-# Wide enough that no realistic amount times a percentage loses a digit before the one rounding.
-_EXACT = Context(prec=60)
-_ONE = Decimal(1)
 
 
 class Reason(StrEnum):
@@ -109,12 +106,11 @@ class ChannelCost:
     def for_amount(self, amount: int) -> int:
         """The cost in minor units.
 
-        Rounding rule: percent of the amount plus the fixed part is computed exactly, then rounded
-        ONCE, half-up, to the minor unit (1.5 → 2, 2.5 → 3, 2.4999 → 2). Never round the parts
-        separately, never go through float.
+        Rounding rule (`billing.fees`, shared with fees at capture): percent of the amount plus the
+        fixed part is computed exactly, then rounded ONCE, half-up, to the minor unit (1.5 → 2,
+        2.5 → 3, 2.4999 → 2). Never round the parts separately, never go through float.
         """
-        exact = _EXACT.add(_EXACT.divide(_EXACT.multiply(Decimal(amount), self.percent), Decimal(100)), self.fixed)
-        return int(exact.quantize(_ONE, rounding=ROUND_HALF_UP, context=_EXACT))
+        return percent_plus_fixed(amount, self.percent, self.fixed)
 
     def describe(self, currency: str) -> str:
         percent = format(self.percent.normalize(), "f")
