@@ -21,6 +21,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     configure_extensions(app)
     configure_sites(app)
     configure_theming(app)
+    configure_languages(app)
     register_blueprints(app)
     register_error_handlers(app)
     register_cli(app)
@@ -73,6 +74,12 @@ def configure_theming(app: Flask) -> None:
     from portal import theming
 
     theming.init_app(app)
+
+
+def configure_languages(app: Flask) -> None:
+    from portal import i18n
+
+    i18n.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:
