@@ -99,7 +99,9 @@ def provision(app) -> None:
         colors = {name: t.colors for name, t in theming.themes().items()}
         with platform_scope(db.session):
             tenant, _ = provisioning.provision_tenant(
-                provisioning.TenantSpec(name="Bench", slug="bench", admin_email="admin@bench.example.com", domains=[HOST]),
+                provisioning.TenantSpec(
+                    name="Bench", slug="bench", admin_email="admin@bench.example.com", domains=[HOST]
+                ),
                 Actor.system(),
                 colors,
             )
