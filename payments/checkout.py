@@ -46,7 +46,7 @@ class CardEntry:
 
     channel_type: str
     succeeding: tuple[str, ...] = ()
-    # pm_card_… → the decline it causes (the sandbox's own message), for the page's labels.
+    # pm_card_… → the decline code it causes, for the page's labels.
     declining: tuple[tuple[str, str], ...] = ()
     publishable_key: str | None = None
     script_url: str | None = None
@@ -107,7 +107,7 @@ def offer(pi: PaymentIntent) -> Offer:
             CardEntry(
                 "sandbox",
                 succeeding=tuple(sorted(sandbox.SUCCEEDING_METHODS)),
-                declining=tuple((method, message) for method, (_, message) in sandbox.DECLINING_METHODS.items()),
+                declining=tuple((method, code) for method, (code, _) in sandbox.DECLINING_METHODS.items()),
             ),
         )
     if account.type == "stripe":

@@ -80,7 +80,17 @@ def _test_method_labels(entry: checkout.CardEntry) -> list[tuple[str, str]]:
         "pm_card_unionpay": "UnionPay",
     }
     labels = [(m, _("%(brand)s test card — succeeds", brand=brands.get(m, m))) for m in entry.succeeding]
-    labels += [(m, _("Test card — declined: %(reason)s", reason=message)) for m, message in entry.declining]
+    reasons = {
+        "generic_decline": _("generic decline"),
+        "insufficient_funds": _("insufficient funds"),
+        "expired_card": _("expired card"),
+        "incorrect_cvc": _("incorrect security code"),
+        "fraudulent": _("suspected fraud"),
+        "processing_error": _("processing error"),
+    }
+    labels += [
+        (m, _("Test card — declined (%(reason)s)", reason=reasons.get(code, code))) for m, code in entry.declining
+    ]
     return labels
 
 
@@ -144,7 +154,7 @@ def pay(intent_id: str):
             )
             return _render(_open(intent_id, secret), secret, error=message, chosen=method, status=422)
         # Already processing, paid or canceled (a second submission): the page shows where it stands.
-    return redirect(url_for("checkout.page", intent_id=intent_id, client_secret=secret), code=303)
+    return redirect(url_for("checkout.page", intent_id=intent_id, client_secret=secret))
 
 
 @bp.get("/<intent_id>/status")
