@@ -411,3 +411,16 @@ def test_the_payment_attempt_carries_the_amount_of_the_intent_not_of_the_browser
         assert (attempt.amount, attempt.request["currency"]) == (1234, "USD")
         db.session.remove()
     assert intent_row(owner_engine, intent_id)[:2] == ("succeeded", 1234)
+
+
+def test_the_page_wears_the_tenants_theme_and_brand(app, make, site):
+    tenant = make.tenant("night", theme="midnight", name="Night Pay")
+    merchant = make.merchant(tenant, "Owl Books", "owner@owl.example.com")
+    make.channel_account(tenant.id)
+    intent_id, secret = new_intent(app, {"tenant": tenant, "merchant": merchant})
+    html = body(site(tenant.host).get(checkout_url(intent_id, secret)))
+    assert "/_theme/midnight/theme.css" in html and "/_theme/default/checkout.css" in html
+    assert "Night Pay" in html and "Owl Books" in html
+    assert re.search(r"--primary: #[0-9a-fA-F]{6}", html)
+    # Payers get no portal navigation and no sign-in.
+    assert 'class="sidebar"' not in html and "Sign out" not in html
