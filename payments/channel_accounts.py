@@ -8,6 +8,7 @@ console shows only their masked hint.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -76,12 +77,21 @@ SETTINGS: dict[str, tuple[type, int, int]] = {
     "read_timeout_s": (int, 1, 120),
 }
 TEXT_SETTINGS = {"test_instruments": ("stripe", "localstripe")}
+# A Stripe account's publishable key: public (the hosted checkout gives it to the payer's browser,
+# where Stripe.js tokenises the card), so it is a setting, not a credential.
+PUBLISHABLE_KEY = re.compile(r"^pk_(test|live)_[A-Za-z0-9]{8,200}$")
 
 
 def _clean_settings(given: dict[str, Any]) -> dict[str, Any]:
     cleaned: dict[str, Any] = {}
     for key, value in (given or {}).items():
         if value in (None, ""):
+            continue
+        if key == "publishable_key":
+            value = str(value).strip()
+            if not PUBLISHABLE_KEY.match(value):
+                raise InvalidInput("A publishable key looks like pk_test_… or pk_live_….", "publishable_key")
+            cleaned[key] = value
             continue
         if key in TEXT_SETTINGS:
             if value not in TEXT_SETTINGS[key]:
@@ -151,6 +161,12 @@ def _clean(data: ChannelAccountInput, known_products: set[str], existing: Channe
     if base_url and not base_url.startswith(("https://", "http://")):
         raise InvalidInput("The base URL must start with https:// (or http:// for a local test server).", "base_url")
     credentials = _merge_credentials(data, existing)
+    settings = _clean_settings(data.settings)
+    publishable = PUBLISHABLE_KEY.match(settings.get("publishable_key", ""))
+    if publishable and data.type != "stripe":
+        raise InvalidInput("Only a Stripe account has a publishable key.", "publishable_key")
+    if publishable and publishable.group(1) != data.mode:
+        raise InvalidInput(f"A {data.mode} account needs a pk_{data.mode}_… publishable key.", "publishable_key")
     return {
         "name": name,
         "type": data.type,
@@ -165,7 +181,7 @@ def _clean(data: ChannelAccountInput, known_products: set[str], existing: Channe
         "costs": costs,
         "priority": int(data.priority),
         "required_elements": sorted({e.strip() for e in data.required_elements if e.strip()}),
-        "settings": _clean_settings(data.settings),
+        "settings": settings,
         "_credentials": credentials,
     }
 

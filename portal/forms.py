@@ -142,6 +142,12 @@ class ChannelAccountForm(FlaskForm):
         validators=[Optional(), Length(max=300)],
         description="Stored encrypted. Leave empty to keep the stored one.",
     )
+    publishable_key = StringField(
+        "Publishable key",
+        validators=[Optional(), Length(max=220)],
+        description="Stripe only: pk_test_… or pk_live_…; the hosted checkout gives it to Stripe.js in the payer's "
+        "browser, which tokenises the card.",
+    )
     min_amount = StringField("Minimum per payment", validators=[Optional(), Length(max=30)])
     max_amount = StringField(
         "Maximum per payment", validators=[Optional(), Length(max=30)], description="Empty: no maximum."

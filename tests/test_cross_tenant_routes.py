@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from urllib.parse import urlencode
 
 import pytest
 import sqlalchemy as sa
@@ -71,6 +72,7 @@ class Side:
     owner_email: str  # `owner`'s e-mail: signs in to the merchant dashboard
     api_secret: str  # the secret of `api_key`: the merchant's backend calls the API with it
     unconfirmed: str  # a PaymentIntent of `merchant` awaiting confirmation (pm_card_visa)
+    unconfirmed_secret: str  # its client secret: what the payer's checkout link carries
     held: str  # an authorised PaymentIntent of `merchant` (capture_method=manual)
     refund: str  # a partial refund of `payment`
     event: str  # the payment_intent.succeeded event of `payment`
@@ -109,6 +111,7 @@ class Route:
     # "tenant" (A's admin on A's host) | "merchant" (A's merchant owner on A's host)
     # | "api" (A's merchant's secret key on A's host) | "platform" (platform admin on the platform host)
     # | "channel" (a payment channel, signed in as nobody, POSTing a signed notification on A's host)
+    # | "payer" (nobody signed in, on A's host, with the client secret of the intent in the URL)
     who: str
     method: str  # GET | POST | DELETE (DELETE: the API only)
     own: Callable[[World], dict]
@@ -116,6 +119,8 @@ class Route:
     data: dict | Callable[[Side], dict] = field(default_factory=dict)
     refused: int = 404
     refused_text: str = "Page not found"
+    # The query string, built from the side whose ids are in the URL (a checkout link's client secret).
+    query: Callable[[Side], dict] | None = None
 
 
 API_REFUSAL = {"refused": 404, "refused_text": '"code": "resource_missing"'}
@@ -405,6 +410,29 @@ ROUTES: dict[str, Route] = {
         lambda w: [{"channel_account_id": w.b.channel}],
         refused_text="No such channel account on this site.",
     ),
+    # A payer's checkout link: B's intent with B's own client secret is no page on A's host, and cannot be paid there.
+    "checkout.page": Route(
+        "payer",
+        "GET",
+        lambda w: {"intent_id": w.a.unconfirmed},
+        lambda w: [{"intent_id": w.b.unconfirmed}],
+        query=lambda side: {"client_secret": side.unconfirmed_secret},
+    ),
+    "checkout.pay": Route(
+        "payer",
+        "POST",
+        lambda w: {"intent_id": w.a.unconfirmed},
+        lambda w: [{"intent_id": w.b.unconfirmed}],
+        data=lambda side: {"client_secret": side.unconfirmed_secret, "payment_method": "pm_card_visa"},
+    ),
+    "checkout.status": Route(
+        "payer",
+        "GET",
+        lambda w: {"intent_id": w.a.unconfirmed},
+        lambda w: [{"intent_id": w.b.unconfirmed}],
+        query=lambda side: {"client_secret": side.unconfirmed_secret},
+        refused_text='"not_found"',
+    ),
     # The platform console sees every tenant by design: what it must refuse is an id that names
     # no tenant, and a user id that belongs to another tenant than the one in the URL.
     "platform.tenant": Route(
@@ -653,6 +681,7 @@ def _side(app, make, slug: str, color) -> Side:
         owner_email=owner_email,
         api_secret=api_secret,
         unconfirmed=unconfirmed.id,
+        unconfirmed_secret=unconfirmed.client_secret,
         held=held.id,
         refund=refund.id,
         event=event,
@@ -828,6 +857,8 @@ def _call(client, route: Route, url: str, csrf_page: str | None, side: Side | No
     """Make the request (`side`: whose ids are in the URL, for data built from them); the body is read and
     the response closed (a logo is a streamed file)."""
     data = route.data(side) if callable(route.data) else route.data
+    if route.query is not None:
+        url = f"{url}?{urlencode(route.query(side))}"
     if route.method == "GET":
         response = client.get(url)
     elif route.method == "DELETE":
@@ -881,6 +912,8 @@ def _on_side(site, side: Side, who: str):
         return ApiClient(site, side), None
     if who == "channel":
         return site(side.host), None
+    if who == "payer":
+        return site(side.host), "/login"
     email_of, home = TENANT_SIDE_LOGINS[who]
     return _signed_in(site, side.host, email_of(side)), home
 

@@ -231,6 +231,45 @@ def test_tenant_areas_do_not_exist_on_the_platform_host(make, site, path):
     assert site("localhost").get(path).status_code == 404
 
 
+# --- the hosted checkout: public, for payers ----------------------------------------------
+
+
+@pytest.fixture
+def checkout_link(app, make, acme):
+    """The checkout link of a PaymentIntent of acme's merchant: what its payer opens."""
+    from core.db import db
+    from payments import intents
+    from tenants.isolation import tenant_context
+    from tenants.models import Merchant
+
+    make.channel_account(acme.id)
+    with app.app_context(), tenant_context(db.session, acme.id):
+        merchant = db.session.execute(sa.select(Merchant.id)).scalar_one()
+        pi = intents.create(intents.MerchantContext(acme.id, merchant, False), amount=1500, currency="usd")
+        link = f"/checkout/{pi.id}?client_secret={pi.client_secret}"
+        db.session.remove()
+    return link
+
+
+@pytest.mark.parametrize("role", [None, *sorted(EMAILS)])
+def test_the_checkout_opens_for_anyone_with_the_link(site, signed_in, acme, checkout_link, role):
+    client = site(acme.host) if role is None else signed_in(role)
+    response = client.get(checkout_link)
+    assert response.status_code == 200
+    assert "Corner Shop" in body(response) and "15.00 USD" in body(response)
+    # Without the link's secret it is no page, for anyone.
+    assert client.get(checkout_link.split("?")[0]).status_code == 404
+
+
+def test_the_checkout_does_not_exist_on_the_platform_host(make, site, checkout_link):
+    platform = site("localhost")
+    platform.login(make.platform_admin())
+    for client in (platform, site("localhost")):
+        response = client.get(checkout_link)
+        assert response.status_code == 404
+        assert "Corner Shop" not in body(response)
+
+
 # --- merchant team -----------------------------------------------------------------------
 
 

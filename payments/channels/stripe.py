@@ -157,6 +157,10 @@ those flows are tested against a local stand-in that answers as Stripe does:
   lost, and a list longer than `query_scan_limit`, are tested on the stand-in. As for charges, a payout's
   Idempotency-Key is ignored: the same key twice pays out twice.
 - It always binds all interfaces (`::`) and writes its state to a fixed pickle file in the system's temporary folder.
+- Its Stripe.js stand-in (`/js.stripe.com/v3/`, what the hosted checkout loads) has a `createPaymentMethod` that
+  does nothing and returns nothing; `createToken` works and gives a token whose card (`card_…`) its PaymentIntents
+  take as `payment_method`. The checkout's page uses `createPaymentMethod` and, only when that gives no payment
+  method, the token's card.
 """
 
 from __future__ import annotations
@@ -592,6 +596,15 @@ def derived_key(operation: str, key: str) -> str:
     if len(derived) <= MAX_IDEMPOTENCY_KEY:
         return derived
     return f"{operation}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def browser_script_url(base_url: str | None) -> str:
+    """Where a payer's browser loads Stripe.js for an account: Stripe's own for Stripe's API, else
+    the stand-in a Stripe-compatible server serves beside its API (localstripe: `/js.stripe.com/v3/`)."""
+    base = (base_url or DEFAULT_BASE_URL).rstrip("/")
+    if base == DEFAULT_BASE_URL:
+        return "https://js.stripe.com/v3/"
+    return f"{base}/js.stripe.com/v3/"
 
 
 def charge_form(request: ChargeRequest, *, return_url: str | None = None) -> dict[str, Any]:

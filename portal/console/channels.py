@@ -57,7 +57,11 @@ def _input_from(form) -> accounts.ChannelAccountInput:
         costs=costs,
         priority=int(form.priority.data),
         required_elements=[e for e in (form.required_elements.data or "").split(",") if e.strip()],
-        settings={"latency_ms": form.latency_ms.data, "test_instruments": form.test_instruments.data},
+        settings={
+            "latency_ms": form.latency_ms.data,
+            "test_instruments": form.test_instruments.data,
+            "publishable_key": form.publishable_key.data,
+        },
     )
 
 
@@ -79,6 +83,7 @@ def _form_data(account: ChannelAccount) -> dict:
         "required_elements": ", ".join(account.required_elements),
         "latency_ms": str(account.settings.get("latency_ms", "")),
         "test_instruments": account.settings.get("test_instruments", ""),
+        "publishable_key": account.settings.get("publishable_key", ""),
     }
     for code, _ in _product_choices():
         data[f"serve_{code}"] = code in account.products
