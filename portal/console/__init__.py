@@ -267,6 +267,7 @@ def audit_log():
         errors=found.errors,
         paged=bool(request.args.get("after")),
         zone=zone,
+        events_zone=zone,
     )
 
 

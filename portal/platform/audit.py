@@ -28,5 +28,6 @@ def audit_log():
         errors=found.errors,
         paged=bool(request.args.get("after")),
         zone=zone,
+        events_zone=zone,
         tenants=audit_filters.tenant_names(page.items),
     )
