@@ -91,7 +91,6 @@ def test_a_platform_admin_checks_health_jobs_and_the_audit_log(app, page, live_s
     row = log.locator("tr.audit-event")
     expect(row).to_have_count(1)
     expect(row).to_contain_text("ann@alpha.example.com")
-    expect(row.locator("td.before")).to_have_text("Corner Shop")
-    expect(row.locator("td.after")).to_have_text("Corner Café")
+    expect(row.locator("td.changes")).to_have_text("name: Corner Shop → Corner Café")
     expect(page.get_by_label("Tenant", exact=True)).to_have_value("alpha")
     page.screenshot(path=str(artifacts / "platform-audit.png"), full_page=True)
