@@ -28,7 +28,7 @@ from rq import Retry, get_current_job
 
 from clearing import payouts, reconciliation, settlement
 from clearing.models import ClearingRun, StatementImport
-from core import queue
+from core import queue, sweeps
 from core.db import db
 from payments.channels import ADAPTERS
 from payments.models import ChannelAccount
@@ -198,6 +198,7 @@ def schedule_sweep(after: int | None = None) -> None:
     )
 
 
+@sweeps.recorded("clearing", "Settlement runs, statement fetches, payout batches", SWEEP_INTERVAL)
 def sweep(slot: int | None = None, now: datetime | None = None) -> dict[str, int]:
     """Start the scheduled settlement runs that are due and re-queue abandoned ones."""
     if slot is not None:

@@ -55,7 +55,7 @@ from payments.channels.base import (
     is_test_payment_method,
 )
 from payments.errors import CardError, ChannelError, InvalidRequest, NotFound
-from payments.models import ChannelAccount, PaymentAttempt, PaymentIntent
+from payments.models import ChannelAccount, PaymentAttempt, PaymentIntent, Refund
 from payments.payer_details import (
     ELEMENT_PARAMS,
     ROUTING_PARTS,
@@ -75,11 +75,16 @@ QUERY_BACKOFF = [5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 3600, 7200, 144
 
 @dataclass(frozen=True)
 class MerchantContext:
-    """Who calls: a merchant of a tenant, in test or live mode (from the API key)."""
+    """Who calls: a merchant of a tenant, in test or live mode (from the API key), and, when the
+    key is a terminal's device key, that terminal (`payments.terminals`): it sees only the
+    payments it created, and those carry it."""
 
     tenant_id: uuid.UUID
     merchant_id: uuid.UUID
     livemode: bool
+    terminal_id: str | None = None
+    # The terminal's serial number: what a channel knows the device by (the payer's `terminal_id` element).
+    terminal_serial: str | None = None
 
     @property
     def mode(self) -> str:
@@ -180,10 +185,25 @@ def owned(ctx: MerchantContext, model, object_id: str, kind: str, *, param: str 
     if lock:
         # Locked rows are read as they are now, not as this session last saw them.
         statement = statement.with_for_update().execution_options(populate_existing=True)
-    row = db.session.execute(statement).scalar_one_or_none()
+    row = db.session.execute(statement.where(*terminal_filter(ctx, model))).scalar_one_or_none()
     if row is None:
         raise NotFound(kind, str(object_id), param=param or kind)
     return row
+
+
+def terminal_filter(ctx: MerchantContext, model) -> list:
+    """What a terminal's device key may see of `model`: its own payments and their refunds (the
+    API refuses a device key every other kind of object). Nothing more for the merchant's own keys."""
+    if ctx.terminal_id is None:
+        return []
+    if model is PaymentIntent:
+        return [PaymentIntent.terminal_id == ctx.terminal_id]
+    if model is Refund:
+        own = sa.select(PaymentIntent.id).where(
+            PaymentIntent.tenant_id == ctx.tenant_id, PaymentIntent.terminal_id == ctx.terminal_id
+        )
+        return [Refund.payment_intent_id.in_(own)]
+    return [sa.false()]
 
 
 def get(ctx: MerchantContext, intent_id: str, *, lock: bool = False) -> PaymentIntent:
@@ -207,6 +227,7 @@ def page(
         model.tenant_id == ctx.tenant_id,
         model.merchant_id == ctx.merchant_id,
         model.livemode == ctx.livemode,
+        *terminal_filter(ctx, model),
         *filters,
     )
     newest_first = (model.created_at.desc(), model.id.desc())
@@ -266,6 +287,14 @@ def _offered_types(inputs: RoutingInputs, amount: int, currency: str, requested:
     return offered
 
 
+def with_terminal(details: dict[str, Any], ctx: MerchantContext) -> dict[str, Any]:
+    """The payer details with the calling terminal's serial number as the payer's `terminal_id`
+    element (what face pay requires): a terminal's own identity, which its requests cannot change."""
+    if ctx.terminal_id is None:
+        return details
+    return {**details, "payer": {**(details.get("payer") or {}), "terminal_id": ctx.terminal_serial or ctx.terminal_id}}
+
+
 def create(
     ctx: MerchantContext,
     *,
@@ -284,7 +313,7 @@ def create(
     amount = clean_amount(amount)
     currency = clean_currency(currency)
     refuse_test_method(ctx.livemode, payment_method)
-    details = merge_payer_details({}, payer_details)
+    details = with_terminal(merge_payer_details({}, payer_details), ctx)
     if capture_method not in ("automatic", "manual", "automatic_async"):
         raise InvalidRequest("capture_method must be automatic or manual.", param="capture_method")
     capture_method = "manual" if capture_method == "manual" else "automatic"
@@ -306,6 +335,7 @@ def create(
         description=description,
         metadata_=merge_metadata({}, metadata),
         payer_details=details,
+        terminal_id=ctx.terminal_id,
         status="requires_confirmation" if payment_method else "requires_payment_method",
         client_secret=f"{intent_id}_secret_{objects.new_id('s')[2:]}",
         amount_capturable=0,
@@ -355,7 +385,7 @@ def update(ctx: MerchantContext, intent_id: str, **fields: Any) -> PaymentIntent
             inputs = RoutingInputs.load(ctx.tenant_id, ctx.merchant_id, ctx.mode)
             pi.payment_method_types = _offered_types(inputs, pi.amount, pi.currency, chosen)
         if given:
-            pi.payer_details = merge_payer_details(pi.payer_details, given)
+            pi.payer_details = with_terminal(merge_payer_details(pi.payer_details, given), ctx)
     except InvalidRequest:
         db.session.rollback()
         raise
@@ -405,7 +435,7 @@ def confirm_intent(
         )
     if payer_details:
         try:
-            pi.payer_details = merge_payer_details(pi.payer_details, payer_details)
+            pi.payer_details = with_terminal(merge_payer_details(pi.payer_details, payer_details), ctx)
         except InvalidRequest:
             db.session.rollback()
             raise

@@ -9,6 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from core import sweeps
 from core.db import db
 from payments.channels.base import (
     ChannelInvalidRequest,
@@ -97,6 +98,8 @@ def _requeue_stale(stale: Callable[[datetime, datetime], sa.Select], queue: Call
     return len(rows)
 
 
+# Run by the webhooks sweep every minute (`payments.webhooks.sweep`), recorded on its own.
+@sweeps.recorded("payments", "Unknown channel outcomes (payments, top-ups)", 60)
 def sweep_unknown_attempts() -> int:
     """Re-queue lost resolutions of payment attempts (`_requeue_stale`), so an outcome is asked for
     until the channel gives a final one. Returns how many attempts were looked at, top-ups'

@@ -177,10 +177,15 @@ class PaymentIntent(TenantOwned, db.Model):
         sa.DateTime(timezone=True), server_default=sa.func.now(), onupdate=sa.func.now()
     )
     canceled_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    # The merchant's terminal that created it with its device key (`payments.terminals`), if one did.
+    terminal_id: Mapped[str | None] = mapped_column(sa.String(40))
 
     __table_args__ = (
         sa.ForeignKeyConstraint(
             ["tenant_id", "merchant_id"], ["merchants.tenant_id", "merchants.id"], ondelete="RESTRICT"
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "terminal_id"], ["terminals.tenant_id", "terminals.id"], ondelete="RESTRICT"
         ),
         sa.CheckConstraint("amount > 0", name="amount"),
         sa.CheckConstraint(f"status IN {INTENT_STATUSES}", name="status"),
@@ -189,6 +194,15 @@ class PaymentIntent(TenantOwned, db.Model):
         sa.CheckConstraint("amount_received <= amount", name="received_bound"),
         sa.Index(
             "ix_payment_intents_tenant_id_merchant_id_created_at_id", "tenant_id", "merchant_id", "created_at", "id"
+        ),
+        # The merchant's payments list filtered by terminal, newest first; partial: most payments have none.
+        sa.Index(
+            "ix_payment_intents_tenant_id_terminal_id_created_at_id",
+            "tenant_id",
+            "terminal_id",
+            "created_at",
+            "id",
+            postgresql_where=sa.text("terminal_id IS NOT NULL"),
         ),
     )
 

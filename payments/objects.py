@@ -74,6 +74,8 @@ def payment_intent(pi: PaymentIntent) -> dict[str, Any]:
         "receipt_email": details.get("receipt_email"),
         "shipping": _shipping(details.get("shipping")),
         "status": pi.status,
+        # The platform's own field: the terminal (`tmr_...`) that created it, if one did.
+        "terminal": pi.terminal_id,
     }
 
 

@@ -45,7 +45,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from core import crypto, queue
+from core import crypto, queue, sweeps
 from core.db import db
 from payments import objects
 from payments.channels.base import Secret, sign_payload
@@ -912,6 +912,7 @@ def schedule_sweep(after: int | None = None) -> None:
     )
 
 
+@sweeps.recorded("webhooks", "Webhook deliveries and channel outcomes", SWEEP_INTERVAL)
 def sweep(slot: int | None = None) -> dict[str, int]:
     """Re-queue what was left behind, over all tenants (platform scope; a job every minute,
     `slot` being the minute it was scheduled for).

@@ -95,6 +95,10 @@ def register_blueprints(app: Flask) -> None:
         (checkout.bp, "/checkout"),
     ):
         app.register_blueprint(blueprint, url_prefix=prefix)
+    # The jobs dashboard (rq-dashboard) under /platform/jobs, for platform admins only.
+    from portal.platform import jobs_dashboard
+
+    jobs_dashboard.init_app(app)
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from flask_babel import lazy_gettext
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from wtforms import EmailField, PasswordField, SelectField, StringField, TextAreaField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, EqualTo, Length, Optional, Regexp, ValidationError
 
 from tenants import passwords
@@ -249,4 +251,36 @@ class RefundForm(FlaskForm):
             "fraudulent": "Fraudulent",
         },
         validators=[Optional()],
+    )
+
+
+class TerminalForm(FlaskForm):
+    """A terminal (POS or face-pay device) the signed-in merchant registers."""
+
+    name = StringField(
+        lazy_gettext("Name"),
+        validators=[DataRequired(lazy_gettext("Give the terminal a name.")), Length(max=100)],
+        description=lazy_gettext("How your staff call it, e.g. “Till 1” or “Entrance face-pay”."),
+    )
+    kind = SelectField(
+        lazy_gettext("Kind"),
+        choices=[SelectChoice("pos", lazy_gettext("POS")), SelectChoice("face_pay", lazy_gettext("Face-pay device"))],
+    )
+    serial_number = StringField(
+        lazy_gettext("Serial number"),
+        validators=[DataRequired(lazy_gettext("Give the serial number.")), Length(max=64)],
+        description=lazy_gettext("As printed on the device's label."),
+    )
+    location = StringField(
+        lazy_gettext("Location"),
+        validators=[Optional(), Length(max=200)],
+        description=lazy_gettext("Where it stands, e.g. “Shop floor, Main Street 1” (optional)."),
+    )
+    mode = SelectField(
+        lazy_gettext("Mode"),
+        choices=[
+            SelectChoice("test", lazy_gettext("Test (dk_test_…)")),
+            SelectChoice("live", lazy_gettext("Live (dk_live_…)")),
+        ],
+        description=lazy_gettext("A test terminal never moves real money; a live one does."),
     )

@@ -256,4 +256,6 @@ class AuditEvent(TenantOwned, db.Model):
     __table_args__ = (
         sa.CheckConstraint("actor_kind IN ('platform', 'user', 'system')", name="actor_kind"),
         sa.Index("ix_audit_events_tenant_id_created_at_id", "tenant_id", "created_at", "id"),
+        # The audit log filtered to one object's history.
+        sa.Index("ix_audit_events_tenant_id_object_type_object_id", "tenant_id", "object_type", "object_id"),
     )

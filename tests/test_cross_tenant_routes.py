@@ -37,7 +37,7 @@ from clearing import payouts, reconciliation, settlement, suspense
 from clearing.models import ClearingRun, Settlement, StatementLine, SuspenseItem
 from clearing.statement_formats import ColumnMapping
 from core.db import db
-from payments import balance_operations, channel_accounts, intents, refunds, webhooks
+from payments import balance_operations, channel_accounts, intents, refunds, terminals, webhooks
 from payments.channels.base import Secret, sign_payload
 from payments.channels.sandbox import SIGNATURE_HEADER
 from payments.models import BalanceTransaction, Event
@@ -68,6 +68,7 @@ class Side:
     channel: uuid.UUID  # a channel account
     rule: uuid.UUID  # a routing rule of `merchant` on `channel`
     api_key: uuid.UUID  # a test-mode API key of `merchant`, created by its owner
+    terminal: str  # an active test-mode terminal of `merchant`
     payment: str  # a succeeded PaymentIntent of `merchant`
     owner_email: str  # `owner`'s e-mail: signs in to the merchant dashboard
     api_secret: str  # the secret of `api_key`: the merchant's backend calls the API with it
@@ -333,6 +334,13 @@ ROUTES: dict[str, Route] = {
         lambda w: [{"item_id": w.b.write_off}],
         data={"reject_note": "not yet"},
     ),
+    # B's terminal stays active with its key: rotated or deactivated through A's host, B's device would stop.
+    "merchant.rotate_terminal_key": Route(
+        "merchant", "POST", lambda w: {"terminal_id": w.a.terminal}, lambda w: [{"terminal_id": w.b.terminal}]
+    ),
+    "merchant.deactivate_terminal": Route(
+        "merchant", "POST", lambda w: {"terminal_id": w.a.terminal}, lambda w: [{"terminal_id": w.b.terminal}]
+    ),
     # The merchant API, with the merchant's secret key; its refusal is Stripe's error object.
     "api.retrieve_payment_intent": Route(
         "api", "GET", lambda w: {"intent": w.a.payment}, lambda w: [{"intent": w.b.payment}], **API_REFUSAL
@@ -469,6 +477,28 @@ EXEMPT = {
     "static",
     # A theme's CSS and images: a theme name and a path, shared by all tenants, no tenant data.
     "theme_static",
+}
+# The jobs dashboard (rq-dashboard, portal/platform/jobs_dashboard.py): the platform host only, platform
+# admins only, who see every tenant's jobs by design; its variables are RQ's job ids, queue and registry
+# names. tests/test_platform_console.py shows it is 404 on a tenant's host and refused to everyone else.
+EXEMPT |= {
+    f"rq_dashboard.{name}"
+    for name in (
+        "static",
+        "queues_overview",
+        "workers_overview",
+        "jobs_overview",
+        "job_view",
+        "delete_job_view",
+        "requeue_job_view",
+        "requeue_all",
+        "empty_queue",
+        "compact_queue",
+        "list_queues",
+        "list_jobs",
+        "job_info",
+        "list_workers",
+    )
 }
 
 
@@ -658,6 +688,16 @@ def _side(app, make, slug: str, color) -> Side:
             db.session.commit()
             owner = Actor(kind="user", id=ids[owner_email], email=owner_email)
             api_key, api_secret = api_keys.create_key(tenant.id, merchant, "test", f"{slug} backend", owner)
+            terminal, _ = terminals.register(
+                tenant.id,
+                merchant,
+                name=f"{slug} till",
+                kind="pos",
+                serial_number=f"SN-{slug}",
+                location=None,
+                mode="test",
+                actor=owner,
+            )
         webhooks.dispatch(tenant.id)
         with tenant_context(db.session, tenant.id):
             delivery = db.session.execute(sa.select(webhooks.WebhookDelivery.id)).scalars().first()
@@ -677,6 +717,7 @@ def _side(app, make, slug: str, color) -> Side:
         channel=channel.id,
         rule=rule.id,
         api_key=api_key.id,
+        terminal=terminal.id,
         payment=payment.id,
         owner_email=owner_email,
         api_secret=api_secret,
@@ -822,6 +863,10 @@ def _snapshot(owner_engine, tenant_id) -> dict:
             ).all(),
             "journal_entries": conn.execute(
                 sa.text("SELECT count(*) FROM journal_entries WHERE tenant_id = :t"), {"t": tenant_id}
+            ).all(),
+            "terminals": conn.execute(
+                sa.text("SELECT id, status, key_hash FROM terminals WHERE tenant_id = :t ORDER BY id"),
+                {"t": tenant_id},
             ).all(),
             "api_keys": conn.execute(
                 sa.text(

@@ -93,6 +93,7 @@ ACCESS = {
     "/merchant/settlements": {"owner", "staff"},
     "/merchant/payouts": {"owner", "staff"},
     "/merchant/bank-account": {"owner", "staff"},
+    "/merchant/terminals": {"owner", "staff"},
 }
 
 
@@ -181,12 +182,20 @@ def test_anonymous_visitors_are_sent_to_sign_in(site, acme, path):
     assert parse_qs(location.query)["next"] == [path]
 
 
-def test_anonymous_on_the_platform_host_is_sent_to_sign_in(site):
-    response = site("localhost").get("/platform/")
+@pytest.mark.parametrize("path", ["/platform/", "/platform/audit", "/platform/health", "/platform/jobs/"])
+def test_anonymous_on_the_platform_host_is_sent_to_sign_in(site, path):
+    response = site("localhost").get(path)
     assert response.status_code == 302
     location = urlsplit(response.headers["Location"])
     assert location.path == "/login"
-    assert parse_qs(location.query)["next"] == ["/platform/"]
+    assert parse_qs(location.query)["next"] == [path]
+
+
+@pytest.mark.parametrize("path", ["/platform/audit", "/platform/health", "/platform/jobs/"])
+def test_a_platform_admin_opens_the_platform_pages(make, site, path):
+    platform = site("localhost")
+    platform.login(make.platform_admin())
+    assert platform.get(path).status_code == 200
 
 
 def test_signing_in_returns_to_the_page_asked_for(site, acme):
@@ -212,7 +221,9 @@ def test_signing_in_never_redirects_off_site(site, acme, target):
 # --- blueprints exist only on their own kind of host -------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/platform/", "/platform/tenants/new"])
+@pytest.mark.parametrize(
+    "path", ["/platform/", "/platform/tenants/new", "/platform/audit", "/platform/health", "/platform/jobs/"]
+)
 def test_platform_console_does_not_exist_on_a_tenant_host(site, signed_in, acme, path):
     response = signed_in("admin").get(path)
     assert response.status_code == 404
@@ -220,7 +231,9 @@ def test_platform_console_does_not_exist_on_a_tenant_host(site, signed_in, acme,
     assert site(acme.host).get(path).status_code == 404
 
 
-@pytest.mark.parametrize("path", ["/console/", "/console/branding", "/merchant/", "/merchant/team"])
+@pytest.mark.parametrize(
+    "path", ["/console/", "/console/branding", "/console/audit", "/merchant/", "/merchant/team", "/merchant/terminals"]
+)
 def test_tenant_areas_do_not_exist_on_the_platform_host(make, site, path):
     platform = site("localhost")
     platform.login(make.platform_admin())

@@ -23,6 +23,7 @@ from flask import Blueprint, Response, g, request
 from werkzeug.exceptions import HTTPException, default_exceptions
 
 from core.db import db
+from payments import terminals
 from payments.errors import PaymentError
 from payments.intents import MerchantContext
 from portal.api import idempotency
@@ -35,6 +36,7 @@ from portal.api.errors import (
     internal_error,
     invalid_key,
     json_response,
+    masked_key,
     new_request_id,
     no_key,
     unrecognized_url,
@@ -79,12 +81,47 @@ def _authenticate():
     secret = _presented_key()
     if not secret:
         raise no_key()
+    if terminals.is_device_key(secret):
+        return _authenticate_terminal(operation, secret)
     key = api_keys.authenticate(g.site.tenant_id, secret)
     if key is None:
         raise invalid_key(secret)
     g.api_ctx = MerchantContext(g.site.tenant_id, key.merchant_id, key.mode == "live")
     g.api_key_id = key.id  # the audit log's actor for what the call changes
     return None
+
+
+# What a terminal's device key may do: take payments and refund them, nothing else of the API.
+TERMINAL_OPERATIONS = frozenset(
+    {
+        "create_payment_intent",
+        "retrieve_payment_intent",
+        "confirm_payment_intent",
+        "create_refund",
+        "retrieve_refund",
+    }
+)
+
+
+def _authenticate_terminal(operation: Operation, secret: str) -> None:
+    terminal = terminals.authenticate(g.site.tenant_id, secret)
+    if terminal is None:
+        raise invalid_key(secret)
+    if operation.endpoint not in TERMINAL_OPERATIONS:
+        raise ApiError(
+            f"The provided key '{masked_key(secret)}' is a terminal's device key, which does not have the "
+            f"required permissions for this endpoint ({request.method} {request.path}). A device key may only "
+            "create, confirm and retrieve its PaymentIntents and refund them; use the merchant's secret key.",
+            http_status=403,
+            code="secret_key_required",
+        )
+    g.api_ctx = MerchantContext(
+        g.site.tenant_id,
+        terminal.merchant_id,
+        terminal.mode == "live",
+        terminal_id=terminal.id,
+        terminal_serial=terminal.serial_number,
+    )
 
 
 def _presented_key() -> str | None:

@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 from payments.errors import PaymentError
 
 _ALPHABET = string.ascii_letters + string.digits
-KEY_PREFIX_RE = re.compile(r"^(?:sk|rk|pk)_(?:test|live)_")
+KEY_PREFIX_RE = re.compile(r"^(?:sk|rk|pk|dk)_(?:test|live)_")
 
 
 class ApiError(PaymentError):

@@ -111,6 +111,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 }
             ),
             "status": {"type": "string", "enum": list(INTENT_STATUSES)},
+            "terminal": {
+                **_nullable(STRING),
+                "description": "The platform's own field: the merchant's terminal (tmr_…) that created it, if one did.",
+            },
         },
         "A merchant's order to collect a payment, through its life from creation to success or cancellation.",
     ),
@@ -418,7 +422,10 @@ def document(operations, server_url: str) -> dict[str, Any]:
                 "bearerAuth": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "A secret key: sk_test_… or sk_live_…",
+                    "description": (
+                        "A secret key: sk_test_… or sk_live_…; or a terminal's device key (dk_test_…, dk_live_…),"
+                        " which may only create, confirm and retrieve the terminal's PaymentIntents and refund them."
+                    ),
                 },
                 "basicAuth": {"type": "http", "scheme": "basic", "description": "The secret key as the user name."},
             },

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from flask import Blueprint, abort, current_app, flash, g, redirect, request, url_for
 
 from core.db import db
+from portal import audit_log as audit_filters
 from portal import invitations, sites, theming
 from portal.access import host_guard, tenant_role_required
 from portal.forms import ActionForm, BrandForm, InviteUserForm, LoginForm, LogoForm, MerchantForm, field_error
@@ -255,18 +256,19 @@ def merchant(merchant_id: uuid.UUID):
 @bp.route("/audit")
 @tenant_role_required("admin")
 def audit_log():
-    statement = sa.select(AuditEvent)
-    pattern = search_term(request.args.get("q"))
-    if pattern:
-        statement = statement.where(
-            sa.or_(
-                AuditEvent.action.ilike(pattern),
-                AuditEvent.actor_email.ilike(pattern),
-                AuditEvent.object_id.ilike(pattern),
-            )
-        )
+    zone = audit_filters.zone_of(g.tenant)
+    found = audit_filters.filtered(request.args, zone, platform=False)
+    statement = found.statement.where(AuditEvent.tenant_id == g.tenant.id)
     page = newest_first(statement, AuditEvent, request.args.get("after"), current_app.config["PAGE_SIZE"])
-    return theming.render("console/audit.html", page=page, q=request.args.get("q", ""))
+    return theming.render(
+        "console/audit.html",
+        page=page,
+        filters=found.values,
+        errors=found.errors,
+        paged=bool(request.args.get("after")),
+        zone=zone,
+        events_zone=zone,
+    )
 
 
 @bp.before_request

@@ -173,5 +173,5 @@ def revoke_api_key(key_id: uuid.UUID):
     return redirect(url_for("merchant.api_keys_list"))
 
 
-# Register the payment, settlement, payout and webhook views on bp.
-from portal.merchant import payments, payouts, settlements, webhooks  # noqa: E402, F401
+# Register the payment, settlement, payout, terminal and webhook views on bp.
+from portal.merchant import payments, payouts, settlements, terminals, webhooks  # noqa: E402, F401

@@ -11,7 +11,7 @@ from flask_login import current_user
 
 from core.db import db
 from core.money import MoneyError, format_amount, normalise_currency, to_minor
-from payments import intents, payer_details, refunds
+from payments import intents, payer_details, refunds, terminals
 from payments.errors import PaymentError
 from payments.models import (
     INTENT_STATUSES,
@@ -35,7 +35,7 @@ from tenants import audit
 from tenants.models import MERCHANT_ROLES
 
 PAGE_SIZE = 25
-FILTERS = ("q", "status", "from", "to", "currency", "min", "max")
+FILTERS = ("q", "status", "terminal", "from", "to", "currency", "min", "max")
 
 
 def _mode() -> str:
@@ -57,12 +57,19 @@ def _day(text: str) -> date:
         raise ValueError(f"{text!r} is not a date: use YYYY-MM-DD, for example 2026-03-31.") from None
 
 
-def _filter(statement: sa.Select, args, zone: ZoneInfo) -> tuple[sa.Select, dict[str, str]]:
+def _filter(
+    statement: sa.Select, args, zone: ZoneInfo, terminal_names: dict[str, str] | None = None
+) -> tuple[sa.Select, dict[str, str]]:
     """`statement` narrowed by the filters that can be used, and a message per field that cannot."""
     errors: dict[str, str] = {}
     query = (args.get("q") or "").strip()
     if query:
         statement = statement.where(PaymentIntent.id == query)
+    terminal = (args.get("terminal") or "").strip()
+    if terminal and terminal not in (terminal_names or {}):
+        errors["terminal"] = f"{terminal!r} is not one of your terminals."
+    elif terminal:
+        statement = statement.where(PaymentIntent.terminal_id == terminal)
     status = (args.get("status") or "").strip()
     if status and status not in INTENT_STATUSES:
         errors["status"] = f"{status!r} is not a payment status."
@@ -124,6 +131,7 @@ def payments():
     args = request.args
     mode = _mode()
     zone = _tenant_zone()
+    names = _terminal_names()
     statement, errors = _filter(
         sa.select(PaymentIntent).where(
             PaymentIntent.tenant_id == current_user.tenant_id,
@@ -132,6 +140,7 @@ def payments():
         ),
         args,
         zone,
+        names,
     )
     page = newest_first(statement, PaymentIntent, args.get("after"), PAGE_SIZE)
     # What the user typed, as typed, so the form shows it again and the page links keep it.
@@ -142,12 +151,18 @@ def payments():
         mode=mode,
         filters=filters,
         statuses=INTENT_STATUSES,
+        terminal_names=names,
         errors=errors,
         paged=bool(args.get("after")),
         zone=zone.key,
         local_time=lambda at: at.astimezone(zone),
         format_amount=format_amount,
     )
+
+
+def _terminal_names() -> dict[str, str]:
+    """The merchant's terminals, id -> name (deactivated ones too: their payments stay)."""
+    return {t.id: t.name for t in terminals.list_terminals(current_user.tenant_id, current_user.merchant_id)}
 
 
 def _payment(intent_id: str) -> PaymentIntent:
@@ -313,6 +328,7 @@ def payment(intent_id: str):
         charge=charge,
         timeline=_timeline(pi),
         payer=_payer(pi),
+        terminal=terminals.get(pi.tenant_id, pi.merchant_id, pi.terminal_id) if pi.terminal_id else None,
         zone=zone.key,
         local_time=lambda at: at.astimezone(zone),
         form=RefundForm(),

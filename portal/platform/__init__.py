@@ -1,4 +1,6 @@
-"""The platform console: tenants (list, provision, detail, suspend), for platform admins only.
+"""The platform console: tenants (list, provision, detail, suspend), the audit log of every tenant
+(`audit.py`), system health (`health.py`) and the jobs dashboard (`jobs_dashboard.py`), for platform
+admins only.
 
 Only on the platform host, whose requests run in platform scope (the named cross-tenant path).
 """
@@ -183,3 +185,7 @@ def resend_invitation(tenant_id: uuid.UUID, user_id: uuid.UUID):
             invitations.send_invitation(item, user)
             flash(f"A new invitation went to {user.email}.", "success")
     return redirect(url_for("platform.tenant", tenant_id=item.id))
+
+
+# Register the audit log and health views on bp.
+from portal.platform import audit, health  # noqa: E402, F401
