@@ -1,7 +1,7 @@
 """terminals (a merchant's devices with their device keys) and the terminal of a payment; the last
 run of each scheduled sweep (platform scope only); the audit log's index by object
 
-Revision ID: 0022
+Revision ID: 0019
 Revises: 0018
 Create Date: 2026-11-30 19:56:46.236661
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 # revision identifiers, used by Alembic.
-revision = "0022"
+revision = "0019"
 down_revision = "0018"
 branch_labels = None
 depends_on = None
