@@ -342,9 +342,12 @@ def run_export(tenant_id: str, export_id: str) -> dict:
         os.replace(part, final)
         ttl = timedelta(hours=current_app.config["EXPORT_TTL_HOURS"])
         now = _now()
-        if not _progress(
+        if _progress(
             tenant, key, token, done, rows_total=done, status="succeeded", finished_at=now, expires_at=now + ttl
         ):
+            # Runs this one superseded stop at their next progress write; a killed one left its part file.
+            _remove_parts(final)
+        else:
             log.info("export %s: finished by another run", key)
         return {"status": "succeeded", "rows": done}
     except _Superseded:
@@ -363,6 +366,12 @@ def run_export(tenant_id: str, export_id: str) -> dict:
         )
         raise
     finally:
+        with contextlib.suppress(FileNotFoundError):
+            part.unlink()
+
+
+def _remove_parts(final: Path) -> None:
+    for part in final.parent.glob(f"{final.name}.*.part"):
         with contextlib.suppress(FileNotFoundError):
             part.unlink()
 
@@ -417,6 +426,7 @@ def sweep(slot: int | None = None, now: datetime | None = None) -> dict[str, int
             if export.file_name:
                 with contextlib.suppress(FileNotFoundError):
                     (folder() / export.file_name).unlink()
+                _remove_parts(folder() / export.file_name)
             export.status = "expired"
         # Bump the attempt so the new job gets an id of its own (the dead one's is still "started").
         for export in stale:
