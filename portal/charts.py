@@ -94,9 +94,8 @@ def _base(kind, title: str, colors: tuple[str, ...], **options):
 
 def _x_labels(chart, labels: list[str]) -> None:
     chart.x_labels = labels
-    # About eight readable labels along the axis, whatever the number of periods.
-    step = max(1, len(labels) // 8)
-    chart.x_labels_major = labels[::step]
+    # About six readable labels along the axis, whatever the number of periods.
+    chart.config.x_labels_major_every = max(1, -(-len(labels) // 6))
 
 
 def money_bars(
