@@ -70,7 +70,11 @@ def save(
     else:
         existing.filters = values
         existing.created_by = actor.email or "system"
-    db.session.commit()
+    try:
+        db.session.commit()
+    except sa.exc.IntegrityError:  # the same name saved a moment ago by someone else of the scope
+        db.session.rollback()
+        raise InvalidInput(f"“{name}” was just saved by someone else: save again to replace it.", "name") from None
     return existing
 
 
