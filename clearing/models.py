@@ -343,3 +343,89 @@ class SuspenseComment(TenantOwned, db.Model):
         ),
         sa.Index("ix_suspense_comments_tenant_id_item_id", "tenant_id", "item_id", "created_at"),
     )
+
+
+# --- reports: exports and saved filters ---------------------------------------------------------
+
+EXPORT_KINDS = ("payments", "settlements", "payouts", "report")
+EXPORT_FORMATS = ("csv", "xlsx")
+EXPORT_STATUSES = ("queued", "running", "succeeded", "failed", "expired")
+
+
+class ReportExport(TenantOwned, db.Model):
+    """A list or report written to a file by a job (`clearing.exports`), with its progress and outcome.
+
+    `merchant_id` is the merchant whose users asked (they alone download it); NULL: the tenant's
+    staff asked. `filters` are the list's query-string filters as typed, so the job selects exactly
+    the page's rows. `run_token` names the run that owns the export now: a later run (a retry, the
+    sweep after a dead worker) takes it over and an older one stops at its next progress write.
+    """
+
+    __tablename__ = "report_exports"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    merchant_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
+    requested_by: Mapped[str] = mapped_column(sa.String(320))
+    kind: Mapped[str] = mapped_column(sa.String(20))
+    format: Mapped[str] = mapped_column(sa.String(4))
+    filters: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default=sa.text("'{}'"))
+    status: Mapped[str] = mapped_column(sa.String(10), default="queued")
+    rows_done: Mapped[int] = mapped_column(default=0)
+    rows_total: Mapped[int | None] = mapped_column()
+    file_name: Mapped[str | None] = mapped_column(sa.String(80))
+    error: Mapped[str | None] = mapped_column(sa.String(2000))
+    run_token: Mapped[str | None] = mapped_column(sa.String(40))
+    attempts: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+    # When the run that owns it last wrote progress: the sweep re-queues exports that went quiet.
+    progressed_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "merchant_id"], ["merchants.tenant_id", "merchants.id"], ondelete="CASCADE"
+        ),
+        sa.CheckConstraint(f"kind IN {EXPORT_KINDS!r}", name="kind"),
+        sa.CheckConstraint(f"format IN {EXPORT_FORMATS!r}", name="format"),
+        sa.CheckConstraint(f"status IN {EXPORT_STATUSES!r}", name="status"),
+        sa.CheckConstraint("rows_done >= 0", name="rows_done"),
+        sa.Index(
+            "ix_report_exports_tenant_id_merchant_id_created_at_id", "tenant_id", "merchant_id", "created_at", "id"
+        ),
+        sa.Index(
+            "ix_report_exports_active",
+            "tenant_id",
+            "created_at",
+            postgresql_where=sa.text("status IN ('queued', 'running')"),
+        ),
+    )
+
+
+class SavedReportFilter(TenantOwned, db.Model):
+    """A named set of a list's or report's filters (the query string as typed), shared by the scope
+    that saved it: the tenant's staff (`merchant_id` NULL) or one merchant's users."""
+
+    __tablename__ = "saved_report_filters"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    merchant_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
+    page: Mapped[str] = mapped_column(sa.String(40))
+    name: Mapped[str] = mapped_column(sa.String(80))
+    filters: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default=sa.text("'{}'"))
+    created_by: Mapped[str] = mapped_column(sa.String(320))
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "merchant_id"], ["merchants.tenant_id", "merchants.id"], ondelete="CASCADE"
+        ),
+        sa.UniqueConstraint(
+            "tenant_id",
+            "merchant_id",
+            "page",
+            "name",
+            name="uq_saved_report_filters_name",
+            postgresql_nulls_not_distinct=True,
+        ),
+    )

@@ -204,6 +204,8 @@ class PaymentIntent(TenantOwned, db.Model):
             "id",
             postgresql_where=sa.text("terminal_id IS NOT NULL"),
         ),
+        # The tenant's reports and its payments list across merchants (`clearing.reports`, `clearing.listings`).
+        sa.Index("ix_payment_intents_tenant_id_created_at_id", "tenant_id", "created_at", "id"),
     )
 
 
@@ -415,6 +417,8 @@ class BalanceTransaction(TenantOwned, db.Model):
             "id",
         ),
         sa.Index("ix_balance_transactions_tenant_id_source", "tenant_id", "source"),
+        # Reports: captures and refunds of a tenant by time (`clearing.reports`).
+        sa.Index("ix_balance_transactions_tenant_id_type_created_at", "tenant_id", "type", "created_at"),
     )
 
 

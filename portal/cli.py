@@ -129,12 +129,14 @@ def worker(queues, burst, with_scheduler):
     names = queues or jobs.QUEUES
     w = SimpleWorker([jobs.queue(name) for name in names], connection=jobs.redis_connection(), job_class=jobs.AppJob)
     if not burst:
+        from clearing import exports
         from clearing import jobs as clearing_jobs
         from payments import webhooks
 
         # The sweep chains start with the first worker, not with the first payment.
         webhooks.schedule_sweep()
         clearing_jobs.schedule_sweep()
+        exports.schedule_sweep()
     current_app.logger.info("worker on queues %s", ", ".join(names))
     w.work(burst=burst, with_scheduler=with_scheduler)
 

@@ -114,6 +114,10 @@ def load(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "MAX_CONTENT_LENGTH": _env_int("MAX_CONTENT_LENGTH", 4 * 1024 * 1024),
         "THEMES_DIR": ROOT / "themes",
         "PAGE_SIZE": _env_int("PAGE_SIZE", 25),
+        # Exports: up to this many rows are downloaded at once; more become a job with a progress bar,
+        # whose file can be downloaded for this many hours (then the sweep deletes it).
+        "EXPORT_DIRECT_MAX_ROWS": _env_int("EXPORT_DIRECT_MAX_ROWS", 5000),
+        "EXPORT_TTL_HOURS": _env_int("EXPORT_TTL_HOURS", 24),
         "ENCRYPTION_KEYS": [k for k in (_env("ENCRYPTION_KEYS") or "").split(",") if k.strip()],
     }
     config.update(overrides)

@@ -19,7 +19,7 @@ from rq.job import Job, JobStatus
 from core.db import db
 from tenants import isolation
 
-QUEUES = ("default", "mail", "channels", "webhooks", "clearing")
+QUEUES = ("default", "mail", "channels", "webhooks", "clearing", "exports")
 
 
 def redis_connection() -> Redis:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -33,7 +34,7 @@ from PIL import Image
 
 from billing import schedules
 from billing.fees import FeeRule
-from clearing import payouts, reconciliation, settlement, suspense
+from clearing import exports, listings, payouts, reconciliation, saved_filters, settlement, suspense
 from clearing.models import ClearingRun, Settlement, StatementLine, SuspenseItem
 from clearing.statement_formats import ColumnMapping
 from core.db import db
@@ -90,6 +91,10 @@ class Side:
     suspense_item: uuid.UUID  # an open suspense item of that statement (a line on the statement only)
     late_payment: str  # a 7.00 payment made after the import: what `suspense_item` can be matched to
     write_off: uuid.UUID  # another one, its write-off requested by `pending` (so the admin may approve it)
+    merchant_export: uuid.UUID  # a finished export of `merchant`'s payments (its owner asked)
+    console_export: uuid.UUID  # a finished export of the tenant's payments (the admin asked)
+    merchant_filter: uuid.UUID  # a saved filter of `merchant`'s payments page
+    console_filter: uuid.UUID  # a saved filter of the console's reports page
 
 
 @dataclass
@@ -340,6 +345,31 @@ ROUTES: dict[str, Route] = {
     ),
     "merchant.deactivate_terminal": Route(
         "merchant", "POST", lambda w: {"terminal_id": w.a.terminal}, lambda w: [{"terminal_id": w.b.terminal}]
+    ),
+    # Exports (their pages, progress and files) and saved filters: the merchant's and the tenant staff's.
+    "merchant.export": Route(
+        "merchant", "GET", lambda w: {"export_id": w.a.merchant_export}, lambda w: [{"export_id": w.b.merchant_export}]
+    ),
+    "merchant.export_status": Route(
+        "merchant", "GET", lambda w: {"export_id": w.a.merchant_export}, lambda w: [{"export_id": w.b.merchant_export}]
+    ),
+    "merchant.download_export": Route(
+        "merchant", "GET", lambda w: {"export_id": w.a.merchant_export}, lambda w: [{"export_id": w.b.merchant_export}]
+    ),
+    "merchant.delete_saved_filter": Route(
+        "merchant", "POST", lambda w: {"filter_id": w.a.merchant_filter}, lambda w: [{"filter_id": w.b.merchant_filter}]
+    ),
+    "console.export": Route(
+        "tenant", "GET", lambda w: {"export_id": w.a.console_export}, lambda w: [{"export_id": w.b.console_export}]
+    ),
+    "console.export_status": Route(
+        "tenant", "GET", lambda w: {"export_id": w.a.console_export}, lambda w: [{"export_id": w.b.console_export}]
+    ),
+    "console.download_export": Route(
+        "tenant", "GET", lambda w: {"export_id": w.a.console_export}, lambda w: [{"export_id": w.b.console_export}]
+    ),
+    "console.delete_saved_filter": Route(
+        "tenant", "POST", lambda w: {"filter_id": w.a.console_filter}, lambda w: [{"filter_id": w.b.console_filter}]
     ),
     # The merchant API, with the merchant's secret key; its refusal is Stripe's error object.
     "api.retrieve_payment_intent": Route(
@@ -698,6 +728,19 @@ def _side(app, make, slug: str, color) -> Side:
                 mode="test",
                 actor=owner,
             )
+            admin = Actor(kind="user", id=ids[tenant.admin_email], email=tenant.admin_email)
+            zone = ZoneInfo("UTC")
+            merchant_scope = listings.Scope(tenant.id, merchant, zone)
+            merchant_export = exports.request_export(merchant_scope, "payments", "csv", {}, owner).id
+            exports.run_export(str(tenant.id), str(merchant_export))
+            console_export = exports.request_export(
+                listings.Scope(tenant.id, None, zone), "payments", "xlsx", {}, admin
+            ).id
+            exports.run_export(str(tenant.id), str(console_export))
+            merchant_filter = saved_filters.save(
+                tenant.id, merchant, "payments", "Paid", {"status": "succeeded"}, owner
+            ).id
+            console_filter = saved_filters.save(tenant.id, None, "reports", "Monthly", {"period": "month"}, admin).id
         webhooks.dispatch(tenant.id)
         with tenant_context(db.session, tenant.id):
             delivery = db.session.execute(sa.select(webhooks.WebhookDelivery.id)).scalars().first()
@@ -739,6 +782,10 @@ def _side(app, make, slug: str, color) -> Side:
         late_payment=late_payment,
         suspense_item=suspense_item,
         write_off=write_off,
+        merchant_export=merchant_export,
+        console_export=console_export,
+        merchant_filter=merchant_filter,
+        console_filter=console_filter,
     )
 
 
@@ -866,6 +913,14 @@ def _snapshot(owner_engine, tenant_id) -> dict:
             ).all(),
             "terminals": conn.execute(
                 sa.text("SELECT id, status, key_hash FROM terminals WHERE tenant_id = :t ORDER BY id"),
+                {"t": tenant_id},
+            ).all(),
+            "report_exports": conn.execute(
+                sa.text("SELECT id, status, rows_done, file_name FROM report_exports WHERE tenant_id = :t ORDER BY id"),
+                {"t": tenant_id},
+            ).all(),
+            "saved_report_filters": conn.execute(
+                sa.text("SELECT id, name, filters FROM saved_report_filters WHERE tenant_id = :t ORDER BY id"),
                 {"t": tenant_id},
             ).all(),
             "api_keys": conn.execute(

@@ -88,12 +88,17 @@ ACCESS = {
     "/console/reconciliation": {"admin", "operator", "finance"},
     "/console/reconciliation/mappings": {"admin", "operator", "finance"},
     "/console/suspense": {"admin", "operator", "finance"},
+    "/console/reports": {"admin", "operator", "finance"},
+    "/console/payments": {"admin", "operator", "finance"},
+    "/console/exports": {"admin", "operator", "finance"},
     "/merchant/": {"owner", "staff"},
     "/merchant/team": {"owner"},
     "/merchant/settlements": {"owner", "staff"},
     "/merchant/payouts": {"owner", "staff"},
     "/merchant/bank-account": {"owner", "staff"},
     "/merchant/terminals": {"owner", "staff"},
+    "/merchant/reports": {"owner", "staff"},
+    "/merchant/exports": {"owner", "staff"},
 }
 
 

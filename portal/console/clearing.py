@@ -19,17 +19,16 @@ from flask_wtf import FlaskForm
 from wtforms import StringField
 from wtforms.validators import Length
 
-from clearing import jobs, revenue, settlement
+from clearing import jobs, listings, revenue, settlement
 from clearing.models import ClearingRun, Settlement
 from core.db import db
 from core.money import format_amount
-from portal import theming
+from portal import reporting, theming
 from portal.access import tenant_role_required
 from portal.console import bp
 from portal.console.fees import _get_merchant, _zone
 from portal.forms import ActionForm, field_error
-from portal.merchant.settlements import business_day_filter
-from portal.pagination import newest_first, search_term
+from portal.pagination import newest_first
 from portal.sites import current_actor
 from tenants.errors import InvalidInput
 from tenants.models import Merchant
@@ -169,13 +168,8 @@ def _revenue(mode: str) -> tuple[list[dict], str, str, str | None]:
 
 def _settlement_list(args):
     """Every merchant's settlements, newest first, narrowed by merchant name and business day."""
-    statement = sa.select(Settlement).where(Settlement.tenant_id == g.tenant.id)
-    pattern = search_term(args.get("merchant"))
-    if pattern:
-        statement = statement.join(
-            Merchant, sa.and_(Merchant.tenant_id == Settlement.tenant_id, Merchant.id == Settlement.merchant_id)
-        ).where(Merchant.name.ilike(pattern))
-    statement, errors = business_day_filter(statement, args)
+    # The same filters as the list's export (`clearing.listings`).
+    statement, errors = listings.settlements(listings.Scope(g.tenant.id, None, _zone()), args)
     page = newest_first(statement, Settlement, args.get("after"), PAGE_SIZE)
     ids = {item.merchant_id for item in page.items}
     names = (
@@ -238,6 +232,7 @@ def _page(form: TermsForm | None = None, status: int = 200):
         zone=zone.key,
         local_time=lambda at: at.astimezone(zone).strftime("%Y-%m-%d %H:%M") if at else "—",
         format_amount=format_amount,
+        **reporting.tools("console", "settlements", listings.Scope(g.tenant.id, None, zone)),
     ), status
 
 

@@ -41,7 +41,9 @@ def _team():
 @bp.route("/")
 @merchant_role_required(*MERCHANT_ROLES)
 def dashboard():
-    return theming.render("merchant/dashboard.html", merchant=current_user.merchant, team=_team())
+    return theming.render(
+        "merchant/dashboard.html", merchant=current_user.merchant, team=_team(), **reports.dashboard_charts()
+    )
 
 
 @bp.route("/team", methods=["GET", "POST"])
@@ -173,5 +175,5 @@ def revoke_api_key(key_id: uuid.UUID):
     return redirect(url_for("merchant.api_keys_list"))
 
 
-# Register the payment, settlement, payout, terminal and webhook views on bp.
-from portal.merchant import payments, payouts, settlements, terminals, webhooks  # noqa: E402, F401
+# Register the payment, settlement, payout, terminal, webhook and report views on bp.
+from portal.merchant import payments, payouts, reports, settlements, terminals, webhooks  # noqa: E402, F401

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import date
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 from flask import abort, flash, g, redirect, request, url_for
 from flask_login import current_user
 
+from clearing import listings
 from core.db import db
-from core.money import MoneyError, format_amount, normalise_currency, to_minor
+from core.money import MoneyError, format_amount, to_minor
 from payments import intents, payer_details, refunds, terminals
 from payments.errors import PaymentError
 from payments.models import (
@@ -25,7 +26,7 @@ from payments.models import (
 )
 from payments.products import ELEMENTS
 from payments.webhooks import WebhookDelivery, WebhookEndpoint
-from portal import theming
+from portal import reporting, theming
 from portal.access import merchant_role_required
 from portal.forms import RefundForm
 from portal.merchant import bp
@@ -51,78 +52,7 @@ def _tenant_zone() -> ZoneInfo:
 
 
 def _day(text: str) -> date:
-    try:
-        return datetime.strptime(text, "%Y-%m-%d").date()
-    except ValueError:
-        raise ValueError(f"{text!r} is not a date: use YYYY-MM-DD, for example 2026-03-31.") from None
-
-
-def _filter(
-    statement: sa.Select, args, zone: ZoneInfo, terminal_names: dict[str, str] | None = None
-) -> tuple[sa.Select, dict[str, str]]:
-    """`statement` narrowed by the filters that can be used, and a message per field that cannot."""
-    errors: dict[str, str] = {}
-    query = (args.get("q") or "").strip()
-    if query:
-        statement = statement.where(PaymentIntent.id == query)
-    terminal = (args.get("terminal") or "").strip()
-    if terminal and terminal not in (terminal_names or {}):
-        errors["terminal"] = f"{terminal!r} is not one of your terminals."
-    elif terminal:
-        statement = statement.where(PaymentIntent.terminal_id == terminal)
-    status = (args.get("status") or "").strip()
-    if status and status not in INTENT_STATUSES:
-        errors["status"] = f"{status!r} is not a payment status."
-    elif status:
-        statement = statement.where(PaymentIntent.status == status)
-    days = {}
-    for bound in ("from", "to"):
-        text = (args.get(bound) or "").strip()
-        if text:
-            try:
-                days[bound] = _day(text)
-            except ValueError as exc:
-                errors[bound] = str(exc)
-    if "from" in days and "to" in days and days["from"] > days["to"]:
-        errors["to"] = "“To” is before “From”."
-    else:
-        # Calendar days of the tenant: midnight to midnight in its zone, not in UTC.
-        if "from" in days:
-            statement = statement.where(
-                PaymentIntent.created_at >= datetime.combine(days["from"], time.min, tzinfo=zone)
-            )
-        if "to" in days:
-            end = datetime.combine(days["to"] + timedelta(days=1), time.min, tzinfo=zone)
-            statement = statement.where(PaymentIntent.created_at < end)
-    currency = None
-    if (args.get("currency") or "").strip():
-        try:
-            currency = normalise_currency(args["currency"])
-        except MoneyError as exc:
-            errors["currency"] = str(exc)
-        else:
-            statement = statement.where(PaymentIntent.currency == currency)
-    amounts = {}
-    for bound in ("min", "max"):
-        text = (args.get(bound) or "").strip()
-        if not text or "currency" in errors:
-            continue
-        if currency is None:
-            # Amounts are minor units of one currency: "12" is 1200 in USD but 12 in JPY.
-            errors[bound] = "Choose a currency to filter by amount."
-            continue
-        try:
-            amounts[bound] = to_minor(text, currency)
-        except MoneyError as exc:
-            errors[bound] = str(exc)
-    if "min" in amounts and "max" in amounts and amounts["min"] > amounts["max"]:
-        errors["max"] = "“Amount to” is less than “Amount from”."
-    else:
-        if "min" in amounts:
-            statement = statement.where(PaymentIntent.amount >= amounts["min"])
-        if "max" in amounts:
-            statement = statement.where(PaymentIntent.amount <= amounts["max"])
-    return statement, errors
+    return listings.parse_day(text)
 
 
 @bp.route("/payments")
@@ -132,19 +62,12 @@ def payments():
     mode = _mode()
     zone = _tenant_zone()
     names = _terminal_names()
-    statement, errors = _filter(
-        sa.select(PaymentIntent).where(
-            PaymentIntent.tenant_id == current_user.tenant_id,
-            PaymentIntent.merchant_id == current_user.merchant_id,
-            PaymentIntent.livemode == (mode == "live"),
-        ),
-        args,
-        zone,
-        names,
-    )
+    scope = listings.Scope(current_user.tenant_id, current_user.merchant_id, zone)
+    # The same filters as the page's export (`clearing.listings`), so the file has the page's rows.
+    statement, errors = listings.payments(scope, args)
     page = newest_first(statement, PaymentIntent, args.get("after"), PAGE_SIZE)
     # What the user typed, as typed, so the form shows it again and the page links keep it.
-    filters = {key: args[key] for key in FILTERS if args.get(key)}
+    filters = listings.typed(args, FILTERS)
     return theming.render(
         "merchant/payments.html",
         page=page,
@@ -157,6 +80,7 @@ def payments():
         zone=zone.key,
         local_time=lambda at: at.astimezone(zone),
         format_amount=format_amount,
+        **reporting.tools("merchant", "payments", scope),
     )
 
 

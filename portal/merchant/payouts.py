@@ -18,6 +18,7 @@ from flask_wtf import FlaskForm
 from wtforms import StringField
 from wtforms.validators import Length, Optional
 
+from clearing import listings
 from clearing import payouts as clearing_payouts
 from clearing.models import MerchantBankAccount
 from core.db import db
@@ -25,7 +26,7 @@ from core.money import MoneyError, format_amount, normalise_currency, to_minor
 from payments import balance_operations, intents, refunds
 from payments.errors import PaymentError
 from payments.models import PAYOUT_STATUSES, Payout
-from portal import theming
+from portal import reporting, theming
 from portal.access import merchant_role_required
 from portal.forms import EXPIRED, ActionForm, add_error, field_error, note_expired
 from portal.merchant import bp
@@ -122,16 +123,6 @@ def _balances(livemode: bool) -> list[dict]:
     ]
 
 
-def _filter(statement: sa.Select, args) -> tuple[sa.Select, dict[str, str]]:
-    errors: dict[str, str] = {}
-    status = (args.get("status") or "").strip()
-    if status and status not in PAYOUT_STATUSES:
-        errors["status"] = f"{status!r} is not a payout status."
-    elif status:
-        statement = statement.where(Payout.status == status)
-    return statement, errors
-
-
 def _payout(payout_id: str) -> Payout:
     """A payout of the signed-in user's own merchant; any other id (another merchant's, another
     tenant's, none) is 404."""
@@ -158,14 +149,9 @@ def _payouts_page(mode: str, form: PayoutForm | None = None, status: int = 200):
     args = request.args
     zone = _tenant_zone()
     balances = _balances(mode == "live")
-    statement, errors = _filter(
-        sa.select(Payout).where(
-            Payout.tenant_id == current_user.tenant_id,
-            Payout.merchant_id == current_user.merchant_id,
-            Payout.livemode == (mode == "live"),
-        ),
-        args,
-    )
+    scope = listings.Scope(current_user.tenant_id, current_user.merchant_id, zone)
+    # The same filters as the page's export (`clearing.listings`).
+    statement, errors = listings.payouts(scope, args)
     page = newest_first(statement, Payout, args.get("after"), PAGE_SIZE)
     if form is None:
         # The currency of the first balance, so that the usual request is one amount to type.
@@ -185,6 +171,7 @@ def _payouts_page(mode: str, form: PayoutForm | None = None, status: int = 200):
         zone=zone.key,
         local_time=lambda at: at.astimezone(zone).strftime("%Y-%m-%d %H:%M") if at else "—",
         format_amount=format_amount,
+        **reporting.tools("merchant", "payouts", scope),
     ), status
 
 

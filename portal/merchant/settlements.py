@@ -8,60 +8,25 @@ zone decide them, see `clearing.settlement`); times are shown in the tenant's ti
 from __future__ import annotations
 
 import uuid
-from datetime import date
 
 import sqlalchemy as sa
 from flask import Response, abort, g, request
 from flask_login import current_user
 
-from clearing import statements
+from clearing import listings, statements
 from clearing.models import Settlement
 from core.db import db
-from core.money import MoneyError, format_amount, normalise_currency
+from core.money import format_amount
 from payments import intents, refunds
-from portal import theming
+from portal import reporting, theming
 from portal.access import merchant_role_required
 from portal.merchant import bp
-from portal.merchant.payments import _day, _mode, _tenant_zone
+from portal.merchant.payments import _mode, _tenant_zone
 from portal.pagination import newest_first
 from tenants.models import MERCHANT_ROLES
 
 PAGE_SIZE = 25
 FILTERS = ("from", "to", "currency")
-
-
-def business_day_filter(statement: sa.Select, args) -> tuple[sa.Select, dict[str, str]]:
-    """`statement` narrowed to the business days `from`..`to` (both included) of `args`, and a
-    message per bound that cannot be read (that bound is then ignored)."""
-    errors: dict[str, str] = {}
-    days: dict[str, date] = {}
-    for bound in ("from", "to"):
-        text = (args.get(bound) or "").strip()
-        if text:
-            try:
-                days[bound] = _day(text)
-            except ValueError as exc:
-                errors[bound] = str(exc)
-    if "from" in days and "to" in days and days["from"] > days["to"]:
-        errors["to"] = "“To” is before “From”."
-        return statement, errors
-    if "from" in days:
-        statement = statement.where(Settlement.business_day >= days["from"])
-    if "to" in days:
-        statement = statement.where(Settlement.business_day <= days["to"])
-    return statement, errors
-
-
-def _filter(statement: sa.Select, args) -> tuple[sa.Select, dict[str, str]]:
-    statement, errors = business_day_filter(statement, args)
-    if (args.get("currency") or "").strip():
-        try:
-            currency = normalise_currency(args["currency"])
-        except MoneyError as exc:
-            errors["currency"] = str(exc)
-        else:
-            statement = statement.where(Settlement.currency == currency)
-    return statement, errors
 
 
 def _balances(livemode: bool) -> list[dict]:
@@ -85,14 +50,9 @@ def settlements():
     args = request.args
     mode = _mode()
     zone = _tenant_zone()
-    statement, errors = _filter(
-        sa.select(Settlement).where(
-            Settlement.tenant_id == current_user.tenant_id,
-            Settlement.merchant_id == current_user.merchant_id,
-            Settlement.livemode == (mode == "live"),
-        ),
-        args,
-    )
+    scope = listings.Scope(current_user.tenant_id, current_user.merchant_id, zone)
+    # The same filters as the page's export (`clearing.listings`).
+    statement, errors = listings.settlements(scope, args)
     page = newest_first(statement, Settlement, args.get("after"), PAGE_SIZE)
     filters = {key: args[key] for key in FILTERS if args.get(key)}
     return theming.render(
@@ -106,6 +66,7 @@ def settlements():
         zone=zone.key,
         local_time=lambda at: at.astimezone(zone),
         format_amount=format_amount,
+        **reporting.tools("merchant", "settlements", scope),
     )
 
 
