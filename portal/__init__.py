@@ -83,7 +83,7 @@ def configure_languages(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from portal import api, auth, console, merchant, notifications, platform
+    from portal import api, auth, console, merchant, notifications, paylinks, platform
 
     for blueprint, prefix in (
         (auth.bp, None),
@@ -92,6 +92,7 @@ def register_blueprints(app: Flask) -> None:
         (platform.bp, "/platform"),
         (console.bp, "/console"),
         (merchant.bp, "/merchant"),
+        (paylinks.bp, "/checkout/link"),
     ):
         app.register_blueprint(blueprint, url_prefix=prefix)
 

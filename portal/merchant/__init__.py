@@ -173,5 +173,5 @@ def revoke_api_key(key_id: uuid.UUID):
     return redirect(url_for("merchant.api_keys_list"))
 
 
-# Register the payment, settlement, payout and webhook views on bp.
-from portal.merchant import payments, payouts, settlements, webhooks  # noqa: E402, F401
+# Register the charge item, coupon, payment link, payment, settlement, payout and webhook views on bp.
+from portal.merchant import catalog, links, payments, payouts, settlements, webhooks  # noqa: E402, F401
