@@ -93,6 +93,12 @@ ACCESS = {
     "/merchant/settlements": {"owner", "staff"},
     "/merchant/payouts": {"owner", "staff"},
     "/merchant/bank-account": {"owner", "staff"},
+    "/merchant/charge-items": {"owner", "staff"},
+    "/merchant/charge-items/new": {"owner"},
+    "/merchant/coupons": {"owner", "staff"},
+    "/merchant/coupons/new": {"owner"},
+    "/merchant/payment-links": {"owner", "staff"},
+    "/merchant/payment-links/new": {"owner"},
 }
 
 
