@@ -33,7 +33,7 @@ from rq import Retry
 from sqlalchemy.dialects.postgresql import JSONB
 
 import ledger
-from billing import schedules
+from billing import coupons, schedules
 from billing.schedules import CaptureFees
 from core import queue
 from core.db import db
@@ -307,9 +307,11 @@ def create(
     description: str | None = None,
     metadata: Any = None,
     payer_details: dict[str, Any] | None = None,
+    attach: Callable[[PaymentIntent], None] | None = None,
 ) -> PaymentIntent:
     """`payer_details`: the parts `merge_payer_details` takes (receipt_email, billing_details,
-    shipping, payer)."""
+    shipping, payer). `attach(intent)` adds rows that belong to the new intent (an order's lines,
+    a coupon's redemption) to the session, so they are committed in the intent's transaction."""
     amount = clean_amount(amount)
     currency = clean_currency(currency)
     refuse_test_method(ctx.livemode, payment_method)
@@ -346,6 +348,9 @@ def create(
         created_at=_now(),
     )
     db.session.add(pi)
+    if attach is not None:
+        db.session.flush()  # the intent's row first: the attached rows refer to it
+        attach(pi)
     events.record(pi.tenant_id, pi.merchant_id, pi.livemode, "payment_intent.created", objects.payment_intent(pi))
     if confirm:
         # The new intent is not visible to anyone before this transaction commits: no lock needed,
@@ -1016,6 +1021,8 @@ def cancel(ctx: MerchantContext, intent_id: str, cancellation_reason: str | None
     pi.cancellation_reason = cancellation_reason
     pi.canceled_at = _now()
     pi.amount_capturable = 0
+    # A coupon use the payment held is given back with the cancellation.
+    coupons.release_for(pi.tenant_id, pi.id)
     events.record(pi.tenant_id, pi.merchant_id, pi.livemode, "payment_intent.canceled", objects.payment_intent(pi))
     db.session.commit()
     return pi

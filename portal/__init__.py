@@ -83,7 +83,7 @@ def configure_languages(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from portal import api, auth, checkout, console, merchant, notifications, platform
+    from portal import api, auth, checkout, console, merchant, notifications, paylinks, platform
 
     for blueprint, prefix in (
         (auth.bp, None),
@@ -93,6 +93,7 @@ def register_blueprints(app: Flask) -> None:
         (console.bp, "/console"),
         (merchant.bp, "/merchant"),
         (checkout.bp, "/checkout"),
+        (paylinks.bp, "/checkout/link"),
     ):
         app.register_blueprint(blueprint, url_prefix=prefix)
     # The jobs dashboard (rq-dashboard) under /platform/jobs, for platform admins only.

@@ -32,13 +32,13 @@ import sqlalchemy as sa
 from conftest import PASSWORD
 from PIL import Image
 
-from billing import schedules
+from billing import catalog, coupons, schedules
 from billing.fees import FeeRule
 from clearing import exports, listings, payouts, reconciliation, saved_filters, settlement, suspense
 from clearing.models import ClearingRun, Settlement, StatementLine, SuspenseItem
 from clearing.statement_formats import ColumnMapping
 from core.db import db
-from payments import balance_operations, channel_accounts, intents, refunds, terminals, webhooks
+from payments import balance_operations, channel_accounts, intents, links, refunds, terminals, webhooks
 from payments.channels.base import Secret, sign_payload
 from payments.channels.sandbox import SIGNATURE_HEADER
 from payments.models import BalanceTransaction, Event
@@ -95,6 +95,9 @@ class Side:
     console_export: uuid.UUID  # a finished export of the tenant's payments (the admin asked)
     merchant_filter: uuid.UUID  # a saved filter of `merchant`'s payments page
     console_filter: uuid.UUID  # a saved filter of the console's reports page
+    charge_item: uuid.UUID  # a charge item of `merchant`
+    coupon: uuid.UUID  # a coupon of `merchant`
+    payment_link: str  # a test-mode payment link of `merchant`, of `charge_item`
 
 
 @dataclass
@@ -117,7 +120,7 @@ class Route:
     # "tenant" (A's admin on A's host) | "merchant" (A's merchant owner on A's host)
     # | "api" (A's merchant's secret key on A's host) | "platform" (platform admin on the platform host)
     # | "channel" (a payment channel, signed in as nobody, POSTing a signed notification on A's host)
-    # | "payer" (nobody signed in, on A's host, with the client secret of the intent in the URL)
+    # | "payer" (nobody signed in, on A's host: a payer with a checkout or payment link)
     who: str
     method: str  # GET | POST | DELETE (DELETE: the API only)
     own: Callable[[World], dict]
@@ -471,6 +474,61 @@ ROUTES: dict[str, Route] = {
         query=lambda side: {"client_secret": side.unconfirmed_secret},
         refused_text='"not_found"',
     ),
+    # Charge items, coupons and payment links of the merchant dashboard (as the merchant's owner).
+    "merchant.charge_item": Route(
+        "merchant", "GET", lambda w: {"item_id": w.a.charge_item}, lambda w: [{"item_id": w.b.charge_item}]
+    ),
+    "merchant.update_charge_item": Route(
+        "merchant",
+        "POST",
+        lambda w: {"item_id": w.a.charge_item},
+        lambda w: [{"item_id": w.b.charge_item}],
+        data={"name": "Taken over", "unit": "piece", "unit_price": "0.01", "currency": "USD"},
+    ),
+    "merchant.set_charge_item_active": Route(
+        "merchant",
+        "POST",
+        lambda w: {"item_id": w.a.charge_item},
+        lambda w: [{"item_id": w.b.charge_item}],
+        data={"active": "0"},
+    ),
+    "merchant.coupon": Route(
+        "merchant", "GET", lambda w: {"coupon_id": w.a.coupon}, lambda w: [{"coupon_id": w.b.coupon}]
+    ),
+    "merchant.update_coupon": Route(
+        "merchant",
+        "POST",
+        lambda w: {"coupon_id": w.a.coupon},
+        lambda w: [{"coupon_id": w.b.coupon}],
+        data={"code": "ALL100", "kind": "percent", "percent_off": "100"},
+    ),
+    "merchant.set_coupon_active": Route(
+        "merchant",
+        "POST",
+        lambda w: {"coupon_id": w.a.coupon},
+        lambda w: [{"coupon_id": w.b.coupon}],
+        data={"active": "0"},
+    ),
+    "merchant.payment_link": Route(
+        "merchant", "GET", lambda w: {"link_id": w.a.payment_link}, lambda w: [{"link_id": w.b.payment_link}]
+    ),
+    "merchant.payment_link_qr_png": Route(
+        "merchant", "GET", lambda w: {"link_id": w.a.payment_link}, lambda w: [{"link_id": w.b.payment_link}]
+    ),
+    "merchant.payment_link_qr_svg": Route(
+        "merchant", "GET", lambda w: {"link_id": w.a.payment_link}, lambda w: [{"link_id": w.b.payment_link}]
+    ),
+    "merchant.set_payment_link_active": Route(
+        "merchant",
+        "POST",
+        lambda w: {"link_id": w.a.payment_link},
+        lambda w: [{"link_id": w.b.payment_link}],
+        data={"active": "0"},
+    ),
+    # A payer (signed in as nobody) opening a payment link: another tenant's link does not exist on A's host.
+    "paylinks.page": Route(
+        "payer", "GET", lambda w: {"link_id": w.a.payment_link}, lambda w: [{"link_id": w.b.payment_link}]
+    ),
     # The platform console sees every tenant by design: what it must refuse is an id that names
     # no tenant, and a user id that belongs to another tenant than the one in the URL.
     "platform.tenant": Route(
@@ -741,6 +799,18 @@ def _side(app, make, slug: str, color) -> Side:
                 tenant.id, merchant, "payments", "Paid", {"status": "succeeded"}, owner
             ).id
             console_filter = saved_filters.save(tenant.id, None, "reports", "Monthly", {"period": "month"}, admin).id
+            charge_item = catalog.create_item(
+                tenant.id, merchant, catalog.ChargeItemInput(f"{slug} class", "12.00", "USD"), {"card"}, owner
+            ).id
+            coupon = coupons.create_coupon(
+                tenant.id, merchant, coupons.CouponInput(f"{slug.upper()}10", "percent", percent_off="10"), owner
+            ).id
+            payment_link = links.create_link(
+                tenant.id,
+                merchant,
+                links.LinkInput(f"{slug} pass", items=[links.LinkItemInput(charge_item, quantity=2)]),
+                owner,
+            ).id
         webhooks.dispatch(tenant.id)
         with tenant_context(db.session, tenant.id):
             delivery = db.session.execute(sa.select(webhooks.WebhookDelivery.id)).scalars().first()
@@ -786,6 +856,9 @@ def _side(app, make, slug: str, color) -> Side:
         console_export=console_export,
         merchant_filter=merchant_filter,
         console_filter=console_filter,
+        charge_item=charge_item,
+        coupon=coupon,
+        payment_link=payment_link,
     )
 
 
@@ -923,6 +996,25 @@ def _snapshot(owner_engine, tenant_id) -> dict:
                 sa.text("SELECT id, name, filters FROM saved_report_filters WHERE tenant_id = :t ORDER BY id"),
                 {"t": tenant_id},
             ).all(),
+            "charge_items": conn.execute(
+                sa.text(
+                    "SELECT id, name, unit_amount, active, updated_at FROM charge_items"
+                    " WHERE tenant_id = :t ORDER BY id"
+                ),
+                {"t": tenant_id},
+            ).all(),
+            "coupons": conn.execute(
+                sa.text(
+                    "SELECT id, code, percent_off_bp, active, times_redeemed FROM coupons"
+                    " WHERE tenant_id = :t ORDER BY id"
+                ),
+                {"t": tenant_id},
+            ).all(),
+            "payment_links": conn.execute(
+                sa.text("SELECT id, name, active, updated_at FROM payment_links WHERE tenant_id = :t ORDER BY id"),
+                {"t": tenant_id},
+            ).all(),
+            "orders": conn.execute(sa.text("SELECT count(*) FROM orders WHERE tenant_id = :t"), {"t": tenant_id}).all(),
             "api_keys": conn.execute(
                 sa.text(
                     "SELECT id, merchant_id, name, key_hash, expires_at, revoked_at, last_used_at"

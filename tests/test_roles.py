@@ -99,6 +99,12 @@ ACCESS = {
     "/merchant/terminals": {"owner", "staff"},
     "/merchant/reports": {"owner", "staff"},
     "/merchant/exports": {"owner", "staff"},
+    "/merchant/charge-items": {"owner", "staff"},
+    "/merchant/charge-items/new": {"owner"},
+    "/merchant/coupons": {"owner", "staff"},
+    "/merchant/coupons/new": {"owner"},
+    "/merchant/payment-links": {"owner", "staff"},
+    "/merchant/payment-links/new": {"owner"},
 }
 
 

@@ -20,7 +20,16 @@ import sqlalchemy as sa
 from flask import current_app, g, request
 
 from core.db import db
-from payments import balance_operations, balance_transactions, intents, objects, payer_details, refunds, webhooks
+from payments import (
+    balance_operations,
+    balance_transactions,
+    intents,
+    objects,
+    orders,
+    payer_details,
+    refunds,
+    webhooks,
+)
 from payments import products as catalogue
 from payments.errors import InvalidRequest, NotFound
 from payments.intents import MerchantContext
@@ -37,7 +46,7 @@ from payments.models import (
 from payments.refunds import REASONS
 from payments.webhooks import WebhookEndpoint
 from portal.api import idempotency
-from portal.api.params import Boolean, Integer, Metadata, Object, Param, Range, String, StringList
+from portal.api.params import Boolean, Integer, Metadata, Object, ObjectList, Param, Range, String, StringList
 from tenants.audit import Actor
 
 # --- shared parameters --------------------------------------------------------------------------
@@ -141,19 +150,70 @@ def _payer_details(p: dict[str, Any]) -> dict[str, Any]:
 
 def create_payment_intent(ctx: MerchantContext, p: dict[str, Any]) -> dict[str, Any]:
     _exclusive(p, "automatic_payment_methods", "payment_method_types")
+    fields = {
+        "payment_method": p.get("payment_method") or None,
+        "capture_method": p.get("capture_method", "automatic"),
+        "confirm": p.get("confirm", False),
+        "description": p.get("description") or None,
+        "metadata": p.get("metadata"),
+        "payer_details": _payer_details(p),
+    }
+    if "line_items" in p:
+        return objects.payment_intent(_create_order(ctx, p, fields))
+    if p.get("coupon"):
+        raise InvalidRequest(
+            "A coupon applies to line_items: give the order's line_items (charge items and quantities) with it.",
+            param="coupon",
+        )
+    for name in ("amount", "currency"):
+        if name not in p:
+            raise InvalidRequest(
+                f"Missing required param: {name}. Give amount and currency, or line_items to compute them.",
+                code="parameter_missing",
+                param=name,
+            )
     pi = intents.create(
         ctx,
         amount=p["amount"],
         currency=p["currency"],
-        payment_method=p.get("payment_method") or None,
         payment_method_types=p.get("payment_method_types") or None,
-        capture_method=p.get("capture_method", "automatic"),
-        confirm=p.get("confirm", False),
-        description=p.get("description") or None,
-        metadata=p.get("metadata"),
-        payer_details=_payer_details(p),
+        **fields,
     )
     return objects.payment_intent(pi)
+
+
+def _create_order(ctx: MerchantContext, p: dict[str, Any], fields: dict[str, Any]):
+    """A PaymentIntent for charge items: the amount is computed here (a given amount must equal it)."""
+    wanted = [
+        orders.ItemRequest(item["charge_item"], item.get("quantity", 1), f"line_items[{index}]")
+        for index, item in enumerate(p["line_items"])
+    ]
+    lines, currency, allowed = orders.lines_from_items(ctx.tenant_id, ctx.merchant_id, wanted)
+    if "currency" in p and p["currency"].strip().upper() != currency:
+        raise InvalidRequest(
+            f"currency ({p['currency']}) does not match the line items' currency ({currency.lower()}); "
+            "leave currency out to have it taken from them.",
+            param="currency",
+        )
+    types = p.get("payment_method_types") or None
+    if types and allowed is not None:
+        refused = [t for t in types if t not in allowed]
+        if refused:
+            raise InvalidRequest(
+                f"The line items cannot be paid with {refused[0]}; they take {', '.join(allowed)}.",
+                code="payment_method_unavailable",
+                param="payment_method_types",
+            )
+    return orders.create_order(
+        ctx,
+        lines,
+        currency,
+        coupon_code=p.get("coupon") or None,
+        payer_email=p.get("receipt_email") or None,
+        payment_method_types=types or allowed,
+        expected_amount=p.get("amount"),
+        **fields,
+    )
 
 
 def list_payment_intents(ctx: MerchantContext, p: dict[str, Any]) -> dict[str, Any]:
@@ -544,8 +604,34 @@ OPERATIONS: list[Operation] = [
         "payment_intent",
         {
             **INTENT_UPDATE,
-            "amount": Param(Integer(), required=True, description=INTENT_UPDATE["amount"].description),
-            "currency": Param(String(max_length=3), required=True, description="Three-letter ISO currency code."),
+            "amount": Param(
+                Integer(),
+                description=INTENT_UPDATE["amount"].description
+                + " Required unless line_items are given; with line_items, it may be left out (it is computed), "
+                "and if given it must equal their total.",
+            ),
+            "currency": Param(
+                String(max_length=3),
+                description="Three-letter ISO currency code. Required unless line_items are given (then it is the "
+                "charge items' currency, and if given it must equal it).",
+            ),
+            "line_items": Param(
+                ObjectList(
+                    {
+                        "charge_item": Param(
+                            String(max_length=40), required=True, description="The id of one of your charge items."
+                        ),
+                        "quantity": Param(Integer(), description="How many units (default 1)."),
+                    }
+                ),
+                description="The order: charge items and quantities, priced at the items' current unit prices. The "
+                "PaymentIntent's amount is their total less the coupon's discount; the lines are kept with it.",
+            ),
+            "coupon": Param(
+                String(max_length=40),
+                description="A coupon code of yours (any case) applied to line_items. A coupon limited per payer "
+                "needs receipt_email. Reserved with the PaymentIntent, given back if it is canceled.",
+            ),
             "payment_method_types": PAYMENT_METHOD_TYPES,
             "automatic_payment_methods": Param(
                 Object({"enabled": Param(Boolean(), required=True)}),

@@ -200,6 +200,24 @@ class Object(Type):
 
 
 @dataclass(frozen=True)
+class ObjectList(Type):
+    """A list of objects: `line_items[0][price]=…&line_items[0][quantity]=2` or a JSON array."""
+
+    fields: Mapping[str, Param]
+    max_items: int = 100
+    deep = True
+
+    def coerce(self, value: Any, name: str) -> list[dict[str, Any]]:
+        items = _as_list(value, name)
+        if len(items) > self.max_items:
+            raise invalid(f"Invalid array: {name} can have at most {self.max_items} items.", name)
+        return [Object(self.fields).coerce(item, f"{name}[{i}]") for i, item in enumerate(items)]
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "array", "items": object_schema(self.fields), "maxItems": self.max_items}
+
+
+@dataclass(frozen=True)
 class Range(Type):
     """A timestamp filter: `created=<unix>` or `created[gte]=…&created[lt]=…`."""
 

@@ -18,7 +18,7 @@ from flask import Blueprint, abort, g, jsonify, make_response, redirect, request
 from flask_babel import gettext as _
 
 from core.money import format_amount
-from payments import checkout
+from payments import checkout, orders
 from payments.errors import CardError, ChannelError, InvalidRequest, NotFound
 from payments.models import PaymentIntent
 from portal import theming
@@ -36,9 +36,14 @@ def _private(response):
     return response
 
 
-def order_lines(intent: PaymentIntent) -> list[tuple[str, int, int]]:
-    """The lines of the order the payer pays: (description, quantity, amount in minor units)."""
-    return [(intent.description or checkout.merchant_name(intent), 1, intent.amount)]
+def order_lines(intent: PaymentIntent) -> list[tuple[str, int | None, int]]:
+    """The lines of the order the payer pays: (description, quantity, amount in minor units); the
+    order's item lines and its discount line (no quantity), which sum to the intent's amount, or one
+    line for a payment created with a bare amount."""
+    lines = orders.lines_of(intent.tenant_id, intent.id)
+    if not lines:
+        return [(intent.description or checkout.merchant_name(intent), 1, intent.amount)]
+    return [(line.description, line.quantity if line.kind == "item" else None, line.amount) for line in lines]
 
 
 def _decline_message(error: dict | None) -> str | None:

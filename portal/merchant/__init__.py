@@ -175,5 +175,14 @@ def revoke_api_key(key_id: uuid.UUID):
     return redirect(url_for("merchant.api_keys_list"))
 
 
-# Register the payment, settlement, payout, terminal, webhook and report views on bp.
-from portal.merchant import payments, payouts, reports, settlements, terminals, webhooks  # noqa: E402, F401
+# Register the views of the merchant's pages on bp.
+from portal.merchant import (  # noqa: E402, F401
+    catalog,
+    links,
+    payments,
+    payouts,
+    reports,
+    settlements,
+    terminals,
+    webhooks,
+)

@@ -82,7 +82,10 @@ def test_documented_parameters_are_the_accepted_ones(http, api_server):
     document = _document(api_server)
     body = document["paths"]["/v1/payment_intents"]["post"]["requestBody"]["content"]
     form = body["application/x-www-form-urlencoded"]
-    assert form["schema"]["required"] == ["amount", "currency"]
+    # amount and currency: required unless line_items are given (the API computes them then).
+    assert "required" not in form["schema"]
+    assert "line_items" in form["schema"]["properties"]["amount"]["description"]
+    assert form["schema"]["properties"]["line_items"]["items"]["required"] == ["charge_item"]
     assert form["encoding"]["metadata"] == {"style": "deepObject", "explode": True}
     assert body["application/json"]["schema"] == form["schema"]
     for name in form["schema"]["properties"]:
