@@ -3,6 +3,7 @@
 import billing.models  # noqa: F401
 import clearing.models  # noqa: F401
 import ledger.models  # noqa: F401
+import onboarding.models  # noqa: F401
 import payments.models  # noqa: F401
 import payments.webhooks  # noqa: F401
 import tenants.api_keys  # noqa: F401

@@ -280,4 +280,4 @@ def _role_flags():
 
 # Register the channel, routing, fee schedule, clearing, payout and reconciliation views on bp (`fees`,
 # `clearing` and `payouts` also serve the merchant page).
-from portal.console import channels, clearing, fees, payouts, reconciliation  # noqa: E402, F401
+from portal.console import channels, clearing, fees, onboarding, payouts, reconciliation  # noqa: E402, F401

@@ -174,4 +174,4 @@ def revoke_api_key(key_id: uuid.UUID):
 
 
 # Register the payment, settlement, payout and webhook views on bp.
-from portal.merchant import payments, payouts, settlements, webhooks  # noqa: E402, F401
+from portal.merchant import onboarding, payments, payouts, settlements, webhooks  # noqa: E402, F401
