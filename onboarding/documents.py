@@ -61,12 +61,9 @@ def sniff(data: bytes) -> str:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 with Image.open(io.BytesIO(data)) as probe:
-                    if probe.format != PIL_FORMATS[mime]:
-                        raise InvalidInput(NOT_ACCEPTED, "file")
-                    width, height = probe.size
-                    if width * height > MAX_PIXELS:
-                        raise InvalidInput("This image has too many pixels: scan it at a lower resolution.", "file")
-                    probe.verify()
+                    image_format, (width, height) = probe.format, probe.size
+                    if image_format == PIL_FORMATS[mime] and width * height <= MAX_PIXELS:
+                        probe.verify()
         except (
             UnidentifiedImageError,
             OSError,
@@ -76,6 +73,10 @@ def sniff(data: bytes) -> str:
             Image.DecompressionBombWarning,
         ) as exc:
             raise InvalidInput("This image is damaged and cannot be read: upload it again.", "file") from exc
+        if image_format != PIL_FORMATS[mime]:
+            raise InvalidInput(NOT_ACCEPTED, "file")
+        if width * height > MAX_PIXELS:
+            raise InvalidInput("This image has too many pixels: scan it at a lower resolution.", "file")
         return mime
     raise InvalidInput(NOT_ACCEPTED, "file")
 

@@ -18,6 +18,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import SelectField, TextAreaField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length, Optional
 
 from billing.models import FeeSchedule
@@ -45,7 +46,10 @@ RISK_LABELS = {"low": _l("Low"), "medium": _l("Medium"), "high": _l("High")}
 
 class ApproveForm(FlaskForm):
     schedule_id = SelectField(_l("Fee schedule"))
-    risk_level = SelectField(_l("Risk level"), choices=[("", "—"), *RISK_LABELS.items()])
+    risk_level = SelectField(
+        _l("Risk level"),
+        choices=[SelectChoice(value="", label="—"), *(SelectChoice(value=k, label=v) for k, v in RISK_LABELS.items())],
+    )
     message = TextAreaField(
         _l("Message to the merchant"),
         validators=[Optional(), Length(max=review.MESSAGE_MAX)],
@@ -67,7 +71,10 @@ def _approve_form(merchant: Merchant, formdata=True) -> ApproveForm:
     options = db.session.execute(
         sa.select(FeeSchedule).where(FeeSchedule.tenant_id == g.tenant.id).order_by(FeeSchedule.name)
     ).scalars()
-    form.schedule_id.choices = [("", _("Tenant default")), *[(str(s.id), s.name) for s in options]]
+    form.schedule_id.choices = [
+        SelectChoice(value="", label=_("Tenant default")),
+        *(SelectChoice(value=str(s.id), label=s.name) for s in options),
+    ]
     if not formdata:
         form.schedule_id.data = "" if is_default or current is None else str(current.id)
     return form
@@ -198,6 +205,9 @@ def approve_merchant(merchant_id: uuid.UUID):
             schedule_id=schedule_id,
         )
     except InvalidInput as exc:
+        if exc.field is None:  # no longer waiting for review: the decision forms are gone
+            flash(exc.message, "error")
+            return redirect(url_for("console.onboarding_review", merchant_id=merchant.id))
         field_error(form, exc)
         return _review_page(_merchant(merchant_id), approve_form=form, status=422)
     return _decided(decided)
@@ -213,6 +223,9 @@ def _decide(merchant_id: uuid.UUID, decision: str, prefix: str):
     try:
         decided = review.decide(g.tenant.id, merchant.id, decision, form.message.data or "", current_actor())
     except InvalidInput as exc:
+        if exc.field is None:
+            flash(exc.message, "error")
+            return redirect(url_for("console.onboarding_review", merchant_id=merchant.id))
         field_error(form, exc)
         return _review_page(_merchant(merchant_id), status=422, **forms)
     return _decided(decided)

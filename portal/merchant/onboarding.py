@@ -16,6 +16,7 @@ from flask_login import current_user
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from wtforms import SelectField, StringField, TextAreaField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length, Optional
 
 from core.money import to_major
@@ -87,7 +88,9 @@ class ProfileForm(FlaskForm):
 
 
 class DocumentForm(FlaskForm):
-    kind = SelectField(_l("Document"), choices=list(DOCUMENT_KIND_LABELS.items()))
+    kind = SelectField(
+        _l("Document"), choices=[SelectChoice(value=k, label=v) for k, v in DOCUMENT_KIND_LABELS.items()]
+    )
     file = FileField(_l("File"), validators=[FileRequired(_l("Choose the document's file."))])
 
 
@@ -161,6 +164,9 @@ def save_profile():
     try:
         profiles.save(tenant_id, merchant_id, profiles.ProfileInput(**typed), current_actor())
     except InvalidInput as exc:
+        if exc.field is None:  # the application may not change now: the form is not on the page
+            flash(exc.message, "error")
+            return redirect(url_for("merchant.onboarding"))
         field_error(form, exc)
         return _page(profile_form=form, status=422)
     flash(_("Business profile saved."), "success")
@@ -199,6 +205,9 @@ def upload_document():
             actor=current_actor(),
         )
     except InvalidInput as exc:
+        if exc.field is None:
+            flash(exc.message, "error")
+            return redirect(url_for("merchant.onboarding"))
         field_error(form, exc)
         return _page(document_form=form, status=422)
     flash(
