@@ -88,11 +88,13 @@ ACCESS = {
     "/console/reconciliation": {"admin", "operator", "finance"},
     "/console/reconciliation/mappings": {"admin", "operator", "finance"},
     "/console/suspense": {"admin", "operator", "finance"},
+    "/console/onboarding": {"admin", "operator"},
     "/merchant/": {"owner", "staff"},
     "/merchant/team": {"owner"},
     "/merchant/settlements": {"owner", "staff"},
     "/merchant/payouts": {"owner", "staff"},
     "/merchant/bank-account": {"owner", "staff"},
+    "/merchant/onboarding": {"owner", "staff"},
 }
 
 
@@ -172,7 +174,18 @@ def test_tenant_admin_cannot_open_the_merchant_dashboard(signed_in):
     assert FORBIDDEN in body(response)
 
 
-@pytest.mark.parametrize("path", ["/console/", "/console/branding", "/console/users", "/merchant/", "/merchant/team"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/console/",
+        "/console/branding",
+        "/console/users",
+        "/console/onboarding",
+        "/merchant/",
+        "/merchant/team",
+        "/merchant/onboarding",
+    ],
+)
 def test_anonymous_visitors_are_sent_to_sign_in(site, acme, path):
     response = site(acme.host).get(path)
     assert response.status_code == 302
