@@ -632,3 +632,59 @@ def test_documents_rows_are_isolated_by_rls(app, site, make, acme, outbox, owner
         assert db.session.execute(sa.select(KycDocument)).scalars().all() == []
     with app.app_context(), tenant_context(db.session, acme.id):
         assert db.session.execute(sa.text("SELECT count(*) FROM kyc_documents")).scalar() == 1
+
+
+def test_the_migration_approves_merchants_that_existed_before_it(app, owner_url):
+    """Merchants from before onboarding existed (staff-created, demo) are approved by revision
+    0019; a row written afterwards without a status is a draft."""
+    import psycopg
+    from flask_migrate import upgrade
+    from sqlalchemy.engine import make_url
+
+    from portal import create_app
+
+    server = make_url(owner_url)
+    admin = server.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    name = f"{server.database}_onboarding_migration"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = server.set(database=name).render_as_string(hide_password=False)
+    scratch = create_app({"TESTING": True, "DATABASE_URL": url, "REDIS_URL": app.config["REDIS_URL"]})
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with scratch.app_context():
+            upgrade(revision="0018")
+        tenant = "11111111-1111-1111-1111-111111111111"
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO tenants (id, slug, name, status, time_zone, default_locale)"
+                    " VALUES (:t, 'old', 'Old', 'active', 'UTC', 'en')"
+                ),
+                {"t": tenant},
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO merchants (tenant_id, id, name, status)"
+                    " VALUES (:t, gen_random_uuid(), 'Before', 'active')"
+                ),
+                {"t": tenant},
+            )
+        with scratch.app_context():
+            upgrade()
+            db.engine.dispose()
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO merchants (tenant_id, id, name, status)"
+                    " VALUES (:t, gen_random_uuid(), 'After', 'active')"
+                ),
+                {"t": tenant},
+            )
+            rows = dict(conn.execute(sa.text("SELECT name, onboarding_status FROM merchants")).all())
+        assert rows == {"Before": "approved", "After": "draft"}
+    finally:
+        engine.dispose()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
