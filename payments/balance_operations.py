@@ -20,7 +20,8 @@ Events: `topup.created`, then `topup.succeeded` or `topup.failed`, `transfer.cre
   top-ups had before they existed), else `payment_method_unavailable`.
 - Transfer (`tr_...`): available money of the caller to the available balance of another
   merchant of the same tenant, in the same mode, in one balanced entry.
-- Payout (`po_...`): a withdrawal request; the amount moves at once from merchant_available to
+- Payout (`po_...`): a withdrawal request, refused (`payouts_not_allowed`) until the merchant's
+  KYC review approved it; the amount moves at once from merchant_available to
   merchant_reserved and the payout stays `pending`. Sending it to the bank (batch files,
   payouts_in_transit, `paid`/`failed`) comes with the clearing issue. Canceling a pending
   payout moves the amount back.
@@ -629,11 +630,30 @@ def transfer_object(transfer: Transfer) -> dict[str, Any]:
 # --- payouts -----------------------------------------------------------------------------------
 
 
+def _require_payouts_allowed(ctx: MerchantContext) -> None:
+    """Payouts send money to a bank account, so only an active merchant whose KYC review approved
+    it may request one (in either mode: a draft merchant's test integration learns the refusal early)."""
+    merchant = db.session.get(Merchant, (ctx.tenant_id, ctx.merchant_id))
+    if merchant is not None and merchant.can_move_real_money:
+        return
+    if merchant is not None and merchant.status == "active":
+        reason = (
+            f"your business is not approved yet (onboarding status: {merchant.onboarding_status.replace('_', ' ')})"
+        )
+    else:
+        reason = "the merchant is not active"
+    raise InvalidRequest(
+        f"Payouts are not allowed: {reason}. Payouts open once the review approves your business.",
+        code="payouts_not_allowed",
+    )
+
+
 def create_payout(
     ctx: MerchantContext, *, amount: Any, currency: Any, description: Any = None, metadata: Any = None
 ) -> Payout:
     amount = clean_amount(amount)
     currency = clean_currency(currency)
+    _require_payouts_allowed(ctx)
     payout = Payout(
         tenant_id=ctx.tenant_id,
         id=objects.new_id("po"),

@@ -101,6 +101,7 @@ def load(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "LOGIN_LOCKOUT_MINUTES": _env_int("LOGIN_LOCKOUT_MINUTES", 15),
         "PASSWORD_RESET_MAX_AGE": _env_int("PASSWORD_RESET_MAX_AGE", 3600),
         "INVITATION_MAX_AGE": _env_int("INVITATION_MAX_AGE", 7 * 24 * 3600),
+        "SIGNUP_MAX_AGE": _env_int("SIGNUP_MAX_AGE", 2 * 24 * 3600),
         "MAIL_BACKEND": _env("MAIL_BACKEND", "smtp" if smtp_host else "file"),
         "MAIL_DIR": instance / "mail",
         "MAIL_SENDER_LOCALPART": _env("MAIL_SENDER_LOCALPART", "no-reply"),
@@ -111,6 +112,8 @@ def load(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "SMTP_STARTTLS": _env_bool("SMTP_STARTTLS", True),
         "UPLOAD_DIR": instance / "uploads",
         "LOGO_MAX_BYTES": _env_int("LOGO_MAX_BYTES", 512 * 1024),
+        # A KYC document's upload raises the request limit for itself (`portal.merchant.onboarding`).
+        "KYC_DOCUMENT_MAX_BYTES": _env_int("KYC_DOCUMENT_MAX_BYTES", 10 * 1024 * 1024),
         "MAX_CONTENT_LENGTH": _env_int("MAX_CONTENT_LENGTH", 4 * 1024 * 1024),
         "THEMES_DIR": ROOT / "themes",
         "PAGE_SIZE": _env_int("PAGE_SIZE", 25),

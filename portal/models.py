@@ -4,6 +4,7 @@ import billing.models  # noqa: F401
 import clearing.models  # noqa: F401
 import core.sweeps  # noqa: F401
 import ledger.models  # noqa: F401
+import onboarding.models  # noqa: F401
 import payments.models  # noqa: F401
 import payments.order_models  # noqa: F401
 import payments.terminals  # noqa: F401

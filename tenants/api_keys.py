@@ -108,14 +108,17 @@ def _merchant(tenant_id: uuid.UUID, merchant_id: uuid.UUID) -> Merchant:
 
 
 def _check_live_allowed(merchant: Merchant, mode: str) -> None:
-    """Live keys move real money, so only an approved ('active') merchant gets one.
-
-    Merchant onboarding and approval arrive later; until then every merchant is created
-    'active' and may hold live keys. The check is written against `Merchant.status` so that a
-    merchant who is not (or no longer) active gets no new live key the day statuses grow.
-    """
-    if mode == "live" and merchant.status != "active":
-        raise InvalidInput("Live keys are available once the merchant is approved; use a test key.", "mode")
+    """Live keys move real money, so only an active merchant whose KYC review approved it gets
+    one (`Merchant.can_move_real_money`); test keys work from the first day of onboarding."""
+    if mode != "live" or merchant.can_move_real_money:
+        return
+    if merchant.status != "active":
+        raise InvalidInput("Live keys are not available while the merchant is suspended; use a test key.", "mode")
+    raise InvalidInput(
+        "Live keys are available once your business is approved (onboarding status: "
+        f"{merchant.onboarding_status.replace('_', ' ')}). Until then, use a test key.",
+        "mode",
+    )
 
 
 def _locked(key: ApiKey) -> ApiKey:
@@ -156,7 +159,7 @@ def create_key(
     tenant_id: uuid.UUID, merchant_id: uuid.UUID, mode: str, name: str, actor: audit.Actor
 ) -> tuple[ApiKey, str]:
     """Issue a new secret key for a merchant. Returns the key and its secret, the only time the
-    secret is available. Live keys only for an active merchant (see `_check_live_allowed`). Commits."""
+    secret is available. Live keys only for an approved, active merchant (`_check_live_allowed`). Commits."""
     name = (name or "").strip()
     if mode not in MODES:
         raise InvalidInput("Choose test or live.", "mode")
@@ -256,7 +259,7 @@ def authenticate(tenant_id: uuid.UUID, raw_secret: str, *, now: datetime | None 
 
     Looked up by the secret's hash within the tenant, so another tenant's secret finds nothing
     and no secret is compared in Python. Revoked and expired keys are refused, and so are live
-    keys of a merchant that is not active. `last_used_at` is written at most once a minute
+    keys of a merchant that is not active and approved. `last_used_at` is written at most once a minute
     (then committed), so busy keys do not cost a write per request. `now` is for tests.
     """
     if not isinstance(raw_secret, str) or len(raw_secret) != SECRET_LENGTH:
@@ -272,7 +275,7 @@ def authenticate(tenant_id: uuid.UUID, raw_secret: str, *, now: datetime | None 
             return None
         if key.mode == "live":
             merchant = db.session.get(Merchant, (tenant_id, key.merchant_id))
-            if merchant is None or merchant.status != "active":
+            if merchant is None or not merchant.can_move_real_money:
                 return None
         if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
             key.last_used_at = now

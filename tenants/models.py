@@ -20,6 +20,9 @@ from tenants.isolation import TenantOwned
 TENANT_ROLES = ("admin", "operator", "finance")
 MERCHANT_ROLES = ("owner", "staff")
 TENANT_STATUSES = ("active", "suspended")
+# A merchant's onboarding (KYC review) state; see `onboarding.review` for the transitions.
+ONBOARDING_STATUSES = ("draft", "submitted", "changes_requested", "approved", "rejected")
+RISK_LEVELS = ("low", "medium", "high")
 BRAND_STAGES = ("draft", "published")
 
 
@@ -111,7 +114,9 @@ class TenantBrand(TenantOwned, db.Model):
 
 
 class Merchant(TenantOwned, db.Model):
-    """A shop signed up under one tenant. Onboarding and KYC arrive with the portals issue."""
+    """A shop under one tenant. `status` is whether it may work at all (active, suspended);
+    `onboarding_status` is where its KYC review stands. Live keys and payouts need both
+    `active` and `approved` (`can_move_real_money`)."""
 
     __tablename__ = "merchants"
 
@@ -119,12 +124,39 @@ class Merchant(TenantOwned, db.Model):
     name: Mapped[str] = mapped_column(sa.String(200))
     status: Mapped[str] = mapped_column(sa.String(20), default="active")
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=_now())
+    # Without a value a new row is a draft (fail closed); the use cases that create merchants say which.
+    onboarding_status: Mapped[str] = mapped_column(sa.String(20), server_default="draft")
+    # When the onboarding status last changed: a submitted merchant's age in the review queue.
+    onboarding_changed_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=_now())
+    review_message: Mapped[str | None] = mapped_column(sa.Text)
+    risk_level: Mapped[str | None] = mapped_column(sa.String(10))
 
     __table_args__ = (
         sa.CheckConstraint("status IN ('active', 'suspended')", name="status"),
+        sa.CheckConstraint(
+            "onboarding_status IN ('draft', 'submitted', 'changes_requested', 'approved', 'rejected')",
+            name="onboarding_status",
+        ),
+        sa.CheckConstraint("risk_level IN ('low', 'medium', 'high')", name="risk_level"),
         sa.Index("ix_merchants_tenant_id_created_at_id", "tenant_id", "created_at", "id"),
         sa.Index("ix_merchants_tenant_id_name", "tenant_id", "name"),
+        sa.Index(
+            "ix_merchants_tenant_id_onboarding_status_changed_at",
+            "tenant_id",
+            "onboarding_status",
+            "onboarding_changed_at",
+            "id",
+        ),
     )
+
+    @property
+    def is_approved(self) -> bool:
+        return self.onboarding_status == "approved"
+
+    @property
+    def can_move_real_money(self) -> bool:
+        """Live API keys and payouts: only an active merchant whose KYC review approved it."""
+        return self.status == "active" and self.onboarding_status == "approved"
 
 
 class PasswordAccount:

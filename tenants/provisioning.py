@@ -184,7 +184,10 @@ def invite_user(
 
 
 def create_merchant(tenant_id: uuid.UUID, name: str, owner_email: str, actor: audit.Actor) -> tuple[Merchant, User]:
-    """Create a merchant under a tenant with its owner (invited, no password yet). Commits."""
+    """Create a merchant under a tenant with its owner (invited, no password yet). Commits.
+
+    Tenant staff vouch for a merchant they create, so it starts approved (no KYC review); a
+    merchant that signs up itself starts as a draft (`onboarding.signup`)."""
     name = name.strip()
     if not name:
         raise InvalidInput("Give the merchant a name.", "name")
@@ -192,7 +195,7 @@ def create_merchant(tenant_id: uuid.UUID, name: str, owner_email: str, actor: au
     with tenant_context(db.session, tenant_id):
         if db.session.execute(sa.select(User.id).where(User.tenant_id == tenant_id, User.email == owner_email)).first():
             raise InvalidInput(f"{owner_email} already has an account here.", "owner_email")
-        merchant = Merchant(tenant_id=tenant_id, id=uuid.uuid4(), name=name)
+        merchant = Merchant(tenant_id=tenant_id, id=uuid.uuid4(), name=name, onboarding_status="approved")
         db.session.add(merchant)
         db.session.flush()
         owner = User(tenant_id=tenant_id, email=owner_email, role="owner", merchant_id=merchant.id)

@@ -10,7 +10,7 @@ import hashlib
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
-PURPOSES = ("invitation", "password-reset")
+PURPOSES = ("invitation", "password-reset", "signup")
 
 
 class TokenError(ValueError):

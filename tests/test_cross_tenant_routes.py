@@ -38,6 +38,9 @@ from clearing import exports, listings, payouts, reconciliation, saved_filters, 
 from clearing.models import ClearingRun, Settlement, StatementLine, SuspenseItem
 from clearing.statement_formats import ColumnMapping
 from core.db import db
+from onboarding import documents, review
+from onboarding import profile as profiles
+from onboarding import signup as signups
 from payments import balance_operations, channel_accounts, intents, links, refunds, terminals, webhooks
 from payments.channels.base import Secret, sign_payload
 from payments.channels.sandbox import SIGNATURE_HEADER
@@ -98,6 +101,10 @@ class Side:
     charge_item: uuid.UUID  # a charge item of `merchant`
     coupon: uuid.UUID  # a coupon of `merchant`
     payment_link: str  # a test-mode payment link of `merchant`, of `charge_item`
+    applicant: uuid.UUID  # a merchant that signed up, filled its profile, uploaded documents and submitted them
+    applicant_email: str  # its owner (signs in with the test password)
+    kyc_document: uuid.UUID  # one of its documents
+    signup_token: str  # the e-mail verification link of a sign-up not yet verified
 
 
 @dataclass
@@ -118,6 +125,7 @@ class Route:
     """
 
     # "tenant" (A's admin on A's host) | "merchant" (A's merchant owner on A's host)
+    # | "applicant" (the owner of A's merchant under KYC review, on A's host)
     # | "api" (A's merchant's secret key on A's host) | "platform" (platform admin on the platform host)
     # | "channel" (a payment channel, signed in as nobody, POSTing a signed notification on A's host)
     # | "payer" (nobody signed in, on A's host: a payer with a checkout or payment link)
@@ -214,6 +222,60 @@ ROUTES: dict[str, Route] = {
         lambda w: {"merchant_id": w.a.merchant},
         lambda w: [{"merchant_id": w.b.merchant}],
         data={"delay_days": "7"},
+    ),
+    # A sign-up's verification link is signed, not a bare id: on another tenant's host it names no sign-up (400),
+    # and verifying it there would create a merchant there.
+    "auth.verify_signup": Route(
+        "tenant",
+        "POST",
+        lambda w: {"token": w.a.signup_token},
+        lambda w: [{"token": w.b.signup_token}],
+        refused=400,
+        refused_text="This link has already been used or is no longer valid.",
+    ),
+    # KYC documents, as the owner of a merchant under review; B's would show B's merchant's identity papers.
+    "merchant.kyc_document": Route(
+        "applicant",
+        "GET",
+        lambda w: {"document_id": w.a.kyc_document},
+        lambda w: [{"document_id": w.b.kyc_document}],
+    ),
+    "merchant.delete_kyc_document": Route(
+        "applicant",
+        "POST",
+        lambda w: {"document_id": w.a.kyc_document},
+        lambda w: [{"document_id": w.b.kyc_document}],
+    ),
+    # The review of B's application (its profile and documents) and every decision on it.
+    "console.onboarding_review": Route(
+        "tenant", "GET", lambda w: {"merchant_id": w.a.applicant}, lambda w: [{"merchant_id": w.b.applicant}]
+    ),
+    "console.onboarding_document": Route(
+        "tenant",
+        "GET",
+        lambda w: {"merchant_id": w.a.applicant, "document_id": w.a.kyc_document},
+        lambda w: [{"merchant_id": w.b.applicant, "document_id": w.b.kyc_document}],
+    ),
+    "console.approve_merchant": Route(
+        "tenant",
+        "POST",
+        lambda w: {"merchant_id": w.a.applicant},
+        lambda w: [{"merchant_id": w.b.applicant}],
+        data={"schedule_id": "", "risk_level": "low", "message": "approved from elsewhere"},
+    ),
+    "console.request_merchant_changes": Route(
+        "tenant",
+        "POST",
+        lambda w: {"merchant_id": w.a.applicant},
+        lambda w: [{"merchant_id": w.b.applicant}],
+        data={"changes-message": "changes from elsewhere"},
+    ),
+    "console.reject_merchant": Route(
+        "tenant",
+        "POST",
+        lambda w: {"merchant_id": w.a.applicant},
+        lambda w: [{"merchant_id": w.b.applicant}],
+        data={"reject-message": "rejected from elsewhere"},
     ),
     # The merchant dashboard, as the merchant's owner (who may roll and revoke).
     "merchant.roll_api_key": Route(
@@ -814,6 +876,44 @@ def _side(app, make, slug: str, color) -> Side:
         webhooks.dispatch(tenant.id)
         with tenant_context(db.session, tenant.id):
             delivery = db.session.execute(sa.select(webhooks.WebhookDelivery.id)).scalars().first()
+            applicant_email = f"founder@{slug}-noodles.example.com"
+            applicant_user = signups.verify(
+                signups.start(tenant.id, f"{slug.title()} Noodles", applicant_email, PASSWORD, None).signup, None
+            )
+            applicant = applicant_user.merchant_id
+            as_applicant = Actor(kind="user", id=applicant_user.id, email=applicant_email)
+            profiles.save(
+                tenant.id,
+                applicant,
+                profiles.ProfileInput(
+                    legal_name=f"{slug.title()} Noodles Ltd",
+                    registration_number="HRB 1",
+                    legal_representative="Mei Chen",
+                    address="1 Market Street",
+                    country="DE",
+                    monthly_volume="1000.00",
+                    volume_currency="EUR",
+                    bank_holder_name="Noodles",
+                    bank_account="DE89370400440532013000",
+                ),
+                as_applicant,
+            )
+            for kind in review.REQUIRED_DOCUMENTS:
+                kyc_document = documents.upload(
+                    tenant.id,
+                    applicant,
+                    kind,
+                    f"{kind}.png",
+                    _png(color),
+                    upload_dir=app.config["UPLOAD_DIR"],
+                    max_bytes=app.config["KYC_DOCUMENT_MAX_BYTES"],
+                    actor=as_applicant,
+                ).id
+            review.submit(tenant.id, applicant, as_applicant)
+            pending_signup = signups.start(
+                tenant.id, f"{slug.title()} Dumplings", f"founder@{slug}-dumplings.example.com", PASSWORD, None
+            ).signup
+            signup_token = tokens.make(secret, "signup", pending_signup)
         db.session.remove()
     return Side(
         id=tenant.id,
@@ -859,6 +959,10 @@ def _side(app, make, slug: str, color) -> Side:
         charge_item=charge_item,
         coupon=coupon,
         payment_link=payment_link,
+        applicant=applicant,
+        applicant_email=applicant_email,
+        kyc_document=kyc_document,
+        signup_token=signup_token,
     )
 
 
@@ -879,7 +983,23 @@ def _snapshot(owner_engine, tenant_id) -> dict:
                 {"t": tenant_id},
             ).all(),
             "merchants": conn.execute(
-                sa.text("SELECT id, name, status FROM merchants WHERE tenant_id = :t ORDER BY id"), {"t": tenant_id}
+                sa.text(
+                    "SELECT id, name, status, onboarding_status, review_message, risk_level"
+                    " FROM merchants WHERE tenant_id = :t ORDER BY id"
+                ),
+                {"t": tenant_id},
+            ).all(),
+            "merchant_signups": conn.execute(
+                sa.text("SELECT id, verified_at, merchant_id FROM merchant_signups WHERE tenant_id = :t ORDER BY id"),
+                {"t": tenant_id},
+            ).all(),
+            "merchant_profiles": conn.execute(
+                sa.text("SELECT merchant_id, legal_name FROM merchant_profiles WHERE tenant_id = :t ORDER BY 1"),
+                {"t": tenant_id},
+            ).all(),
+            "kyc_documents": conn.execute(
+                sa.text("SELECT id, storage_name FROM kyc_documents WHERE tenant_id = :t ORDER BY id"),
+                {"t": tenant_id},
             ).all(),
             "brands": conn.execute(
                 sa.text("SELECT stage, display_name, logo_file FROM tenant_brands WHERE tenant_id = :t ORDER BY stage"),
@@ -1077,6 +1197,7 @@ def _signed_in(site, host: str, email: str):
 TENANT_SIDE_LOGINS: dict[str, tuple[Callable[[Side], str], str]] = {
     "tenant": (lambda side: side.admin_email, "/console/"),
     "merchant": (lambda side: side.owner_email, "/merchant/"),
+    "applicant": (lambda side: side.applicant_email, "/merchant/"),
 }
 
 
@@ -1126,11 +1247,11 @@ def test_another_tenants_ids_are_refused(app, site, world, owner_engine, outbox,
         assert response.status_code == route.refused, f"{route.method} {url} answered {response.status_code}"
         text = response.get_data(as_text=True)
         assert route.refused_text in text, url
-        for secret in (b.admin_email, b.pending_email, "Beta Shop"):
+        for secret in (b.admin_email, b.pending_email, "Beta Shop", "Beta Noodles", b.applicant_email):
             assert secret not in text, f"{url} shows {secret}"
 
     assert _snapshot(owner_engine, b.id) == before, "a request on A's host changed B's data"
-    b_addresses = {b.admin_email, b.pending_email, "owner@beta-shop.example.com"}
+    b_addresses = {b.admin_email, b.pending_email, "owner@beta-shop.example.com", b.applicant_email}
     assert not [m["To"] for m in outbox() if m["To"] in b_addresses], "someone at B got an e-mail"
     assert site(b.host).login(b.admin_email, PASSWORD).status_code == 302, "B's admin can no longer sign in"
 

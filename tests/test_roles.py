@@ -91,6 +91,7 @@ ACCESS = {
     "/console/reports": {"admin", "operator", "finance"},
     "/console/payments": {"admin", "operator", "finance"},
     "/console/exports": {"admin", "operator", "finance"},
+    "/console/onboarding": {"admin", "operator"},
     "/merchant/": {"owner", "staff"},
     "/merchant/team": {"owner"},
     "/merchant/settlements": {"owner", "staff"},
@@ -105,6 +106,7 @@ ACCESS = {
     "/merchant/coupons/new": {"owner"},
     "/merchant/payment-links": {"owner", "staff"},
     "/merchant/payment-links/new": {"owner"},
+    "/merchant/onboarding": {"owner", "staff"},
 }
 
 
@@ -184,7 +186,18 @@ def test_tenant_admin_cannot_open_the_merchant_dashboard(signed_in):
     assert FORBIDDEN in body(response)
 
 
-@pytest.mark.parametrize("path", ["/console/", "/console/branding", "/console/users", "/merchant/", "/merchant/team"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/console/",
+        "/console/branding",
+        "/console/users",
+        "/console/onboarding",
+        "/merchant/",
+        "/merchant/team",
+        "/merchant/onboarding",
+    ],
+)
 def test_anonymous_visitors_are_sent_to_sign_in(site, acme, path):
     response = site(acme.host).get(path)
     assert response.status_code == 302

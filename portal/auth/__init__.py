@@ -178,3 +178,7 @@ def accept_invitation(token: str):
         "auth/accept_invitation.html",
         "Your password is set. Sign in to continue.",
     )
+
+
+# Register the sign-up views on bp.
+from portal.auth import signup  # noqa: E402, F401

@@ -282,4 +282,4 @@ def _role_flags():
 
 # Register the channel, routing, fee schedule, clearing, payout and reconciliation views on bp (`fees`,
 # `clearing` and `payouts` also serve the merchant page).
-from portal.console import channels, clearing, fees, payouts, reconciliation, reports  # noqa: E402, F401
+from portal.console import channels, clearing, fees, onboarding, payouts, reconciliation, reports  # noqa: E402, F401

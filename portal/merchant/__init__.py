@@ -179,6 +179,7 @@ def revoke_api_key(key_id: uuid.UUID):
 from portal.merchant import (  # noqa: E402, F401
     catalog,
     links,
+    onboarding,
     payments,
     payouts,
     reports,
