@@ -7,10 +7,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 from flask import abort, flash, g, redirect, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user
 
 from core.db import db
-from core.money import MoneyError, format_amount, normalise_currency, to_minor
+from core.money import MoneyError, normalise_currency, to_minor
 from payments import intents, payer_details, refunds
 from payments.errors import PaymentError
 from payments.models import (
@@ -28,6 +29,7 @@ from payments.webhooks import WebhookDelivery, WebhookEndpoint
 from portal import theming
 from portal.access import merchant_role_required
 from portal.forms import RefundForm
+from portal.i18n import format_amount, status_label
 from portal.merchant import bp
 from portal.pagination import newest_first
 from portal.sites import current_actor
@@ -65,7 +67,7 @@ def _filter(statement: sa.Select, args, zone: ZoneInfo) -> tuple[sa.Select, dict
         statement = statement.where(PaymentIntent.id == query)
     status = (args.get("status") or "").strip()
     if status and status not in INTENT_STATUSES:
-        errors["status"] = f"{status!r} is not a payment status."
+        errors["status"] = _("%(status)s is not a payment status.", status=repr(status))
     elif status:
         statement = statement.where(PaymentIntent.status == status)
     days = {}
@@ -77,7 +79,7 @@ def _filter(statement: sa.Select, args, zone: ZoneInfo) -> tuple[sa.Select, dict
             except ValueError as exc:
                 errors[bound] = str(exc)
     if "from" in days and "to" in days and days["from"] > days["to"]:
-        errors["to"] = "“To” is before “From”."
+        errors["to"] = _("“To” is before “From”.")
     else:
         # Calendar days of the tenant: midnight to midnight in its zone, not in UTC.
         if "from" in days:
@@ -102,14 +104,14 @@ def _filter(statement: sa.Select, args, zone: ZoneInfo) -> tuple[sa.Select, dict
             continue
         if currency is None:
             # Amounts are minor units of one currency: "12" is 1200 in USD but 12 in JPY.
-            errors[bound] = "Choose a currency to filter by amount."
+            errors[bound] = _("Choose a currency to filter by amount.")
             continue
         try:
             amounts[bound] = to_minor(text, currency)
         except MoneyError as exc:
             errors[bound] = str(exc)
     if "min" in amounts and "max" in amounts and amounts["min"] > amounts["max"]:
-        errors["max"] = "“Amount to” is less than “Amount from”."
+        errors["max"] = _("“Amount to” is less than “Amount from”.")
     else:
         if "min" in amounts:
             statement = statement.where(PaymentIntent.amount >= amounts["min"])
@@ -145,7 +147,6 @@ def payments():
         errors=errors,
         paged=bool(args.get("after")),
         zone=zone.key,
-        local_time=lambda at: at.astimezone(zone),
         format_amount=format_amount,
     )
 
@@ -201,7 +202,7 @@ def _answer(attempt: PaymentAttempt) -> str:
 def _masked(element: str, value) -> str:
     """A payer element as the dashboard shows it: enough to recognise, personal data masked."""
     if element == "email":
-        local, _, domain = value.partition("@")
+        local, _sep, domain = value.partition("@")
         return f"{local[:1]}•••@{domain}"
     if element == "payer_name":
         return " ".join(f"{word[:1]}•••" for word in value.split())
@@ -314,7 +315,6 @@ def payment(intent_id: str):
         timeline=_timeline(pi),
         payer=_payer(pi),
         zone=zone.key,
-        local_time=lambda at: at.astimezone(zone),
         form=RefundForm(),
         format_amount=format_amount,
         refundable=pi.status == "succeeded" and pi.amount_received > pi.amount_refunded,
@@ -345,7 +345,14 @@ def refund_payment(intent_id: str):
                 audit.created(refund=refund.id, amount=refund.amount, currency=refund.currency, status=refund.status),
             )
             db.session.commit()
-            flash(f"Refund of {format_amount(refund.amount, refund.currency)}: {refund.status}.", "success")
+            flash(
+                _(
+                    "Refund of %(amount)s: %(status)s.",
+                    amount=format_amount(refund.amount, refund.currency),
+                    status=status_label(refund.status),
+                ),
+                "success",
+            )
     else:
-        flash("The refund form expired; try again.", "error")
+        flash(_("The refund form expired; try again."), "error")
     return redirect(url_for("merchant.payment", intent_id=pi.id))

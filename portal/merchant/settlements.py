@@ -12,15 +12,17 @@ from datetime import date
 
 import sqlalchemy as sa
 from flask import Response, abort, g, request
+from flask_babel import gettext as _
 from flask_login import current_user
 
 from clearing import statements
 from clearing.models import Settlement
 from core.db import db
-from core.money import MoneyError, format_amount, normalise_currency
+from core.money import MoneyError, normalise_currency
 from payments import intents, refunds
 from portal import theming
 from portal.access import merchant_role_required
+from portal.i18n import format_amount
 from portal.merchant import bp
 from portal.merchant.payments import _day, _mode, _tenant_zone
 from portal.pagination import newest_first
@@ -43,7 +45,7 @@ def business_day_filter(statement: sa.Select, args) -> tuple[sa.Select, dict[str
             except ValueError as exc:
                 errors[bound] = str(exc)
     if "from" in days and "to" in days and days["from"] > days["to"]:
-        errors["to"] = "“To” is before “From”."
+        errors["to"] = _("“To” is before “From”.")
         return statement, errors
     if "from" in days:
         statement = statement.where(Settlement.business_day >= days["from"])
@@ -104,7 +106,6 @@ def settlements():
         paged=bool(args.get("after")),
         balances=_balances(mode == "live"),
         zone=zone.key,
-        local_time=lambda at: at.astimezone(zone),
         format_amount=format_amount,
     )
 
@@ -134,7 +135,6 @@ def settlement(settlement_id: uuid.UUID):
         settlement=item,
         rows=statements.statement_rows(item),
         zone=zone.key,
-        local_time=lambda at: at.astimezone(zone),
         format_amount=format_amount,
     )
 
