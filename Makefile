@@ -4,7 +4,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help run test bench lint format install clean-instance
+TRANSLATIONS := portal/translations
+CATALOGUES := $(wildcard $(TRANSLATIONS)/*/LC_MESSAGES/messages.po)
+COMPILED := $(CATALOGUES:.po=.mo)
+PYBABEL := $(VENV)/bin/pybabel
+# The gettext keywords beyond pybabel's defaults (_, gettext, ngettext, pgettext, ...).
+BABEL_KEYWORDS := -k _l -k lazy_gettext -k lazy_pgettext:1c,2 -k lazy_ngettext:1,2
+
+.PHONY: help run test bench lint format install clean-instance translations
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -15,12 +22,22 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
-install: $(STAMP) ## Create the virtual environment with the pinned dependencies
+# The compiled catalogues (.mo) are build outputs, never committed: every set-up compiles them.
+$(TRANSLATIONS)/%/LC_MESSAGES/messages.mo: $(TRANSLATIONS)/%/LC_MESSAGES/messages.po $(STAMP)
+	$(PYBABEL) compile -q -f -i $< -o $@
 
-run: $(STAMP) ## Start PostgreSQL, Redis, web and worker with demo data (Ctrl-C stops all)
+install: $(STAMP) $(COMPILED) ## Create the virtual environment with the pinned dependencies
+
+translations: $(STAMP) ## Re-extract the messages (messages.pot) and merge them into every language's messages.po
+	$(PYBABEL) extract -F babel.cfg $(BABEL_KEYWORDS) --sort-by-file --no-wrap \
+		--project=payplat --copyright-holder=payplat -o $(TRANSLATIONS)/messages.pot .
+	$(PYBABEL) update --no-wrap --ignore-obsolete -i $(TRANSLATIONS)/messages.pot -d $(TRANSLATIONS)
+	$(PY) scripts/untranslated.py $(TRANSLATIONS)
+
+run: $(STAMP) $(COMPILED) ## Start PostgreSQL, Redis, web and worker with demo data (Ctrl-C stops all)
 	$(PY) scripts/devstack.py run
 
-test: $(STAMP) ## Run the whole test suite against real PostgreSQL and Redis
+test: $(STAMP) $(COMPILED) ## Run the whole test suite against real PostgreSQL and Redis
 	$(PY) scripts/devstack.py test -- $(PYTEST_ARGS)
 
 bench: $(STAMP) ## Payments benchmark (needs DATABASE_URL/REDIS_URL, or runs on the embedded servers)

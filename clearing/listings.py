@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from clearing.models import Settlement
 from core.db import db
+from core.i18n import gettext
 from core.money import MoneyError, normalise_currency, to_major, to_minor
 from payments.models import INTENT_STATUSES, PAYOUT_STATUSES, PaymentIntent, Payout
 from payments.terminals import Terminal
@@ -91,7 +92,7 @@ def day_range(args: Mapping[str, str]) -> tuple[dict[str, date], dict[str, str]]
             except ValueError as exc:
                 errors[bound] = str(exc)
     if "from" in days and "to" in days and days["from"] > days["to"]:
-        errors["to"] = "“To” is before “From”."
+        errors["to"] = gettext("“To” is before “From”.")
         return {}, errors
     return days, errors
 
@@ -150,12 +151,12 @@ def payments(scope: Scope, args: Mapping[str, str]) -> tuple[sa.Select, dict[str
         statement = statement.where(PaymentIntent.id == query)
     terminal = (args.get("terminal") or "").strip()
     if terminal and not _terminal_in_scope(scope, terminal):
-        errors["terminal"] = f"{terminal!r} is not one of your terminals."
+        errors["terminal"] = gettext("%(terminal)s is not one of your terminals.", terminal=repr(terminal))
     elif terminal:
         statement = statement.where(PaymentIntent.terminal_id == terminal)
     status = (args.get("status") or "").strip()
     if status and status not in INTENT_STATUSES:
-        errors["status"] = f"{status!r} is not a payment status."
+        errors["status"] = gettext("%(status)s is not a payment status.", status=repr(status))
     elif status:
         statement = statement.where(PaymentIntent.status == status)
     days, day_errors = day_range(args)
@@ -183,14 +184,14 @@ def payments(scope: Scope, args: Mapping[str, str]) -> tuple[sa.Select, dict[str
             continue
         if currency is None:
             # Amounts are minor units of one currency: "12" is 1200 in USD but 12 in JPY.
-            errors[bound] = "Choose a currency to filter by amount."
+            errors[bound] = gettext("Choose a currency to filter by amount.")
             continue
         try:
             amounts[bound] = to_minor(text, currency)
         except MoneyError as exc:
             errors[bound] = str(exc)
     if "min" in amounts and "max" in amounts and amounts["min"] > amounts["max"]:
-        errors["max"] = "“Amount to” is less than “Amount from”."
+        errors["max"] = gettext("“Amount to” is less than “Amount from”.")
     else:
         if "min" in amounts:
             statement = statement.where(PaymentIntent.amount >= amounts["min"])
@@ -271,7 +272,7 @@ def payouts(scope: Scope, args: Mapping[str, str]) -> tuple[sa.Select, dict[str,
     errors: dict[str, str] = {}
     status = (args.get("status") or "").strip()
     if status and status not in PAYOUT_STATUSES:
-        errors["status"] = f"{status!r} is not a payout status."
+        errors["status"] = gettext("%(status)s is not a payout status.", status=repr(status))
     elif status:
         statement = statement.where(Payout.status == status)
     return statement, errors

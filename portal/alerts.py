@@ -9,11 +9,12 @@ from __future__ import annotations
 import uuid
 
 import sqlalchemy as sa
+from flask_babel import gettext
 
 from clearing.models import StatementImport, SuspenseItem
 from core.db import db
-from core.money import format_amount
 from portal import mail
+from portal.i18n import format_amount, language, recipient_locale
 from portal.invitations import _host
 from portal.sites import BrandView, tenant_base_url
 from tenants import branding
@@ -39,9 +40,8 @@ def reconciliation_shorts(tenant_id: str, import_id: str) -> int:
         .group_by(SuspenseItem.currency)
         .order_by(SuspenseItem.currency)
     ).all()
-    totals = [f"{count} for {format_amount(int(total), currency)}" for currency, count, total in items]
     recipients = db.session.execute(
-        sa.select(User.email).where(
+        sa.select(User).where(
             User.tenant_id == tenant.id,
             User.merchant_id.is_(None),
             User.role.in_(ALERT_ROLES),
@@ -51,12 +51,19 @@ def reconciliation_shorts(tenant_id: str, import_id: str) -> int:
     base = tenant_base_url(tenant)
     brand = BrandView.of(branding.brand(tenant.id, "published"))
     sent = 0
-    for email in recipients:
+    for user in recipients:
+        locale = recipient_locale(user, tenant)
+        with language(locale):
+            totals = [
+                gettext("%(count)s for %(amount)s", count=count, amount=format_amount(int(total), currency))
+                for currency, count, total in items
+            ]
         mail.send(
-            email,
+            user.email,
             "reconciliation_alert",
             brand,
             _host(base),
+            locale=locale,
             filename=row.filename,
             missing=row.counts["short"],
             first_day=row.counts.get("first_day"),

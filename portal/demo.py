@@ -201,6 +201,6 @@ def print_logins() -> None:
             tenant = db.session.execute(sa.select(Tenant).where(Tenant.slug == spec.slug)).scalar_one()
             base = tenant_base_url(tenant)
             lines.append(f"  {tenant.name:<16}  {base}/login   {spec.admin_email} / {PASSWORD}  (tenant admin)")
-            for _, owner in entry["merchants"]:
+            for _name, owner in entry["merchants"]:
                 lines.append(f"  {'':<16}  {base}/login   {owner} / {PASSWORD}  (merchant owner)")
     click.echo("Demo logins:\n" + "\n".join(lines))

@@ -7,21 +7,24 @@ tenant's host wear the tenant's brand; a suspended tenant's host shows only the 
 from __future__ import annotations
 
 from flask import Flask, g, make_response, render_template
+from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 
 from portal import theming
 
 MESSAGES = {
-    400: ("Bad request", "The request could not be understood."),
-    403: ("Not allowed", "Your account is not allowed to open this page."),
-    404: ("Page not found", "There is no page at this address."),
-    405: ("Not allowed", "This page does not accept that kind of request."),
-    413: ("Too large", "The upload is larger than allowed."),
-    500: ("Something went wrong", "We could not complete the request. Please try again."),
+    400: (_l("Bad request"), _l("The request could not be understood.")),
+    403: (_l("Not allowed"), _l("Your account is not allowed to open this page.")),
+    404: (_l("Page not found"), _l("There is no page at this address.")),
+    405: (_l("Not allowed"), _l("This page does not accept that kind of request.")),
+    413: (_l("Too large"), _l("The upload is larger than allowed.")),
+    500: (_l("Something went wrong"), _l("We could not complete the request. Please try again.")),
 }
 
 
-def _render_error(code: int, title: str, message: str):
+def _render_error(code: int, title, message):
+    """The error page in the request's language (the titles and messages are lazy translations)."""
+    title, message = str(title), str(message)
     site = getattr(g, "site", None)
     if site is None or not (site.is_tenant or site.is_platform):
         # Unknown host: nothing about tenants, themes or the platform.
@@ -41,8 +44,8 @@ def init_app(app: Flask) -> None:
     def _csrf_error(exc):
         return _render_error(
             400,
-            "Form expired",
-            "The form was missing its security token or it expired. Go back, reload the page and submit again.",
+            _l("Form expired"),
+            _l("The form was missing its security token or it expired. Go back, reload the page and submit again."),
         )
 
     @app.after_request

@@ -1,8 +1,9 @@
 """E-mail in the tenant's brand, delivered by an RQ job.
 
-`send()` renders `email/<name>.subject.txt`, `.txt` and `.html` through the brand's theme and
-queues delivery on the `mail` queue. The From name is the tenant's display name and the
-address is on the tenant's own domain, so no e-mail carries the platform's brand.
+`send()` renders `email/<name>.subject.txt`, `.txt` and `.html` through the brand's theme, in
+the recipient's language (`locale`: their own choice, else the tenant's default; see
+`portal.i18n.recipient_locale`), and queues delivery on the `mail` queue. The From name is the
+tenant's display name and the address is on the tenant's own domain, so no e-mail carries the platform's brand.
 Backends: `file` (development: one .eml per message under instance/mail/), `console` (log),
 `smtp` (when PAYPLAT_SMTP_HOST is set).
 """
@@ -21,19 +22,20 @@ from typing import Any
 from flask import current_app, g
 from rq import Retry
 
-from portal import jobs, theming
+from portal import i18n, jobs, theming
 
 log = logging.getLogger(__name__)
 
 
-def send(to: str, name: str, brand, sender_domain: str, **context: Any) -> dict[str, Any]:
-    """Render the `name` e-mail in `brand` and queue it. Returns the queued message."""
+def send(to: str, name: str, brand, sender_domain: str, locale: str = "en", **context: Any) -> dict[str, Any]:
+    """Render the `name` e-mail in `brand` and `locale` and queue it. Returns the queued message."""
     saved_brand = getattr(g, "brand", None)
     g.brand = brand
     try:
-        subject = theming.render(f"email/{name}.subject.txt", **context).strip()
-        text = theming.render(f"email/{name}.txt", **context)
-        html = theming.render(f"email/{name}.html", **context)
+        with i18n.language(locale):
+            subject = theming.render(f"email/{name}.subject.txt", **context).strip()
+            text = theming.render(f"email/{name}.txt", **context)
+            html = theming.render(f"email/{name}.html", **context)
     finally:
         g.brand = saved_brand
     local = current_app.config["MAIL_SENDER_LOCALPART"]

@@ -20,13 +20,13 @@ from wtforms.validators import DataRequired, Email, Length, Optional
 
 from billing.coupons import CouponRefused
 from core.db import db
-from core.money import format_amount
 from payments import links
 from payments.errors import PaymentError
 from payments.order_models import PaymentLink
 from portal import theming
 from portal.access import host_guard
 from portal.forms import add_error, note_expired
+from portal.i18n import format_amount
 from tenants.models import Merchant
 
 bp = Blueprint("paylinks", __name__)

@@ -27,9 +27,9 @@ from wtforms.validators import Length
 from clearing import exports, listings, reports, saved_filters
 from clearing.models import EXPORT_FORMATS, ReportExport
 from core.db import db
-from core.money import format_amount
 from portal import charts, theming
 from portal.forms import EXPIRED, ActionForm, field_error
+from portal.i18n import format_amount
 from portal.pagination import newest_first
 from portal.sites import current_actor
 from tenants import audit
@@ -191,7 +191,6 @@ def export_page(audience: str, scope: listings.Scope, export: ReportExport):
         state=status_of(audience, export),
         back_url=url_for(page.endpoint, **export.filters) if page else None,
         poll_ms=STATUS_POLL_MS,
-        local_time=lambda at: at.astimezone(scope.zone).strftime("%Y-%m-%d %H:%M") if at else "—",
         zone=scope.zone.key,
     )
 
@@ -230,7 +229,6 @@ def export_list(audience: str, scope: listings.Scope):
         page=page,
         paged=bool(request.args.get("after")),
         status_of=lambda export: status_of(audience, export),
-        local_time=lambda at: at.astimezone(scope.zone).strftime("%Y-%m-%d %H:%M") if at else "—",
         zone=scope.zone.key,
     )
 

@@ -105,6 +105,19 @@ def set_password(account: User | PlatformUser, password: str) -> None:
     account.password_changed_at = _now()
 
 
+LOCALES = ("en", "zh")
+
+
+def set_locale(account: User | PlatformUser, locale: str | None) -> None:
+    """Remember the language a person chose for their account (None: follow the tenant's
+    default). A preference, not an administrative act: not audited. Commits."""
+    if locale is not None and locale not in LOCALES:
+        raise ValueError(f"unknown locale {locale!r}")
+    if account.locale != locale:
+        account.locale = locale
+        db.session.commit()
+
+
 def create_platform_admin(email: str, password: str, name: str = "") -> PlatformUser:
     """Create (or reset the password of) a platform admin. Commits."""
     email = email.strip().lower()

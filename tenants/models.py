@@ -51,6 +51,7 @@ class Tenant(db.Model):
     __table_args__ = (
         sa.CheckConstraint("status IN ('active', 'suspended')", name="status"),
         sa.CheckConstraint("slug ~ '^[a-z0-9]([a-z0-9-]*[a-z0-9])?$'", name="slug_format"),
+        sa.CheckConstraint("default_locale IN ('en', 'zh')", name="default_locale"),
         sa.Index("ix_tenants_created_at_id", "created_at", "id"),
     )
 
@@ -169,6 +170,8 @@ class PasswordAccount:
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=_now())
     last_login_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
     password_changed_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    # The language the person chose ('en', 'zh'); NULL follows the tenant's default.
+    locale: Mapped[str | None] = mapped_column(sa.String(10))
 
     # Flask-Login's protocol.
     is_authenticated = True
@@ -208,6 +211,7 @@ class User(PasswordAccount, TenantOwned, db.Model):
             name="role_scope",
         ),
         sa.CheckConstraint("email = lower(email)", name="email_lower"),
+        sa.CheckConstraint("locale IN ('en', 'zh')", name="locale"),
         sa.Index("ix_users_tenant_id_created_at_id", "tenant_id", "created_at", "id"),
         sa.Index("ix_users_tenant_id_merchant_id", "tenant_id", "merchant_id"),
     )
@@ -234,6 +238,7 @@ class PlatformUser(PasswordAccount, db.Model):
         sa.UniqueConstraint("email"),
         sa.CheckConstraint("role IN ('admin')", name="role"),
         sa.CheckConstraint("email = lower(email)", name="email_lower"),
+        sa.CheckConstraint("locale IN ('en', 'zh')", name="locale"),
     )
 
     scope = "platform"

@@ -14,6 +14,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.exc import IntegrityError
 
 from core.db import db
+from core.i18n import gettext
 from tenants import audit
 from tenants.errors import InvalidInput
 from tenants.isolation import in_platform_scope, tenant_context
@@ -142,6 +143,34 @@ def set_tenant_status(tenant: Tenant, status: str, actor: audit.Actor) -> None:
     action = "tenant.suspended" if status == "suspended" else "tenant.reactivated"
     audit.record(tenant.id, actor, action, "tenant", tenant.id, {"status": {"before": before, "after": status}})
     db.session.commit()
+
+
+TENANT_LOCALES = ("en", "zh")
+
+
+def set_tenant_preferences(tenant: Tenant, default_locale: str, time_zone: str, actor: audit.Actor) -> bool:
+    """The tenant's default language and time zone, set by its admin. Audited. Commits.
+
+    Only these two columns are a tenant's to change (the `tenants` row's policy and trigger,
+    migration 0023). Returns whether anything changed.
+    """
+    if default_locale not in TENANT_LOCALES:
+        raise InvalidInput(gettext("Choose English or Chinese."), "default_locale")
+    if time_zone not in available_timezones():
+        raise InvalidInput(
+            gettext("%(zone)s is not a time zone; use a name like Asia/Shanghai or UTC.", zone=repr(time_zone)),
+            "time_zone",
+        )
+    before = {"default_locale": tenant.default_locale, "time_zone": tenant.time_zone}
+    after = {"default_locale": default_locale, "time_zone": time_zone}
+    diff = audit.changes(before, after)
+    if not diff:
+        return False
+    tenant.default_locale = default_locale
+    tenant.time_zone = time_zone
+    audit.record(tenant.id, actor, "tenant.preferences_changed", "tenant", tenant.id, diff)
+    db.session.commit()
+    return True
 
 
 def invite_user(

@@ -24,7 +24,7 @@ from redis import Redis
 from sqlalchemy.engine import make_url
 
 from core.db import db
-from portal import create_app, jobs, theming
+from portal import create_app, i18n, jobs, theming
 from portal.config import sqlalchemy_url
 from tenants import accounts, provisioning
 from tenants.audit import Actor
@@ -66,6 +66,7 @@ def owner_url() -> str:
 
 @pytest.fixture(scope="session")
 def app(owner_url, tmp_path_factory):
+    i18n.compile_catalogues()  # `make test` compiled them already; a plain pytest run may not have
     instance = tmp_path_factory.mktemp("instance")
     application = create_app(
         {

@@ -342,7 +342,7 @@ def test_platform_only_records_are_e_mailed_to_admins_and_finance_in_the_tenants
     messages = [m for m in outbox() if "missing from a statement" in m["Subject"]]
     assert sorted(m["To"] for m in messages) == ["admin@acme.example.com", "finance@acme.example.com"]
     body = text_of(messages[0])
-    assert '"acme-day.csv"' in body and "2 record(s)" in body and "2 for 35.00 USD" in body
+    assert '"acme-day.csv"' in body and "2 records" in body and "2 for 35.00 USD" in body
     assert "/console/suspense?kind=short" in body and messages[0]["Subject"].startswith("Acme:")
 
 

@@ -140,6 +140,25 @@ def test_operator_cannot_change_the_brand(signed_in, acme, owner_engine):
     assert draft_brand(owner_engine, acme.id)[0] == "Taken Over"
 
 
+def test_only_the_admin_sets_the_tenants_language_and_time_zone(signed_in, acme, owner_engine):
+    form = {"default_locale": "zh", "time_zone": "Asia/Shanghai"}
+    for role, home in (
+        ("operator", "/console/"),
+        ("finance", "/console/"),
+        ("owner", "/merchant/"),
+        ("staff", "/merchant/"),
+    ):
+        response = signed_in(role).submit("/console/branding/preferences", form, form_page=home)
+        assert response.status_code == 403, role
+    assert count(owner_engine, "SELECT count(*) FROM tenants WHERE default_locale = 'zh'") == 0
+    # Control: the admin's identical request changes it.
+    assert (
+        signed_in("admin").submit("/console/branding/preferences", form, form_page="/console/branding").status_code
+        == 302
+    )
+    assert count(owner_engine, "SELECT count(*) FROM tenants WHERE default_locale = 'zh'") == 1
+
+
 def test_finance_cannot_create_merchants_but_an_operator_can(signed_in, acme, owner_engine, outbox):
     form = {"name": "New Shop", "owner_email": "boss@new-shop.example.com"}
     finance = signed_in("finance")

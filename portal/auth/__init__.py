@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from flask import Blueprint, current_app, flash, g, redirect, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_user, logout_user
 
 from core.db import db
@@ -24,18 +26,18 @@ from tenants.models import PlatformUser, User
 bp = Blueprint("auth", __name__)
 
 OUTCOME_MESSAGES = {
-    "locked": "Too many failed sign-ins. This account is locked for {minutes} minutes.",
-    "inactive": "This account is disabled. Contact your administrator.",
-    "suspended": "This portal is suspended.",
+    "locked": _l("Too many failed sign-ins. This account is locked for %(minutes)s minutes."),
+    "inactive": _l("This account is disabled. Contact your administrator."),
+    "suspended": _l("This portal is suspended."),
 }
-GENERIC_FAILURE = "The e-mail or password is not correct."
+GENERIC_FAILURE = _l("The e-mail or password is not correct.")
 
 
 @login_manager.user_loader
 def load_user(user_id: str):
     """Only accounts of the request's own site load: a cookie cannot cross hosts or tenants."""
     site = getattr(g, "site", None)
-    kind, _, raw = user_id.partition(":")
+    kind, _sep, raw = user_id.partition(":")
     try:
         account_id = uuid.UUID(raw)
     except ValueError:
@@ -101,7 +103,7 @@ def login():
             login_user(result.account)
             return redirect(_safe_next(request.args.get("next")) or home_for(result.account))
         message = OUTCOME_MESSAGES.get(result.outcome, GENERIC_FAILURE)
-        error = message.format(minutes=current_app.config["LOGIN_LOCKOUT_MINUTES"])
+        error = str(message) % {"minutes": current_app.config["LOGIN_LOCKOUT_MINUTES"]}
     status = 200 if error is None else 401
     return render("auth/login.html", form=form, error=error), status
 
@@ -111,7 +113,7 @@ def logout():
     form = ActionForm()
     if form.validate_on_submit():
         logout_user()
-        flash("You are signed out.", "info")
+        flash(_("You are signed out."), "info")
     return redirect(url_for("auth.login"))
 
 
@@ -131,7 +133,7 @@ def forgot_password():
         if account is not None and account.is_active and account.has_password:
             invitations.send_password_reset(account, g.tenant)
         # The same answer whether or not the account exists: no way to probe for e-mails.
-        flash("If an account exists for that address, we have sent it a link to choose a new password.", "info")
+        flash(_("If an account exists for that address, we have sent it a link to choose a new password."), "info")
         return redirect(url_for("auth.login"))
     return render("auth/forgot_password.html", form=form)
 

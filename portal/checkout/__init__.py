@@ -17,12 +17,12 @@ import logging
 from flask import Blueprint, abort, g, jsonify, make_response, redirect, request, url_for
 from flask_babel import gettext as _
 
-from core.money import format_amount
 from payments import checkout, orders
 from payments.errors import CardError, ChannelError, InvalidRequest, NotFound
 from payments.models import PaymentIntent
 from portal import theming
 from portal.access import host_guard
+from portal.i18n import format_amount
 
 log = logging.getLogger(__name__)
 bp = Blueprint("checkout", __name__)

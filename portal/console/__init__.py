@@ -10,12 +10,23 @@ import uuid
 
 import sqlalchemy as sa
 from flask import Blueprint, abort, current_app, flash, g, redirect, request, url_for
+from flask_babel import gettext as _
 
 from core.db import db
 from portal import audit_log as audit_filters
 from portal import invitations, sites, theming
 from portal.access import host_guard, tenant_role_required
-from portal.forms import ActionForm, BrandForm, InviteUserForm, LoginForm, LogoForm, MerchantForm, field_error
+from portal.forms import (
+    ActionForm,
+    BrandForm,
+    InviteUserForm,
+    LoginForm,
+    LogoForm,
+    MerchantForm,
+    PreferencesForm,
+    field_error,
+    note_expired,
+)
 from portal.pagination import newest_first, search_term
 from portal.sites import current_actor
 from tenants import branding, provisioning
@@ -43,36 +54,72 @@ def dashboard():
 # --- brand -------------------------------------------------------------------------------
 
 
-def _brand_form(draft) -> BrandForm:
-    form = BrandForm(data=None if request.method == "POST" else draft.values())
+def _brand_form(draft, posted: bool) -> BrandForm:
+    """The brand form: what the user typed when this form was posted, else the draft."""
+    form = BrandForm() if posted else BrandForm(formdata=None, data=draft.values())
     form.theme.choices = [(name, theme.label) for name, theme in theming.themes().items()]
     return form
+
+
+def _preferences_form(posted: bool) -> PreferencesForm:
+    """The language and time zone form: what the user typed when it was posted, else the tenant's."""
+    if posted:
+        return PreferencesForm()
+    return PreferencesForm(
+        formdata=None, data={"default_locale": g.tenant.default_locale, "time_zone": g.tenant.time_zone}
+    )
+
+
+def _branding_page(form: BrandForm, preferences_form: PreferencesForm):
+    draft = branding.brand(g.tenant.id, "draft")
+    published = branding.brand(g.tenant.id, "published")
+    rejected = form.errors or form.form_errors or preferences_form.errors or preferences_form.form_errors
+    return theming.render(
+        "console/branding.html",
+        form=form,
+        preferences_form=preferences_form,
+        logo_form=LogoForm(),
+        action_form=ActionForm(),
+        draft=draft,
+        published=published,
+        has_changes=draft.values() != published.values(),
+    ), 422 if rejected else 200
 
 
 @bp.route("/branding", methods=["GET", "POST"])
 @tenant_role_required("admin")
 def branding_edit():
     draft = branding.brand(g.tenant.id, "draft")
-    form = _brand_form(draft)
+    form = _brand_form(draft, posted=request.method == "POST")
     if form.validate_on_submit():
         try:
             branding.save_draft(g.tenant.id, form.data, theming.themes(), current_actor())
         except InvalidInput as exc:
             field_error(form, exc)
         else:
-            flash("Draft saved. Preview it, then publish it to make it live.", "success")
+            flash(_("Draft saved. Preview it, then publish it to make it live."), "success")
             return redirect(url_for("console.branding_edit"))
-    published = branding.brand(g.tenant.id, "published")
-    status = 422 if form.errors or form.form_errors else 200
-    return theming.render(
-        "console/branding.html",
-        form=form,
-        logo_form=LogoForm(),
-        action_form=ActionForm(),
-        draft=draft,
-        published=published,
-        has_changes=draft.values() != published.values(),
-    ), status
+    return _branding_page(form, _preferences_form(posted=False))
+
+
+@bp.route("/branding/preferences", methods=["POST"])
+@tenant_role_required("admin")
+def branding_preferences():
+    """The portal's default language and time zone (for everyone without a choice of their own). Audited."""
+    form = _preferences_form(posted=True)
+    if form.validate_on_submit():
+        try:
+            changed = provisioning.set_tenant_preferences(
+                g.tenant, form.default_locale.data, form.time_zone.data, current_actor()
+            )
+        except InvalidInput as exc:
+            field_error(form, exc)
+        else:
+            flash(_("Language and time zone saved.") if changed else _("Nothing changed."), "success")
+            return redirect(url_for("console.branding_edit"))
+    else:
+        note_expired(form)
+    return _branding_page(_brand_form(branding.brand(g.tenant.id, "draft"), posted=False), form)
 
 
 @bp.route("/branding/logo", methods=["POST"])
@@ -92,7 +139,7 @@ def branding_logo():
         except InvalidInput as exc:
             flash(exc.message, "error")
         else:
-            flash("Logo added to the draft.", "success")
+            flash(_("Logo added to the draft."), "success")
     else:
         for errors in form.errors.values():
             for message in errors:
@@ -141,7 +188,7 @@ def users():
             field_error(form, exc)
         else:
             invitations.send_invitation(g.tenant, user)
-            flash(f"An invitation went to {user.email}.", "success")
+            flash(_("An invitation went to %(email)s.", email=user.email), "success")
             return redirect(url_for("console.users"))
     statement = sa.select(User).where(User.merchant_id.is_(None))
     pattern = search_term(request.args.get("q"))
@@ -174,10 +221,10 @@ def resend_invitation(user_id: uuid.UUID):
     item = _get_user(user_id)
     if ActionForm().validate_on_submit():
         if item.has_password:
-            flash(f"{item.email} has already set a password.", "error")
+            flash(_("%(email)s has already set a password.", email=item.email), "error")
         else:
             invitations.send_invitation(g.tenant, item)
-            flash(f"A new invitation went to {item.email}.", "success")
+            flash(_("A new invitation went to %(email)s.", email=item.email), "success")
     return redirect(url_for("console.user", user_id=item.id))
 
 
@@ -189,7 +236,12 @@ def set_user_active(user_id: uuid.UUID):
     if ActionForm().validate_on_submit():
         try:
             if provisioning.set_user_active(item, active, current_actor()):
-                flash(f"{item.email} is {'enabled' if active else 'disabled'}.", "success")
+                flash(
+                    _("%(email)s is enabled.", email=item.email)
+                    if active
+                    else _("%(email)s is disabled.", email=item.email),
+                    "success",
+                )
         except InvalidInput as exc:
             flash(exc.message, "error")
     return redirect(url_for("console.user", user_id=item.id))
@@ -214,7 +266,10 @@ def merchants():
                 field_error(form, exc)
             else:
                 invitations.send_invitation(g.tenant, owner)
-                flash(f"{merchant.name} is created; an invitation went to {owner.email}.", "success")
+                flash(
+                    _("%(name)s is created; an invitation went to %(email)s.", name=merchant.name, email=owner.email),
+                    "success",
+                )
                 return redirect(url_for("console.merchant", merchant_id=merchant.id))
     statement = sa.select(Merchant)
     pattern = search_term(request.args.get("q"))

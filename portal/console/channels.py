@@ -6,9 +6,10 @@ import uuid
 
 import sqlalchemy as sa
 from flask import abort, flash, g, redirect, request, url_for
+from flask_babel import gettext as _
 
 from core.db import db
-from core.money import MoneyError, format_amount, to_major, to_minor
+from core.money import MoneyError, to_major, to_minor
 from payments import channel_accounts as accounts
 from payments import channel_health, route_planning
 from payments import products as catalogue
@@ -17,6 +18,7 @@ from portal import theming
 from portal.access import tenant_role_required
 from portal.console import bp
 from portal.forms import ActionForm, RouteTestForm, RoutingRuleForm, channel_account_form, field_error
+from portal.i18n import format_amount
 from portal.sites import current_actor
 from tenants.errors import InvalidInput
 from tenants.models import Merchant
@@ -85,7 +87,7 @@ def _form_data(account: ChannelAccount) -> dict:
         "test_instruments": account.settings.get("test_instruments", ""),
         "publishable_key": account.settings.get("publishable_key", ""),
     }
-    for code, _ in _product_choices():
+    for code, _label in _product_choices():
         data[f"serve_{code}"] = code in account.products
         cost = account.costs.get(code, {})
         data[f"percent_{code}"] = cost.get("percent", "")
@@ -129,7 +131,7 @@ def new_channel():
     if form.validate_on_submit():
         account = _save(form, None)
         if account is not None:
-            flash(f"{account.name} is added. It takes payments from now on.", "success")
+            flash(_("%(name)s is added. It takes payments from now on.", name=account.name), "success")
             return redirect(url_for("console.channel", account_id=account.id))
     status = 422 if form.errors or form.form_errors else 200
     return theming.render("console/channel_form.html", form=form, account=None, products=_product_choices()), status
@@ -148,7 +150,7 @@ def channel(account_id: uuid.UUID):
     account = _get_account(account_id)
     form = channel_account_form(_product_choices(), data=None if request.method == "POST" else _form_data(account))
     if form.validate_on_submit() and _save(form, account) is not None:
-        flash(f"{account.name} is saved. The next payment uses the new settings.", "success")
+        flash(_("%(name)s is saved. The next payment uses the new settings.", name=account.name), "success")
         return redirect(url_for("console.channel", account_id=account.id))
     status = 422 if form.errors or form.form_errors else 200
     return theming.render("console/channel_form.html", form=form, account=account, products=_product_choices()), status
@@ -223,7 +225,7 @@ def add_routing_rule():
         except InvalidInput as exc:
             field_error(form, exc)
         else:
-            flash("The rule is saved and applies to the next payment.", "success")
+            flash(_("The rule is saved and applies to the next payment."), "success")
             return redirect(url_for("console.routing"))
     return _routing_page(form, _tester_form(), status=422)
 
@@ -238,7 +240,7 @@ def remove_routing_rule(rule_id: uuid.UUID):
         abort(404)
     if ActionForm().validate_on_submit():
         accounts.remove_rule(rule, current_actor())
-        flash("The rule is removed.", "success")
+        flash(_("The rule is removed."), "success")
     return redirect(url_for("console.routing"))
 
 

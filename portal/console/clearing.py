@@ -14,6 +14,8 @@ from datetime import datetime, time, timedelta
 
 import sqlalchemy as sa
 from flask import flash, g, redirect, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import StringField
@@ -22,12 +24,12 @@ from wtforms.validators import Length
 from clearing import jobs, listings, revenue, settlement
 from clearing.models import ClearingRun, Settlement
 from core.db import db
-from core.money import format_amount
 from portal import reporting, theming
 from portal.access import tenant_role_required
 from portal.console import bp
 from portal.console.fees import _get_merchant, _zone
 from portal.forms import ActionForm, field_error
+from portal.i18n import format_amount
 from portal.pagination import newest_first
 from portal.sites import current_actor
 from tenants.errors import InvalidInput
@@ -55,19 +57,22 @@ CHART_FOOT = 18
 
 class TermsForm(FlaskForm):
     cutoff = StringField(
-        "Daily cut-off",
+        _l("Daily cut-off"),
         validators=[Length(max=10)],
-        description="HH:MM in the tenant's time zone; 00:00 makes business days calendar days.",
+        description=_l("HH:MM in the tenant's time zone; 00:00 makes business days calendar days."),
     )
     delay_days = StringField(
-        "Default T+N (days)",
+        _l("Default T+N (days)"),
         validators=[Length(max=10)],
-        description=f"0 to {settlement.MAX_DELAY_DAYS}: money becomes available N days after its business day closes.",
+        description=_l(
+            "0 to %(num)s: money becomes available N days after its business day closes.",
+            num=settlement.MAX_DELAY_DAYS,
+        ),
     )
 
 
 class MerchantTermsForm(FlaskForm):
-    delay_days = StringField("T+N (days)", validators=[Length(max=10)])
+    delay_days = StringField(_l("T+N (days)"), validators=[Length(max=10)])
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -159,7 +164,10 @@ def _revenue(mode: str) -> tuple[list[dict], str, str, str | None]:
     first = last - timedelta(days=REVENUE_DAYS - 1)
     if _zone().key != g.tenant.time_zone:
         # `clearing.revenue` counts days in the tenant's zone in SQL, which refuses an unknown one.
-        problem = f"The tenant's time zone {g.tenant.time_zone!r} is not known, so its days cannot be counted."
+        problem = _(
+            "The tenant's time zone %(zone)s is not known, so its days cannot be counted.",
+            zone=repr(g.tenant.time_zone),
+        )
         return [], first.isoformat(), last.isoformat(), problem
     per_currency = revenue.daily(g.tenant.id, first, last, livemode=mode == "live")
     charts = [_chart(currency, days) for currency, days in per_currency.items()]
@@ -230,7 +238,6 @@ def _page(form: TermsForm | None = None, status: int = 200):
         paged=bool(request.args.get("after")),
         merchant_names=names,
         zone=zone.key,
-        local_time=lambda at: at.astimezone(zone).strftime("%Y-%m-%d %H:%M") if at else "—",
         format_amount=format_amount,
         **reporting.tools("console", "settlements", listings.Scope(g.tenant.id, None, zone)),
     ), status
@@ -264,8 +271,13 @@ def update_clearing_terms():
         return _page(form, 422)
     db.session.commit()
     flash(
-        f"Settlement settings saved: cut-off {terms.cutoff.strftime('%H:%M')} ({_zone().key}), default "
-        f"T+{terms.delay_days}. The next run uses them; settled days stay as they are.",
+        _(
+            "Settlement settings saved: cut-off %(cutoff)s (%(zone)s), default T+%(days)s. The next run uses them;"
+            " settled days stay as they are.",
+            cutoff=terms.cutoff.strftime("%H:%M"),
+            zone=_zone().key,
+            days=terms.delay_days,
+        ),
         "success",
     )
     return redirect(url_for("console.clearing"))
@@ -275,14 +287,14 @@ def update_clearing_terms():
 @tenant_role_required(*CLEARING_MANAGERS)
 def run_settlement():
     if not ActionForm().validate_on_submit():
-        flash("The form expired; try again.", "error")
+        flash(_("The form expired; try again."), "error")
         return redirect(url_for("console.clearing"))
     before = jobs.active_run(g.tenant.id)
     run = jobs.start_settlement(g.tenant.id, trigger="manual", requested_by=current_actor().email)
     if before is not None and run.id == before.id:
-        flash("A settlement run is already in progress: it settles everything that is due.", "error")
+        flash(_("A settlement run is already in progress: it settles everything that is due."), "error")
     else:
-        flash("Settlement run started: this page follows its progress.", "success")
+        flash(_("Settlement run started: this page follows its progress."), "success")
     return redirect(url_for("console.clearing"))
 
 
@@ -310,19 +322,26 @@ def set_merchant_settlement_terms(merchant_id: uuid.UUID):
     if not form.validate_on_submit():
         for messages in form.errors.values():
             for message in messages:
-                flash(f"The T+N of {merchant.name} is unchanged: {message}", "error")
+                flash(_("The T+N of %(name)s is unchanged: %(message)s", name=merchant.name, message=message), "error")
         return back
     try:
         settlement.set_merchant_delay(g.tenant.id, merchant.id, form.delay_days.data or "", current_actor())
     except InvalidInput as exc:
         db.session.rollback()
-        flash(f"The T+N of {merchant.name} is unchanged: {exc.message}", "error")
+        flash(_("The T+N of %(name)s is unchanged: %(message)s", name=merchant.name, message=exc.message), "error")
         return back
     db.session.commit()
     own = settlement.merchant_delay(g.tenant.id, merchant.id)
     if own is None:
         default = settlement.tenant_terms(g.tenant.id).delay_days
-        flash(f"{merchant.name} follows the tenant default (T+{default}) from the next run.", "success")
+        flash(
+            _(
+                "%(name)s follows the tenant default (T+%(default)s) from the next run.",
+                name=merchant.name,
+                default=default,
+            ),
+            "success",
+        )
     else:
-        flash(f"{merchant.name} settles at T+{own} from the next run.", "success")
+        flash(_("%(name)s settles at T+%(own)s from the next run.", name=merchant.name, own=own), "success")
     return back

@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 from flask import abort, flash, g, redirect, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import FieldList, Form, FormField, SelectField, StringField
@@ -22,12 +24,13 @@ from billing import schedules
 from billing.fees import FeeRule, FeeRuleError, clean_percent
 from billing.models import FeeSchedule, FeeScheduleVersion
 from core.db import db
-from core.money import MoneyError, format_amount, normalise_currency, to_major, to_minor
+from core.money import MoneyError, normalise_currency, to_major, to_minor
 from portal import theming
 from portal.access import tenant_role_required
 from portal.console import bp
 from portal.console.channels import _product_choices
 from portal.forms import ActionForm, add_error, field_error
+from portal.i18n import format_amount, format_when
 from portal.sites import current_actor
 from tenants.errors import InvalidInput
 from tenants.models import Merchant
@@ -44,9 +47,9 @@ AMOUNT_FIELDS = ("fixed", "minimum", "maximum", "volume_from")
 
 class ScheduleForm(FlaskForm):
     name = StringField(
-        "Name",
+        _l("Name"),
         validators=[Length(max=200)],
-        description="For example “Standard” or “High volume”. The first schedule becomes the default.",
+        description=_l("For example “Standard” or “High volume”. The first schedule becomes the default."),
     )
 
 
@@ -57,25 +60,32 @@ def _product_options():
 class RuleRowForm(Form):
     """One rule of a new version (no CSRF token of its own: it is part of `VersionForm`)."""
 
-    product = SelectField("Product", choices=_product_options, validators=[Optional()])
-    currency = StringField("Currency", validators=[Length(max=10)])
-    percent = StringField("Percent", validators=[Length(max=20)])
-    fixed = StringField("Fixed", validators=[Length(max=30)])
-    minimum = StringField("Minimum", validators=[Length(max=30)])
-    maximum = StringField("Maximum", validators=[Length(max=30)])
-    volume_from = StringField("From monthly volume", validators=[Length(max=30)])
+    class Meta:
+        def get_translations(self, form):
+            # A plain WTForms form inside the version form: its built-in messages in the page's language too.
+            from flask_wtf.i18n import translations
+
+            return translations
+
+    product = SelectField(_l("Product"), choices=_product_options, validators=[Optional()])
+    currency = StringField(_l("Currency"), validators=[Length(max=10)])
+    percent = StringField(_l("Percent"), validators=[Length(max=20)])
+    fixed = StringField(_l("Fixed"), validators=[Length(max=30)])
+    minimum = StringField(_l("Minimum"), validators=[Length(max=30)])
+    maximum = StringField(_l("Maximum"), validators=[Length(max=30)])
+    volume_from = StringField(_l("From monthly volume"), validators=[Length(max=30)])
 
 
 class VersionForm(FlaskForm):
-    effective_from = StringField("In force from", validators=[Optional(), Length(max=40)])
+    effective_from = StringField(_l("In force from"), validators=[Optional(), Length(max=40)])
     note = StringField(
-        "Note", validators=[Length(max=600)], description="Why the fees change; shown in the version history."
+        _l("Note"), validators=[Length(max=600)], description=_l("Why the fees change; shown in the version history.")
     )
     rules = FieldList(FormField(RuleRowForm), min_entries=RULE_ROWS)
 
 
 class AssignForm(FlaskForm):
-    schedule_id = SelectField("Fee schedule", validate_choice=True)
+    schedule_id = SelectField(_l("Fee schedule"), validate_choice=True)
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -92,8 +102,7 @@ def _zone() -> ZoneInfo:
 def _local(moment: datetime | None) -> str:
     if moment is None:
         return "—"
-    zone = _zone()
-    return f"{moment.astimezone(zone).strftime('%Y-%m-%d %H:%M')} ({zone.key})"
+    return f"{format_when(moment)} ({_zone().key})"
 
 
 def _sentence(message: str) -> str:
@@ -231,7 +240,7 @@ def _version_form(in_force: FeeScheduleVersion | None) -> VersionForm:
     if request.method == "POST":
         return VersionForm()
     rules = [_row_data(rule) for rule in schedules.rules_of(in_force)] if in_force else []
-    rows = rules + [{} for _ in range(max(RULE_ROWS - len(rules), 2))]
+    rows = rules + [{} for _row in range(max(RULE_ROWS - len(rules), 2))]
     return VersionForm(data={"rules": rows, "effective_from": "", "note": ""})
 
 
@@ -334,9 +343,14 @@ def fee_schedules():
                 field_error(form, exc)
             else:
                 db.session.commit()
-                message = f"{schedule.name} is created. Add its first version of fees below."
                 if schedule.is_default:
-                    message += " It is the default: merchants without a schedule of their own use it."
+                    message = _(
+                        "%(name)s is created. Add its first version of fees below. It is the default: merchants"
+                        " without a schedule of their own use it.",
+                        name=schedule.name,
+                    )
+                else:
+                    message = _("%(name)s is created. Add its first version of fees below.", name=schedule.name)
                 flash(message, "success")
                 return redirect(url_for("console.fee_schedule", schedule_id=schedule.id))
         return _schedules_page(form, 422)
@@ -409,11 +423,23 @@ def add_fee_version(schedule_id: uuid.UUID):
         return _schedule_page(schedule, form, 422)
     db.session.commit()
     if version.effective_from <= datetime.now(tz=version.effective_from.tzinfo):
-        flash(f"Version {version.number} of {schedule.name} is saved. The next payment uses the new fees.", "success")
+        flash(
+            _(
+                "Version %(number)s of %(name)s is saved. The next payment uses the new fees.",
+                number=version.number,
+                name=schedule.name,
+            ),
+            "success",
+        )
     else:
         flash(
-            f"Version {version.number} of {schedule.name} is saved. Payments from "
-            f"{_local(version.effective_from)} use the new fees; until then the current fees apply.",
+            _(
+                "Version %(number)s of %(name)s is saved. Payments from %(effective_from)s use the new fees; until"
+                " then the current fees apply.",
+                number=version.number,
+                name=schedule.name,
+                effective_from=_local(version.effective_from),
+            ),
             "success",
         )
     return redirect(url_for("console.fee_schedule", schedule_id=schedule.id))
@@ -427,12 +453,15 @@ def set_default_fee_schedule(schedule_id: uuid.UUID):
         schedules.set_default(g.tenant.id, schedule.id, current_actor())
         db.session.commit()
         flash(
-            f"{schedule.name} is the default now. The next payment of every merchant without a schedule of its own "
-            "uses its fees.",
+            _(
+                "%(name)s is the default now. The next payment of every merchant without a schedule of its own"
+                " uses its fees.",
+                name=schedule.name,
+            ),
             "success",
         )
     else:
-        flash("The form expired; try again.", "error")
+        flash(_("The form expired; try again."), "error")
     return redirect(url_for("console.fee_schedule", schedule_id=schedule.id))
 
 
@@ -448,14 +477,14 @@ def assign_fee_schedule(merchant_id: uuid.UUID):
     if not form.validate_on_submit():
         for errors in form.errors.values():
             for message in errors:
-                flash(f"The fee schedule is unchanged: {message}", "error")
+                flash(_("The fee schedule is unchanged: %(message)s", message=message), "error")
         return redirect(url_for("console.merchant", merchant_id=merchant.id))
     chosen = uuid.UUID(form.schedule_id.data) if form.schedule_id.data else None
     try:
         schedules.assign(g.tenant.id, merchant.id, chosen, current_actor())
     except InvalidInput as exc:
         db.session.rollback()
-        flash(f"The fee schedule is unchanged: {exc.message}", "error")
+        flash(_("The fee schedule is unchanged: %(message)s", message=exc.message), "error")
         return redirect(url_for("console.merchant", merchant_id=merchant.id))
     db.session.commit()
     if chosen is None:
@@ -463,5 +492,8 @@ def assign_fee_schedule(merchant_id: uuid.UUID):
         target = f"the tenant default ({default})" if default else "the tenant default"
     else:
         target = schedules.get_schedule(g.tenant.id, chosen).name
-    flash(f"{merchant.name} is on {target}. The next payment uses the new fees.", "success")
+    flash(
+        _("%(name)s is on %(target)s. The next payment uses the new fees.", name=merchant.name, target=target),
+        "success",
+    )
     return redirect(url_for("console.merchant", merchant_id=merchant.id))

@@ -16,6 +16,8 @@ import uuid
 
 import sqlalchemy as sa
 from flask import Response, abort, flash, g, redirect, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
@@ -27,13 +29,13 @@ from clearing import payouts as clearing_payouts
 from clearing.models import ClearingRun, ClearingSettings, MerchantBankAccount, PayoutBatch
 from core import crypto
 from core.db import db
-from core.money import format_amount
 from payments.models import Payout
 from portal import theming
 from portal.access import tenant_role_required
 from portal.console import bp
 from portal.console.fees import _zone
 from portal.forms import EXPIRED, ActionForm, add_error, field_error, note_expired
+from portal.i18n import format_amount, format_when
 from portal.pagination import newest_first
 from portal.sites import current_actor
 from tenants.errors import InvalidInput
@@ -54,25 +56,28 @@ UPLOAD_ENVELOPE = 64 * 1024
 
 class ResultFileForm(FlaskForm):
     file = FileField(
-        "Bank result file",
-        validators=[FileRequired("Choose the bank's result file.")],
+        _l("Bank result file"),
+        validators=[FileRequired(_l("Choose the bank's result file."))],
         description=(
-            "CSV with the columns payout_id,status,reason: status paid or failed, and the bank's reason for a "
-            f"failed payout. At most {RESULT_FILE_MAX_BYTES // (1024 * 1024)} MB."
+            _l(
+                "CSV with the columns payout_id,status,reason: status paid or failed, and the bank's reason for a"
+                " failed payout. At most %(num)s MB.",
+                num=RESULT_FILE_MAX_BYTES // (1024 * 1024),
+            )
         ),
     )
 
 
 class DebtorForm(FlaskForm):
     debtor_name = StringField(
-        "Account holder", validators=[Length(max=140)], description="The tenant's name at its bank."
+        _l("Account holder"), validators=[Length(max=140)], description=_l("The tenant's name at its bank.")
     )
     debtor_iban = StringField(
-        "IBAN",
+        _l("IBAN"),
         validators=[Length(max=64)],
-        description="Stored encrypted; the pages show only its last four characters.",
+        description=_l("Stored encrypted; the pages show only its last four characters."),
     )
-    debtor_bic = StringField("BIC", validators=[Length(max=20)], description="8 or 11 letters and digits.")
+    debtor_bic = StringField(_l("BIC"), validators=[Length(max=20)], description=_l("8 or 11 letters and digits."))
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -83,7 +88,7 @@ def _can_manage() -> bool:
 
 
 def _local(moment) -> str:
-    return moment.astimezone(_zone()).strftime("%Y-%m-%d %H:%M") if moment else "—"
+    return format_when(moment)
 
 
 def _debtor() -> dict | None:
@@ -141,7 +146,6 @@ def _page(upload_form: ResultFileForm | None = None, problems: list[tuple[int, s
         can_manage=_can_manage(),
         debtor=_debtor(),
         zone=_zone().key,
-        local_time=_local,
         format_amount=format_amount,
     ), status
 
@@ -166,13 +170,13 @@ def create_payout_batches():
     if before is None and not any(
         group.count > group.without_account for group in clearing_payouts.pending_summary(g.tenant.id)
     ):
-        flash("Nothing to send: no merchant with a bank account has a pending payout.", "error")
+        flash(_("Nothing to send: no merchant with a bank account has a pending payout."), "error")
         return back
     run = jobs.start_payout_batch(g.tenant.id, requested_by=current_actor().email)
     if before is not None and run.id == before.id:
-        flash("A batch run is already in progress: it takes every payout that can be sent.", "error")
+        flash(_("A batch run is already in progress: it takes every payout that can be sent."), "error")
     else:
-        flash("Batch run started: this page follows its progress.", "success")
+        flash(_("Batch run started: this page follows its progress."), "success")
     return back
 
 
@@ -207,12 +211,23 @@ def import_payout_results():
     record = outcome.file
     if outcome.already_imported:
         flash(
-            f"This file was already imported on {_local(record.created_at)} ({_zone().key}); nothing changed.", "error"
+            _(
+                "This file was already imported on %(time)s (%(zone)s); nothing changed.",
+                time=_local(record.created_at),
+                zone=_zone().key,
+            ),
+            "error",
         )
     else:
         flash(
-            f"{record.filename}: {record.paid} paid, {record.failed} failed (returned to the merchants' balances), "
-            f"{record.unchanged} unchanged.",
+            _(
+                "%(filename)s: %(paid)s paid, %(failed)s failed (returned to the merchants' balances),"
+                " %(unchanged)s unchanged.",
+                filename=record.filename,
+                paid=record.paid,
+                failed=record.failed,
+                unchanged=record.unchanged,
+            ),
             "success",
         )
     return redirect(url_for("console.payouts"))
@@ -243,7 +258,6 @@ def payout_batch(batch_id: uuid.UUID):
         batch=batch,
         rows=rows,
         zone=_zone().key,
-        local_time=_local,
         format_amount=format_amount,
     )
 
@@ -269,7 +283,7 @@ def payout_batch_xml(batch_id: uuid.UUID):
     try:
         xml = clearing_payouts.batch_pain001(batch)
     except clearing_payouts.BatchFileError as exc:
-        flash(f"No pain.001 file for {batch.reference}: {exc}", "error")
+        flash(_("No pain.001 file for %(reference)s: %(exc)s", reference=batch.reference, exc=str(exc)), "error")
         return redirect(url_for("console.payout_batch", batch_id=batch.id))
     return _download(batch, xml, "xml", "application/xml")
 
@@ -310,8 +324,13 @@ def payout_settings():
     db.session.commit()
     debtor = _debtor()
     flash(
-        f"Payouts are sent from {debtor['name']}, IBAN …{debtor['iban_last4']} ({debtor['bic']}): the pain.001 files "
-        "name this account from now on.",
+        _(
+            "Payouts are sent from %(name)s, IBAN …%(iban_last4)s (%(bic)s): the pain.001 files name this account"
+            " from now on.",
+            name=debtor["name"],
+            iban_last4=debtor["iban_last4"],
+            bic=debtor["bic"],
+        ),
         "success",
     )
     return redirect(url_for("console.payout_settings"))

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from flask import abort, current_app, flash, g, redirect, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
@@ -34,7 +36,6 @@ from clearing import suspense as clearing_suspense
 from clearing.models import (
     LINE_STATUSES,
     SUSPENSE_KINDS,
-    SUSPENSE_STATUSES,
     ClearingRun,
     StatementImport,
     StatementLine,
@@ -42,7 +43,7 @@ from clearing.models import (
 )
 from clearing.statement_formats import ColumnMapping
 from core.db import db
-from core.money import MoneyError, format_amount, normalise_currency
+from core.money import MoneyError, normalise_currency
 from payments.channels import ADAPTERS
 from payments.channels.base import ChannelError
 from payments.models import ChannelAccount
@@ -50,7 +51,8 @@ from portal import theming
 from portal.access import tenant_role_required
 from portal.console import bp
 from portal.console.fees import _zone
-from portal.forms import ActionForm, add_error, field_error, note_expired
+from portal.forms import ActionForm, add_error, field_error, labelled, note_expired
+from portal.i18n import format_amount, format_when
 from portal.pagination import Page, newest_first, oldest_first
 from portal.sites import current_actor
 from tenants.errors import InvalidInput
@@ -68,51 +70,58 @@ BANK = "bank"  # the mapping form's source key of the tenant's bank
 BANK_SOURCES = {"bank-live": True, "bank-test": False}  # the upload's source value -> livemode
 # What may be uploaded: every format but `channel`, which only a fetch through the adapter writes.
 UPLOAD_FORMATS = {
-    "csv": "CSV (read with the source's saved column mapping)",
-    "mt940": "MT940 (SWIFT bank statement)",
-    "camt053": "CAMT.053 (ISO 20022 bank statement, XML)",
-    "alipay": "Alipay merchant bill (业务明细, CSV)",
-    "wechat": "WeChat Pay merchant bill (CSV)",
+    "csv": _l("CSV (read with the source's saved column mapping)"),
+    "mt940": _l("MT940 (SWIFT bank statement)"),
+    "camt053": _l("CAMT.053 (ISO 20022 bank statement, XML)"),
+    "alipay": _l("Alipay merchant bill (业务明细, CSV)"),
+    "wechat": _l("WeChat Pay merchant bill (CSV)"),
 }
 ADJUSTMENT_ACCOUNTS = {
-    "channel_receivable": "Channel receivable (what the channel owes)",
-    "bank": "Bank",
-    "channel_fees": "Channel fees",
-    "tenant_revenue": "Tenant revenue",
+    "channel_receivable": _l("Channel receivable (what the channel owes)"),
+    "bank": _l("Bank"),
+    "channel_fees": _l("Channel fees"),
+    "tenant_revenue": _l("Tenant revenue"),
 }
-RECORD_TYPES = {"payment": "Payment (pi_…)", "refund": "Refund (re_…)", "payout": "Payout (po_…)"}
+RECORD_TYPES = {"payment": _l("Payment (pi_…)"), "refund": _l("Refund (re_…)"), "payout": _l("Payout (po_…)")}
 SUSPENSE_FILTERS = ("status", "kind", "currency", "assignee", "mine")
 # The suspense list's status filter: the unresolved ones unless asked otherwise.
 STATUS_CHOICES = {
-    "unresolved": "Unresolved (open or waiting for write-off approval)",
-    **{status: status.replace("_", " ") for status in SUSPENSE_STATUSES},
+    "unresolved": _l("Unresolved (open or waiting for write-off approval)"),
+    "open": _l("open"),
+    "pending_write_off": _l("pending write off"),
+    "resolved": _l("resolved"),
+    "written_off": _l("written off"),
     "all": "All",
 }
-KIND_LABELS = {"long": "statement only", "short": "platform only", "mismatch": "amounts differ"}
+KIND_LABELS = {"long": _l("statement only"), "short": _l("platform only"), "mismatch": _l("amounts differ")}
 
 
 # --- forms ---------------------------------------------------------------------------------
 
 
 class UploadForm(FlaskForm):
-    source = SelectField("Source", description="The channel account the statement is from, or the tenant's bank.")
-    format = SelectField("Format", choices=UPLOAD_FORMATS)
+    source = SelectField(
+        _l("Source"), description=_l("The channel account the statement is from, or the tenant's bank.")
+    )
+    format = SelectField(_l("Format"), choices=labelled(UPLOAD_FORMATS))
     file = FileField(
-        "Statement file",
-        validators=[FileRequired("Choose the statement file.")],
+        _l("Statement file"),
+        validators=[FileRequired(_l("Choose the statement file."))],
         description=(
-            f"At most {STATEMENT_MAX_BYTES // (1024 * 1024)} MB. A file with any bad line imports nothing; "
-            "the same file twice is imported once."
+            _l(
+                "At most %(num)s MB. A file with any bad line imports nothing; the same file twice is imported once.",
+                num=STATEMENT_MAX_BYTES // (1024 * 1024),
+            )
         ),
     )
 
 
 class FetchForm(FlaskForm):
-    channel_account_id = SelectField("Channel account")
+    channel_account_id = SelectField(_l("Channel account"))
     day = StringField(
-        "Day",
+        _l("Day"),
         validators=[Length(max=20)],
-        description="The channel's day (UTC) whose statement to download; yesterday unless you choose another.",
+        description=_l("The channel's day (UTC) whose statement to download; yesterday unless you choose another."),
     )
 
 
@@ -120,62 +129,68 @@ class MappingForm(FlaskForm):
     """One source's CSV column mapping (built with the source as its prefix: one form per source)."""
 
     reference = StringField(
-        "Reference column", validators=[Length(max=100)], description="The channel's or bank's reference of a line."
+        _l("Reference column"),
+        validators=[Length(max=100)],
+        description=_l("The channel's or bank's reference of a line."),
     )
-    amount = StringField("Amount column", validators=[Length(max=100)], description="Negative for money out.")
-    date = StringField("Date column", validators=[Length(max=100)])
+    amount = StringField(_l("Amount column"), validators=[Length(max=100)], description=_l("Negative for money out."))
+    date = StringField(_l("Date column"), validators=[Length(max=100)])
     date_format = StringField(
-        "Date format",
+        _l("Date format"),
         validators=[Length(max=40)],
-        description="%Y-%m-%d reads 2026-03-31, %d.%m.%Y reads 31.03.2026, %m/%d/%Y reads 03/31/2026.",
+        description=_l("%Y-%m-%d reads 2026-03-31, %d.%m.%Y reads 31.03.2026, %m/%d/%Y reads 03/31/2026."),
     )
     currency = StringField(
-        "Currency column", validators=[Length(max=100)], description="Empty when every line is in one currency."
+        _l("Currency column"), validators=[Length(max=100)], description=_l("Empty when every line is in one currency.")
     )
     fixed_currency = StringField(
-        "Currency of every line",
+        _l("Currency of every line"),
         validators=[Length(max=10)],
-        description="Without a currency column: the statement's one currency, e.g. USD.",
+        description=_l("Without a currency column: the statement's one currency, e.g. USD."),
     )
     type = StringField(
-        "Type column",
+        _l("Type column"),
         validators=[Length(max=100)],
-        description="Optional: payment, refund, payout, fee… Without it, positive amounts are payments.",
+        description=_l("Optional: payment, refund, payout, fee… Without it, positive amounts are payments."),
     )
-    description = StringField("Description column", validators=[Length(max=100)], description="Optional.")
+    description = StringField(_l("Description column"), validators=[Length(max=100)], description=_l("Optional."))
 
 
 class AssignForm(FlaskForm):
     assignee = StringField(
-        "Assignee", validators=[Length(max=320)], description="The e-mail of who looks into it; empty: nobody."
+        _l("Assignee"), validators=[Length(max=320)], description=_l("The e-mail of who looks into it; empty: nobody.")
     )
 
 
 class CommentForm(FlaskForm):
-    body = TextAreaField("Comment", validators=[Length(max=2000)])
+    body = TextAreaField(_l("Comment"), validators=[Length(max=2000)])
 
 
 class MatchForm(FlaskForm):
-    record_type = SelectField("Record", choices=RECORD_TYPES)
+    record_type = SelectField(_l("Record"), choices=labelled(RECORD_TYPES))
     record_id = StringField(
-        "Record id", validators=[Length(max=40)], description="The payment, refund or payout this item is."
+        _l("Record id"), validators=[Length(max=40)], description=_l("The payment, refund or payout this item is.")
     )
-    match_note = StringField("Reason", validators=[Length(max=1000)], description="Goes into the journal and audit.")
+    match_note = StringField(
+        _l("Reason"), validators=[Length(max=1000)], description=_l("Goes into the journal and audit.")
+    )
 
 
 class AdjustForm(FlaskForm):
-    purpose = SelectField("Account", choices={"": "Choose the account", **ADJUSTMENT_ACCOUNTS})
-    adjust_note = StringField("Reason", validators=[Length(max=1000)], description="Goes into the journal and audit.")
+    purpose = SelectField(_l("Account"), choices=labelled({"": _l("Choose the account"), **ADJUSTMENT_ACCOUNTS}))
+    adjust_note = StringField(
+        _l("Reason"), validators=[Length(max=1000)], description=_l("Goes into the journal and audit.")
+    )
 
 
 class WriteOffForm(FlaskForm):
     write_off_note = StringField(
-        "Reason", validators=[Length(max=1000)], description="Someone other than you approves the write-off."
+        _l("Reason"), validators=[Length(max=1000)], description=_l("Someone other than you approves the write-off.")
     )
 
 
 class RejectForm(FlaskForm):
-    reject_note = StringField("Reason", validators=[Length(max=1000)], description="The item is open again.")
+    reject_note = StringField(_l("Reason"), validators=[Length(max=1000)], description=_l("The item is open again."))
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -186,7 +201,7 @@ def _can_manage() -> bool:
 
 
 def _local(moment) -> str:
-    return moment.astimezone(_zone()).strftime("%Y-%m-%d %H:%M") if moment else "—"
+    return format_when(moment)
 
 
 def _field_error(form: FlaskForm, exc: InvalidInput, fields: dict[str, str] | None = None) -> None:
@@ -219,7 +234,7 @@ def _source_names() -> dict[uuid.UUID | None, str]:
 
 def _source_of(names: dict, channel_account_id: uuid.UUID | None, livemode: bool) -> str:
     if channel_account_id is None:
-        return f"Bank ({'live' if livemode else 'test'})"
+        return _("Bank (live)") if livemode else _("Bank (test)")
     return names.get(channel_account_id, "a removed channel account")
 
 
@@ -380,7 +395,6 @@ def _page(upload_form: UploadForm | None = None, fetch_form: FetchForm | None = 
         refresh=REFRESH_SECONDS if _active_imports() else None,
         can_manage=_can_manage(),
         zone=_zone().key,
-        local_time=_local,
     ), status
 
 
@@ -409,16 +423,29 @@ def _queued(stored: clearing_reconciliation.Stored, what: str):
         if state == "failed":
             # The same file again, after a refusal: its import is tried again (with the mapping as it is now).
             jobs.start_import(g.tenant.id, row.id, requested_by=current_actor().email)
-            flash(f"{what} was imported before and refused ({error}); it is imported again now.", "error")
+            flash(
+                _(
+                    "%(what)s was imported before and refused (%(error)s); it is imported again now.",
+                    what=what,
+                    error=error,
+                ),
+                "error",
+            )
         else:
             flash(
-                f"{what} was already imported on {_local(row.created_at)} ({_zone().key}) as {row.filename}: "
-                "nothing was imported again. Here is that import.",
+                _(
+                    "%(what)s was already imported on %(time)s (%(zone)s) as %(filename)s: nothing was imported"
+                    " again. Here is that import.",
+                    what=what,
+                    time=_local(row.created_at),
+                    zone=_zone().key,
+                    filename=row.filename,
+                ),
                 "error",
             )
         return redirect(url_for("console.statement_import", import_id=row.id))
     jobs.start_import(g.tenant.id, row.id, requested_by=current_actor().email)
-    flash(f"{what} is stored and its import is queued: this page follows its progress.", "success")
+    flash(_("%(what)s is stored and its import is queued: this page follows its progress.", what=what), "success")
     return redirect(url_for("console.statement_import", import_id=row.id))
 
 
@@ -451,7 +478,7 @@ def upload_statement():
         db.session.rollback()
         _field_error(form, exc, {"channel_account_id": "source", "livemode": "source"})
         return _page(upload_form=form, status=422)
-    return _queued(stored, upload.filename or "The file")
+    return _queued(stored, upload.filename or _("The file"))
 
 
 @bp.route("/reconciliation/fetch", methods=["POST"])
@@ -483,7 +510,7 @@ def fetch_statement():
         )
         return _page(fetch_form=form, status=502)
     name = db.session.get(ChannelAccount, (g.tenant.id, account_id)).name
-    return _queued(stored, f"The statement of {day.isoformat()} from {name}")
+    return _queued(stored, _("The statement of %(day)s from %(name)s", day=day.isoformat(), name=name))
 
 
 # --- an import and its lines -----------------------------------------------------------------
@@ -497,7 +524,7 @@ def _lines(row: StatementImport, args) -> tuple[Page, dict[str, str], dict[str, 
     )
     status = (args.get("status") or "").strip()
     if status and status not in LINE_STATUSES:
-        errors["status"] = f"{status!r} is not a line status."
+        errors["status"] = _("%(status)s is not a line status.", status=repr(status))
     elif status:
         statement = statement.where(StatementLine.status == status)
     cursor = args.get("after")
@@ -555,7 +582,6 @@ def statement_import(import_id: uuid.UUID):
         paged=bool(request.args.get("after")),
         refresh=REFRESH_SECONDS if state in jobs.ACTIVE else None,
         zone=_zone().key,
-        local_time=_local,
         format_amount=format_amount,
     )
 
@@ -649,7 +675,10 @@ def statement_mappings():
         field_error(form, exc)
         return _mappings_page((key, form), 422)
     db.session.commit()
-    flash(f"CSV column mapping of {source['name']} saved: its next CSV statements are read with it.", "success")
+    flash(
+        _("CSV column mapping of %(name)s saved: its next CSV statements are read with it.", name=source["name"]),
+        "success",
+    )
     return redirect(url_for("console.statement_mappings") + f"#mapping-{key}")
 
 
@@ -664,7 +693,7 @@ def _suspense_filter(args) -> tuple[sa.Select, dict[str, str], dict[str, str]]:
     used: dict[str, str] = {}
     status = (args.get("status") or "").strip() or "unresolved"
     if status not in STATUS_CHOICES:
-        errors["status"] = f"{status!r} is not a suspense status."
+        errors["status"] = _("%(status)s is not a suspense status.", status=repr(status))
         status = "unresolved"
     if status == "unresolved":
         statement = statement.where(SuspenseItem.status.in_(clearing_suspense.OPEN))
@@ -674,7 +703,7 @@ def _suspense_filter(args) -> tuple[sa.Select, dict[str, str], dict[str, str]]:
         used["status"] = status
     kind = (args.get("kind") or "").strip()
     if kind and kind not in SUSPENSE_KINDS:
-        errors["kind"] = f"{kind!r} is not a kind of suspense item."
+        errors["kind"] = _("%(kind)s is not a kind of suspense item.", kind=repr(kind))
     elif kind:
         statement = statement.where(SuspenseItem.kind == kind)
         used["kind"] = kind
@@ -725,7 +754,6 @@ def suspense():
         kinds=KIND_LABELS,
         paged=bool(request.args.get("after")),
         zone=_zone().key,
-        local_time=_local,
         format_amount=format_amount,
     )
 
@@ -784,7 +812,6 @@ def _item_page(item: SuspenseItem, failed: dict[str, FlaskForm] | None = None, s
         approve_form=_kept(failed, "approve", ActionForm),
         adjustment_accounts=ADJUSTMENT_ACCOUNTS,
         zone=_zone().key,
-        local_time=_local,
         format_amount=format_amount,
     ), status
 
@@ -825,7 +852,9 @@ def _work(
 def assign_suspense_item(item_id: uuid.UUID):
     def step(form: AssignForm) -> str:
         item = clearing_suspense.assign(g.tenant.id, item_id, form.assignee.data, current_actor())
-        return f"Assigned to {item.assignee}." if item.assignee else "Nobody is assigned to the item now."
+        return (
+            _("Assigned to %(who)s.", who=item.assignee) if item.assignee else _("Nobody is assigned to the item now.")
+        )
 
     return _work(item_id, "assign", AssignForm(), step)
 
@@ -835,7 +864,7 @@ def assign_suspense_item(item_id: uuid.UUID):
 def comment_suspense_item(item_id: uuid.UUID):
     def step(form: CommentForm) -> str:
         clearing_suspense.add_comment(g.tenant.id, item_id, form.body.data or "", current_actor())
-        return "Comment added."
+        return _("Comment added.")
 
     return _work(item_id, "comment", CommentForm(), step)
 
@@ -852,7 +881,11 @@ def match_suspense_item(item_id: uuid.UUID):
             form.match_note.data or "",
             current_actor(),
         )
-        return f"Resolved: the item is {item.record_type} {item.record_id}, already in the books; suspense is cleared."
+        return _(
+            "Resolved: the item is %(type)s %(id)s, already in the books; suspense is cleared.",
+            type=item.record_type,
+            id=item.record_id,
+        )
 
     return _work(item_id, "match", MatchForm(), step, {"note": "match_note"})
 
@@ -864,7 +897,10 @@ def adjust_suspense_item(item_id: uuid.UUID):
         clearing_suspense.resolve_by_adjustment(
             g.tenant.id, item_id, form.purpose.data or "", form.adjust_note.data or "", current_actor()
         )
-        return f"Resolved by an adjusting entry to {ADJUSTMENT_ACCOUNTS[form.purpose.data]}; suspense is cleared."
+        return _(
+            "Resolved by an adjusting entry to %(account)s; suspense is cleared.",
+            account=ADJUSTMENT_ACCOUNTS[form.purpose.data],
+        )
 
     return _work(item_id, "adjust", AdjustForm(), step, {"note": "adjust_note"})
 
@@ -874,7 +910,7 @@ def adjust_suspense_item(item_id: uuid.UUID):
 def request_suspense_write_off(item_id: uuid.UUID):
     def step(form: WriteOffForm) -> str:
         clearing_suspense.request_write_off(g.tenant.id, item_id, form.write_off_note.data or "", current_actor())
-        return "Write-off requested: someone other than you approves or rejects it."
+        return _("Write-off requested: someone other than you approves or rejects it.")
 
     return _work(item_id, "write_off", WriteOffForm(), step, {"note": "write_off_note"})
 
@@ -884,7 +920,7 @@ def request_suspense_write_off(item_id: uuid.UUID):
 def approve_suspense_write_off(item_id: uuid.UUID):
     def step(form: ActionForm) -> str:
         item = clearing_suspense.approve_write_off(g.tenant.id, item_id, current_actor())
-        return f"Written off ({_difference(item)}), as {item.requested_by} asked."
+        return _("Written off (%(amount)s), as %(who)s asked.", amount=_difference(item), who=item.requested_by)
 
     return _work(item_id, "approve", ActionForm(), step)
 
@@ -894,6 +930,6 @@ def approve_suspense_write_off(item_id: uuid.UUID):
 def reject_suspense_write_off(item_id: uuid.UUID):
     def step(form: RejectForm) -> str:
         clearing_suspense.reject_write_off(g.tenant.id, item_id, form.reject_note.data or "", current_actor())
-        return "Write-off rejected: the item is open again."
+        return _("Write-off rejected: the item is open again.")
 
     return _work(item_id, "reject", RejectForm(), step, {"note": "reject_note"})

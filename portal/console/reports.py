@@ -15,11 +15,11 @@ from flask import g, request
 
 from clearing import listings
 from core.db import db
-from core.money import format_amount
 from payments.models import INTENT_STATUSES
 from portal import reporting, theming
 from portal.access import tenant_role_required
 from portal.console import STAFF, bp
+from portal.i18n import format_amount
 from portal.pagination import newest_first
 from tenants.models import Merchant
 
@@ -75,7 +75,6 @@ def payments():
         paged=bool(args.get("after")),
         names=listings.merchant_names(g.tenant.id, {pi.merchant_id for pi in page.items}),
         zone=own.zone.key,
-        local_time=lambda at: at.astimezone(own.zone),
         format_amount=format_amount,
         **reporting.tools(AUDIENCE, "payments", own),
     )

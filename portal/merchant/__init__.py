@@ -10,6 +10,7 @@ import uuid
 
 import sqlalchemy as sa
 from flask import Blueprint, abort, flash, g, make_response, redirect, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user
 
 from core.db import db
@@ -65,7 +66,7 @@ def team():
             field_error(form, exc)
         else:
             invitations.send_invitation(g.tenant, user)
-            flash(f"An invitation went to {user.email}.", "success")
+            flash(_("An invitation went to %(email)s.", email=user.email), "success")
             return redirect(url_for("merchant.team"))
     status = 422 if form.errors else 200
     return theming.render("merchant/team.html", form=form, team=_team(), merchant=current_user.merchant), status
@@ -153,7 +154,7 @@ def roll_api_key(key_id: uuid.UUID):
     key = _get_key(key_id)
     form = RollApiKeyForm()
     if not form.validate_on_submit():
-        flash("The key was not rolled: the form was incomplete or has expired. Try again.", "error")
+        flash(_("The key was not rolled: the form was incomplete or has expired. Try again."), "error")
         return redirect(url_for("merchant.api_keys_list"))
     try:
         new_key, secret = api_keys.roll_key(key, form.expires_in.data, current_actor())
@@ -169,9 +170,12 @@ def revoke_api_key(key_id: uuid.UUID):
     key = _get_key(key_id)
     if ActionForm().validate_on_submit():
         if api_keys.revoke_key(key, current_actor()):
-            flash(f"The key {key.name} ({key.masked}) is revoked: it no longer works.", "success")
+            flash(
+                _("The key %(name)s (%(masked)s) is revoked: it no longer works.", name=key.name, masked=key.masked),
+                "success",
+            )
         else:
-            flash(f"The key {key.name} ({key.masked}) was already revoked.", "error")
+            flash(_("The key %(name)s (%(masked)s) was already revoked.", name=key.name, masked=key.masked), "error")
     return redirect(url_for("merchant.api_keys_list"))
 
 

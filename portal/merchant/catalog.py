@@ -24,12 +24,13 @@ from billing import catalog, coupons
 from billing.catalog import ChargeItemInput
 from billing.coupons import CouponInput
 from billing.models import ChargeItem, Coupon
-from core.money import format_amount, to_major
+from core.money import to_major
 from payments import orders
 from payments import products as catalogue
 from portal import theming
 from portal.access import merchant_role_required
 from portal.forms import ActionForm, field_error, note_expired
+from portal.i18n import format_amount
 from portal.merchant import bp
 from portal.pagination import newest_first, search_term
 from portal.sites import current_actor

@@ -21,13 +21,13 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from billing import catalog
-from core.money import format_amount
 from payments import links
 from payments.links import LinkInput, LinkItemInput
 from payments.order_models import PaymentLink
 from portal import theming
 from portal.access import merchant_role_required
 from portal.forms import ActionForm, field_error, note_expired
+from portal.i18n import format_amount
 from portal.merchant import bp
 from portal.merchant.catalog import list_args, local_moment, tenant_zone
 from portal.pagination import newest_first, search_term

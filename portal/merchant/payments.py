@@ -7,11 +7,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 from flask import abort, flash, g, redirect, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user
 
 from clearing import listings
 from core.db import db
-from core.money import MoneyError, format_amount, to_minor
+from core.money import MoneyError, to_minor
 from payments import intents, payer_details, refunds, terminals
 from payments.errors import PaymentError
 from payments.models import (
@@ -29,6 +30,7 @@ from payments.webhooks import WebhookDelivery, WebhookEndpoint
 from portal import reporting, theming
 from portal.access import merchant_role_required
 from portal.forms import RefundForm
+from portal.i18n import format_amount, status_label
 from portal.merchant import bp
 from portal.pagination import newest_first
 from portal.sites import current_actor
@@ -78,7 +80,6 @@ def payments():
         errors=errors,
         paged=bool(args.get("after")),
         zone=zone.key,
-        local_time=lambda at: at.astimezone(zone),
         format_amount=format_amount,
         **reporting.tools("merchant", "payments", scope),
     )
@@ -140,7 +141,7 @@ def _answer(attempt: PaymentAttempt) -> str:
 def _masked(element: str, value) -> str:
     """A payer element as the dashboard shows it: enough to recognise, personal data masked."""
     if element == "email":
-        local, _, domain = value.partition("@")
+        local, _sep, domain = value.partition("@")
         return f"{local[:1]}•••@{domain}"
     if element == "payer_name":
         return " ".join(f"{word[:1]}•••" for word in value.split())
@@ -254,7 +255,6 @@ def payment(intent_id: str):
         payer=_payer(pi),
         terminal=terminals.get(pi.tenant_id, pi.merchant_id, pi.terminal_id) if pi.terminal_id else None,
         zone=zone.key,
-        local_time=lambda at: at.astimezone(zone),
         form=RefundForm(),
         format_amount=format_amount,
         refundable=pi.status == "succeeded" and pi.amount_received > pi.amount_refunded,
@@ -285,7 +285,14 @@ def refund_payment(intent_id: str):
                 audit.created(refund=refund.id, amount=refund.amount, currency=refund.currency, status=refund.status),
             )
             db.session.commit()
-            flash(f"Refund of {format_amount(refund.amount, refund.currency)}: {refund.status}.", "success")
+            flash(
+                _(
+                    "Refund of %(amount)s: %(status)s.",
+                    amount=format_amount(refund.amount, refund.currency),
+                    status=status_label(refund.status),
+                ),
+                "success",
+            )
     else:
-        flash("The refund form expired; try again.", "error")
+        flash(_("The refund form expired; try again."), "error")
     return redirect(url_for("merchant.payment", intent_id=pi.id))

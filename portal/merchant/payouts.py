@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from flask import abort, flash, redirect, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import StringField
@@ -22,13 +24,14 @@ from clearing import listings
 from clearing import payouts as clearing_payouts
 from clearing.models import MerchantBankAccount
 from core.db import db
-from core.money import MoneyError, format_amount, normalise_currency, to_minor
+from core.money import MoneyError, normalise_currency, to_minor
 from payments import balance_operations, intents, refunds
 from payments.errors import PaymentError
 from payments.models import PAYOUT_STATUSES, Payout
 from portal import reporting, theming
 from portal.access import merchant_role_required
 from portal.forms import EXPIRED, ActionForm, add_error, field_error, note_expired
+from portal.i18n import format_amount
 from portal.merchant import bp
 from portal.merchant.payments import _mode, _tenant_zone
 from portal.pagination import newest_first
@@ -47,34 +50,41 @@ DESCRIPTION_MAX = 140  # what reaches the bank as the transfer's text (`clearing
 
 class PayoutForm(FlaskForm):
     amount = StringField(
-        "Amount", validators=[Length(max=30)], description="In the currency's units, like 250.00 (not in cents)."
+        _l("Amount"),
+        validators=[Length(max=30)],
+        description=_l("In the currency's units, like 250.00 (not in cents)."),
     )
-    currency = StringField("Currency", validators=[Length(max=10)], description="For example EUR.")
+    currency = StringField(_l("Currency"), validators=[Length(max=10)], description=_l("For example EUR."))
     description = StringField(
-        "Description",
+        _l("Description"),
         validators=[Optional(), Length(max=DESCRIPTION_MAX)],
-        description=f"Optional: the text of the bank transfer (at most {DESCRIPTION_MAX} characters).",
+        description=_l(
+            "Optional: the text of the bank transfer (at most %(num)s characters).",
+            num=DESCRIPTION_MAX,
+        ),
     )
 
 
 class BankAccountForm(FlaskForm):
-    holder_name = StringField("Account holder", validators=[Length(max=140)])
+    holder_name = StringField(_l("Account holder"), validators=[Length(max=140)])
     account = StringField(
-        "IBAN or account number",
+        _l("IBAN or account number"),
         validators=[Length(max=64)],
-        description="Stored encrypted; the pages show only its last four characters.",
+        description=_l("Stored encrypted; the pages show only its last four characters."),
     )
     bank_code = StringField(
-        "BIC or bank code",
+        _l("BIC or bank code"),
         validators=[Length(max=34)],
-        description="The BIC (optional with an IBAN), or the bank code an account number needs: routing number, "
-        "sort code, CNAPS code.",
+        description=_l(
+            "The BIC (optional with an IBAN), or the bank code an account number needs: routing number, "
+            "sort code, CNAPS code."
+        ),
     )
-    bank_name = StringField("Bank name", validators=[Optional(), Length(max=140)], description="Optional.")
+    bank_name = StringField(_l("Bank name"), validators=[Optional(), Length(max=140)], description=_l("Optional."))
     country = StringField(
-        "Bank country",
+        _l("Bank country"),
         validators=[Length(max=10)],
-        description="Two letters, like US, for an account number; an IBAN carries its own.",
+        description=_l("Two letters, like US, for an account number; an IBAN carries its own."),
     )
 
 
@@ -169,7 +179,6 @@ def _payouts_page(mode: str, form: PayoutForm | None = None, status: int = 200):
         errors=errors,
         paged=bool(args.get("after")),
         zone=zone.key,
-        local_time=lambda at: at.astimezone(zone).strftime("%Y-%m-%d %H:%M") if at else "—",
         format_amount=format_amount,
         **reporting.tools("merchant", "payouts", scope),
     ), status
@@ -252,12 +261,21 @@ def payouts():
     payout = _request_payout(form, mode)
     if payout is None:
         return _payouts_page(mode, form, 422)
-    message = (
-        f"Payout {payout.id} of {format_amount(payout.amount, payout.currency)} requested: the amount is held "
-        "from your available balance at once, and goes to the bank with the next batch."
-    )
+    amount = format_amount(payout.amount, payout.currency)
     if _bank_account() is None:
-        message += " It waits until you set a bank account."
+        message = _(
+            "Payout %(id)s of %(amount)s requested: the amount is held from your available balance at once, and goes"
+            " to the bank with the next batch. It waits until you set a bank account.",
+            id=payout.id,
+            amount=amount,
+        )
+    else:
+        message = _(
+            "Payout %(id)s of %(amount)s requested: the amount is held from your available balance at once, and goes"
+            " to the bank with the next batch.",
+            id=payout.id,
+            amount=amount,
+        )
     flash(message, "success")
     return redirect(url_for("merchant.payouts", mode=mode))
 
@@ -274,7 +292,7 @@ def cancel_payout(payout_id: str):
     try:
         canceled = balance_operations.cancel_payout(ctx, payout.id)
     except PaymentError as exc:
-        flash(f"The payout {payout.id} was not canceled: {exc.message}", "error")
+        flash(_("The payout %(id)s was not canceled: %(message)s", id=payout.id, message=exc.message), "error")
         return back
     audit.record(
         ctx.tenant_id,
@@ -286,8 +304,11 @@ def cancel_payout(payout_id: str):
     )
     db.session.commit()
     flash(
-        f"Payout {canceled.id} is canceled: {format_amount(canceled.amount, canceled.currency)} is back in your "
-        "available balance.",
+        _(
+            "Payout %(id)s is canceled: %(amount)s is back in your available balance.",
+            id=canceled.id,
+            amount=format_amount(canceled.amount, canceled.currency),
+        ),
         "success",
     )
     return back
@@ -313,7 +334,6 @@ def _bank_account_page(form: BankAccountForm, status: int = 200):
         form=form,
         waiting=waiting,
         zone=zone.key,
-        local_time=lambda at: at.astimezone(zone).strftime("%Y-%m-%d %H:%M") if at else "—",
     ), status
 
 
@@ -357,8 +377,11 @@ def bank_account():
         return _bank_account_page(form, 422)
     db.session.commit()
     flash(
-        f"Bank account saved: payouts not yet sent to the bank go to {saved.holder_name}, account "
-        f"…{saved.account_last4}.",
+        _(
+            "Bank account saved: payouts not yet sent to the bank go to %(holder_name)s, account …%(account_last4)s.",
+            holder_name=saved.holder_name,
+            account_last4=saved.account_last4,
+        ),
         "success",
     )
     return redirect(url_for("merchant.bank_account"))

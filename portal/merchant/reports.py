@@ -14,9 +14,9 @@ from flask_login import current_user
 
 from clearing import listings
 from clearing import reports as report_queries
-from core.money import format_amount
 from portal import reporting, theming
 from portal.access import merchant_role_required
+from portal.i18n import format_amount
 from portal.merchant import bp
 from tenants.models import MERCHANT_ROLES
 

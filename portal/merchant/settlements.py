@@ -16,10 +16,10 @@ from flask_login import current_user
 from clearing import listings, statements
 from clearing.models import Settlement
 from core.db import db
-from core.money import format_amount
 from payments import intents, refunds
 from portal import reporting, theming
 from portal.access import merchant_role_required
+from portal.i18n import format_amount
 from portal.merchant import bp
 from portal.merchant.payments import _mode, _tenant_zone
 from portal.pagination import newest_first
@@ -64,7 +64,6 @@ def settlements():
         paged=bool(args.get("after")),
         balances=_balances(mode == "live"),
         zone=zone.key,
-        local_time=lambda at: at.astimezone(zone),
         format_amount=format_amount,
         **reporting.tools("merchant", "settlements", scope),
     )
@@ -95,7 +94,6 @@ def settlement(settlement_id: uuid.UUID):
         settlement=item,
         rows=statements.statement_rows(item),
         zone=zone.key,
-        local_time=lambda at: at.astimezone(zone),
         format_amount=format_amount,
     )
 

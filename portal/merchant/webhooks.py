@@ -11,6 +11,8 @@ import os
 import uuid
 
 from flask import abort, current_app, flash, make_response, redirect, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from redis.exceptions import RedisError
@@ -23,13 +25,13 @@ from payments.errors import NotFound, PaymentError
 from payments.webhooks import WebhookDelivery, WebhookEndpoint
 from portal import theming
 from portal.access import merchant_role_required
-from portal.forms import ActionForm
+from portal.forms import ActionForm, labelled
 from portal.merchant import bp
 from portal.pagination import newest_first
 from portal.sites import current_actor
 from tenants.models import MERCHANT_ROLES
 
-EVENT_CHOICES = {webhooks.ALL_EVENTS: "All events (*), including types added later"} | {
+EVENT_CHOICES = {webhooks.ALL_EVENTS: _l("All events (*), including types added later")} | {
     name: name for name in webhooks.EVENT_TYPES
 }
 LOG_PAGE_SIZE = 25
@@ -57,13 +59,13 @@ bp.record_once(_configure)
 def _at_least_one(form, field) -> None:
     # (A plain validator: DataRequired would mark every checkbox `required` for browsers.)
     if not field.data:
-        raise ValidationError("Choose at least one event type, or all events.")
+        raise ValidationError(_("Choose at least one event type, or all events."))
 
 
 def _events_field():
     return SelectMultipleField(
-        "Events to send",
-        choices=EVENT_CHOICES,
+        _l("Events to send"),
+        choices=labelled(EVENT_CHOICES),
         validators=[_at_least_one],
         widget=ListWidget(prefix_label=False),
         option_widget=CheckboxInput(),
@@ -72,19 +74,19 @@ def _events_field():
 
 class WebhookEndpointForm(FlaskForm):
     url = StringField(
-        "Endpoint URL",
+        _l("Endpoint URL"),
         validators=[DataRequired(), Length(max=webhooks.URL_MAX)],
-        description="Where your events are POSTed, e.g. https://shop.example.com/webhooks/payments.",
+        description=_l("Where your events are POSTed, e.g. https://shop.example.com/webhooks/payments."),
     )
-    mode = SelectField("Mode", choices={"test": "Test mode events", "live": "Live mode events"})
+    mode = SelectField(_l("Mode"), choices=labelled({"test": _l("Test mode events"), "live": _l("Live mode events")}))
     events = _events_field()
-    description = StringField("Description", validators=[Optional(), Length(max=webhooks.DESCRIPTION_MAX)])
+    description = StringField(_l("Description"), validators=[Optional(), Length(max=webhooks.DESCRIPTION_MAX)])
 
 
 class WebhookEditForm(FlaskForm):
-    url = StringField("Endpoint URL", validators=[DataRequired(), Length(max=webhooks.URL_MAX)])
+    url = StringField(_l("Endpoint URL"), validators=[DataRequired(), Length(max=webhooks.URL_MAX)])
     events = _events_field()
-    description = StringField("Description", validators=[Optional(), Length(max=webhooks.DESCRIPTION_MAX)])
+    description = StringField(_l("Description"), validators=[Optional(), Length(max=webhooks.DESCRIPTION_MAX)])
 
 
 _FIELDS = {"url": "url", "enabled_events": "events", "description": "description"}
@@ -206,7 +208,7 @@ def update_webhook(endpoint_id: str):
         except PaymentError as exc:
             _show_error(form, exc)
         else:
-            flash("The endpoint is saved.", "success")
+            flash(_("The endpoint is saved."), "success")
             return redirect(url_for("merchant.webhook", endpoint_id=endpoint.id))
     return _detail_page(endpoint, form, 422)
 
@@ -219,11 +221,11 @@ def set_webhook_status(endpoint_id: str):
         disabled = request.form.get("disabled") == "1"
         webhooks.update_endpoint(endpoint, current_actor(), disabled=disabled)
         if disabled:
-            flash("The endpoint is disabled: no events are sent to it until you enable it.", "success")
+            flash(_("The endpoint is disabled: no events are sent to it until you enable it."), "success")
         else:
-            flash("The endpoint is enabled: new events are sent to it again.", "success")
+            flash(_("The endpoint is enabled: new events are sent to it again."), "success")
     else:
-        flash("The form expired; try again.", "error")
+        flash(_("The form expired; try again."), "error")
     return redirect(url_for("merchant.webhook", endpoint_id=endpoint.id))
 
 
@@ -232,10 +234,10 @@ def set_webhook_status(endpoint_id: str):
 def delete_webhook(endpoint_id: str):
     endpoint = _endpoint(endpoint_id)
     if not ActionForm().validate_on_submit():
-        flash("The form expired; try again.", "error")
+        flash(_("The form expired; try again."), "error")
         return redirect(url_for("merchant.webhook", endpoint_id=endpoint.id))
     webhooks.delete_endpoint(endpoint, current_actor())
-    flash(f"The endpoint {endpoint.url} is deleted.", "success")
+    flash(_("The endpoint %(url)s is deleted.", url=endpoint.url), "success")
     return redirect(url_for("merchant.webhooks_list", mode=endpoint.mode))
 
 
@@ -248,9 +250,15 @@ def resend_webhook_delivery(endpoint_id: str, delivery_id: uuid.UUID):
         try:
             webhooks.resend(delivery, current_actor())
         except RedisError:  # the job queue is unreachable: say so, change nothing
-            flash("The event could not be resent just now; try again in a minute.", "error")
+            flash(_("The event could not be resent just now; try again in a minute."), "error")
         else:
-            flash(f"The event {delivery.event_id} is being sent again; the log below shows the answer.", "success")
+            flash(
+                _(
+                    "The event %(event_id)s is being sent again; the log below shows the answer.",
+                    event_id=delivery.event_id,
+                ),
+                "success",
+            )
     else:
-        flash("The form expired; try again.", "error")
+        flash(_("The form expired; try again."), "error")
     return redirect(url_for("merchant.webhook", endpoint_id=endpoint.id))

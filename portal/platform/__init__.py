@@ -11,6 +11,8 @@ import uuid
 
 import sqlalchemy as sa
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import StringField
 from wtforms.validators import DataRequired, Length
@@ -72,7 +74,10 @@ def new_tenant():
             field_error(form, exc)
         else:
             invitations.send_invitation(tenant, admin)
-            flash(f"Tenant {tenant.name} is ready. An invitation went to {admin.email}.", "success")
+            flash(
+                _("Tenant %(name)s is ready. An invitation went to %(email)s.", name=tenant.name, email=admin.email),
+                "success",
+            )
             return redirect(url_for("platform.tenant", tenant_id=tenant.id))
     return render_template("platform/new_tenant.html", form=form), 200 if not form.errors else 422
 
@@ -86,9 +91,11 @@ def _get_tenant(tenant_id: uuid.UUID) -> Tenant:
 
 class PlatformFeeForm(FlaskForm):
     percent = StringField(
-        "Platform fee (%)",
-        validators=[DataRequired("Give the percentage, e.g. 0.5 (0 for no platform fee)."), Length(max=20)],
-        description="The platform's share of every amount the tenant's merchants capture, e.g. 0.5. Applies from now.",
+        _l("Platform fee (%)"),
+        validators=[DataRequired(_l("Give the percentage, e.g. 0.5 (0 for no platform fee).")), Length(max=20)],
+        description=_l(
+            "The platform's share of every amount the tenant's merchants capture, e.g. 0.5. Applies from now."
+        ),
     )
 
 
@@ -163,9 +170,14 @@ def set_status(tenant_id: uuid.UUID):
     status = request.form.get("status")
     if form.validate_on_submit() and status in ("active", "suspended"):
         provisioning.set_tenant_status(item, status, current_actor())
-        flash(f"{item.name} is now {status}.", "success")
+        flash(
+            _("%(name)s is now active.", name=item.name)
+            if status == "active"
+            else _("%(name)s is now suspended.", name=item.name),
+            "success",
+        )
     else:
-        flash("Choose active or suspended.", "error")
+        flash(_("Choose active or suspended."), "error")
     return redirect(url_for("platform.tenant", tenant_id=item.id))
 
 
@@ -180,10 +192,10 @@ def resend_invitation(tenant_id: uuid.UUID, user_id: uuid.UUID):
         abort(404)
     if ActionForm().validate_on_submit():
         if user.has_password:
-            flash(f"{user.email} has already set a password.", "error")
+            flash(_("%(email)s has already set a password.", email=user.email), "error")
         else:
             invitations.send_invitation(item, user)
-            flash(f"A new invitation went to {user.email}.", "success")
+            flash(_("A new invitation went to %(email)s.", email=user.email), "success")
     return redirect(url_for("platform.tenant", tenant_id=item.id))
 
 
