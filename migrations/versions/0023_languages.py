@@ -1,7 +1,7 @@
 """languages: a person's chosen language; a tenant admin sets the tenant's language and time zone
 
 Revision ID: 0023
-Revises: 0018
+Revises: 0022
 Create Date: 2026-11-30 19:56:56.126848
 
 `users.locale` and `platform_users.locale` ('en', 'zh'; NULL follows the tenant's default).
@@ -16,7 +16,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = "0023"
-down_revision = "0018"
+down_revision = "0022"
 branch_labels = None
 depends_on = None
 
