@@ -155,3 +155,44 @@ def page(request, new_context, live_server):
         name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)
         with contextlib.suppress(Exception):  # a failed screenshot must not hide the real failure
             tab.screenshot(path=str(ARTIFACTS / f"failed-{name}.png"), full_page=True)
+
+
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture
+def new_phone(browser):
+    """`new_phone(locale="en-GB")` -> a tab the size of a phone's screen, with touch, in a fresh
+    context whose browser asks for `locale`; closed after the test."""
+    contexts = []
+
+    def build(locale: str = "en-GB"):
+        context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True, locale=locale)
+        context.set_default_timeout(TIMEOUT_MS)
+        contexts.append(context)
+        return context.new_page()
+
+    try:
+        yield build
+    finally:
+        for context in contexts:
+            context.close()
+
+
+@pytest.fixture
+def phone(new_phone):
+    """A phone-sized tab (English browser) in a fresh context."""
+    return new_phone()
+
+
+def fits_the_screen(page) -> bool:
+    """Nothing sticks out sideways on a phone: the page scrolls only up and down."""
+    return page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+
+
+def sign_in(page, url: str, email: str, password: str) -> None:
+    """Sign in on the page at `url` (a tenant's or the platform's sign-in page)."""
+    page.goto(url)
+    page.get_by_label("E-mail", exact=True).fill(email)
+    page.get_by_label("Password", exact=True).fill(password)
+    page.locator("#signin-button").click()

@@ -4,7 +4,6 @@ the channel, only its id to the platform)."""
 
 from __future__ import annotations
 
-import pytest
 import sqlalchemy as sa
 from playwright.sync_api import expect
 from test_channels_stripe import localstripe  # noqa: F401  (the fixture: localstripe as a subprocess)
@@ -12,19 +11,7 @@ from test_channels_stripe import localstripe  # noqa: F401  (the fixture: locals
 from core.db import db
 from payments import intents
 from tenants.isolation import tenant_context
-
-PHONE = {"width": 390, "height": 844}
-
-
-@pytest.fixture
-def phone(browser):
-    """A tab the size of a phone's screen, with touch, in a fresh context."""
-    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True, locale="en-GB")
-    context.set_default_timeout(10_000)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
+from tests.browser.conftest import fits_the_screen
 
 
 def _intent(app, tenant_id, merchant_id, amount: int, description: str | None) -> tuple[str, str]:
@@ -38,11 +25,6 @@ def _intent(app, tenant_id, merchant_id, amount: int, description: str | None) -
         found = pi.id, pi.client_secret
         db.session.remove()
     return found
-
-
-def _fits_the_screen(page) -> None:
-    """Nothing sticks out sideways: the page scrolls only up and down."""
-    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
 
 
 def _status(owner_engine, intent_id: str) -> tuple[str, int]:
@@ -65,7 +47,7 @@ def test_a_payer_pays_with_a_sandbox_test_card_on_a_phone(app, make, live_server
     expect(phone.locator("#co-total")).to_have_text("18.50 USD")
     expect(phone.locator("#co-lines")).to_contain_text("Two flat whites")
     expect(phone.locator("#co-methods")).to_contain_text("Card")
-    _fits_the_screen(phone)
+    assert fits_the_screen(phone)
     phone.screenshot(path=str(artifacts / "checkout-sandbox-phone.png"), full_page=True)
 
     # A decline first: the payer reads why and tries another card.
@@ -79,7 +61,7 @@ def test_a_payer_pays_with_a_sandbox_test_card_on_a_phone(app, make, live_server
     expect(phone.locator("#co-result-title")).to_have_text("Payment successful")
     expect(phone.locator("#co-paid-amount")).to_have_text("18.50 USD")
     expect(phone.locator("#co-reference")).to_have_text(intent_id)
-    _fits_the_screen(phone)
+    assert fits_the_screen(phone)
     phone.screenshot(path=str(artifacts / "checkout-sandbox-paid-phone.png"), full_page=True)
     assert _status(owner_engine, intent_id) == ("succeeded", 1850)
 
@@ -134,7 +116,7 @@ def test_a_payer_pays_by_card_through_stripe_js_on_a_phone(
     card.get_by_placeholder("exp_year").fill("34")
     card.get_by_placeholder("cvc").fill("123")
     card.get_by_placeholder("postal_code").fill("75001")
-    _fits_the_screen(phone)
+    assert fits_the_screen(phone)
     phone.screenshot(path=str(artifacts / "checkout-stripe-phone.png"), full_page=True)
     phone.get_by_role("button", name="Pay 24.00 USD").click()
     expect(phone.locator("#co-result-title")).to_have_text("Payment successful")

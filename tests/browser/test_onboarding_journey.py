@@ -11,6 +11,7 @@ import re
 from PIL import Image
 from playwright.sync_api import expect
 
+from tests.browser.conftest import sign_in
 from tests.conftest import PASSWORD, link_in
 
 OWNER = "founder@noodles.example.com"
@@ -24,13 +25,6 @@ def _image(path, color, kind="PNG"):
     Image.new("RGB", (320, 200), color).save(out, format=kind)
     path.write_bytes(out.getvalue())
     return str(path)
-
-
-def _sign_in(page, url: str, email: str, password: str) -> None:
-    page.goto(url)
-    page.get_by_label("E-mail", exact=True).fill(email)
-    page.get_by_label("Password", exact=True).fill(password)
-    page.locator("#signin-button").click()
 
 
 def _upload(page, kind: str, path: str) -> None:
@@ -78,7 +72,7 @@ def test_sign_up_review_with_changes_approval_and_a_live_key(
     expect(page.locator(".flash-success")).to_contain_text("Your e-mail address is verified")
 
     # The owner signs in: a draft; live keys are refused.
-    _sign_in(page, live_server.url(host, "/login"), OWNER, OWNER_PASSWORD)
+    sign_in(page, live_server.url(host, "/login"), OWNER, OWNER_PASSWORD)
     page.wait_for_url(live_server.url(host, "/merchant/"))
     expect(page.locator("#onboarding-status h2")).to_have_text("Onboarding: Draft")
     screenshot(page, "dashboard-draft")
@@ -122,7 +116,7 @@ def test_sign_up_review_with_changes_approval_and_a_live_key(
 
     # The tenant's admin reviews it and asks for changes.
     admin = new_context().new_page()
-    _sign_in(admin, live_server.url(host, "/login"), acme.admin_email, PASSWORD)
+    sign_in(admin, live_server.url(host, "/login"), acme.admin_email, PASSWORD)
     admin.get_by_role("navigation", name="Main").get_by_role("link", name="Review queue").click()
     expect(admin.locator("#review-queue tr.application")).to_have_count(1)
     screenshot(admin, "review-queue")

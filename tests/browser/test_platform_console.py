@@ -14,14 +14,8 @@ from portal import jobs
 from tenants import audit
 from tenants.audit import Actor
 from tenants.isolation import platform_scope
+from tests.browser.conftest import sign_in
 from tests.conftest import PASSWORD
-
-
-def _sign_in(page, url: str, email: str) -> None:
-    page.goto(url)
-    page.get_by_label("E-mail", exact=True).fill(email)
-    page.get_by_label("Password", exact=True).fill(PASSWORD)
-    page.locator("#signin-button").click()
 
 
 def _waiting_job(app) -> str:
@@ -46,7 +40,7 @@ def test_a_platform_admin_checks_health_jobs_and_the_audit_log(app, page, live_s
         db.session.remove()
     job_id = _waiting_job(app)
     root = make.platform_admin()
-    _sign_in(page, live_server.url("localhost", "/login"), root)
+    sign_in(page, live_server.url("localhost", "/login"), root, PASSWORD)
     page.wait_for_url(live_server.url("localhost", "/platform/"))
 
     # Health: every component listed; the database and Redis up; no worker runs here, which it says.

@@ -8,23 +8,17 @@ import re
 
 from playwright.sync_api import expect
 
+from tests.browser.conftest import sign_in
 from tests.conftest import PASSWORD, link_in
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-
-
-def _sign_in(page, url: str, email: str, password: str) -> None:
-    page.goto(url)
-    page.get_by_label("E-mail", exact=True).fill(email)
-    page.get_by_label("Password", exact=True).fill(password)
-    page.locator("#signin-button").click()
 
 
 def test_provisioned_tenant_admin_accepts_the_invitation_and_reaches_the_console(
     page, live_server, make, outbox, artifacts
 ):
     root = make.platform_admin()
-    _sign_in(page, live_server.url("localhost", "/login"), root, PASSWORD)
+    sign_in(page, live_server.url("localhost", "/login"), root, PASSWORD)
     page.wait_for_url(live_server.url("localhost", "/platform/"))
 
     page.locator("main").get_by_role("link", name="Provision a tenant").click()
@@ -59,7 +53,7 @@ def test_provisioned_tenant_admin_accepts_the_invitation_and_reaches_the_console
     page.wait_for_url(live_server.url("nova.localhost", "/login"))
     expect(page.get_by_text("Your password is set.")).to_be_visible()
 
-    _sign_in(page, live_server.url("nova.localhost", "/login"), "boss@nova.example.com", new_password)
+    sign_in(page, live_server.url("nova.localhost", "/login"), "boss@nova.example.com", new_password)
     page.wait_for_url(live_server.url("nova.localhost", "/console/"))
     expect(page.get_by_role("heading", level=1)).to_have_text("Nova Payments console")
     expect(page.locator(".sidebar .brand-name")).to_have_text("Nova Payments")  # the midnight layout
@@ -78,7 +72,7 @@ def test_suspended_tenant_shows_the_notice_and_nobody_signs_in(page, new_context
 
     # A colleague is signed in to the console; the tenant's admin has the sign-in form open.
     colleague = new_context().new_page()
-    _sign_in(colleague, tenant_login, orbit.admin_email, PASSWORD)
+    sign_in(colleague, tenant_login, orbit.admin_email, PASSWORD)
     colleague.wait_for_url(live_server.url(orbit.host, "/console/"))
     expect(colleague.get_by_role("heading", level=1)).to_have_text("Orbit Pay console")
 
@@ -88,7 +82,7 @@ def test_suspended_tenant_shows_the_notice_and_nobody_signs_in(page, new_context
     latecomer.get_by_label("Password", exact=True).fill(PASSWORD)
 
     # The platform admin suspends the tenant from its page.
-    _sign_in(page, live_server.url("localhost", "/login"), root, PASSWORD)
+    sign_in(page, live_server.url("localhost", "/login"), root, PASSWORD)
     page.wait_for_url(live_server.url("localhost", "/platform/"))
     page.get_by_role("link", name="Orbit Pay").click()
     page.wait_for_url(re.compile(re.escape(live_server.url("localhost", "/platform/tenants/")) + UUID + "$"))
