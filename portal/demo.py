@@ -1,19 +1,26 @@
 """Demo data for `make run`: a platform admin, two tenants in different themes, two merchants
-each, every account with a known password. Loading twice changes nothing."""
+each, every account with a known password; the first merchant of each has test payments, charge
+items, a coupon, a payment link and a terminal; each tenant has an applicant waiting in the KYC
+review queue. Loading twice changes nothing."""
 
 from __future__ import annotations
 
 import contextlib
+import io
 from decimal import Decimal
 
 import click
 import sqlalchemy as sa
+from flask import current_app
+from PIL import Image
 
-from billing import schedules
+from billing import catalog, coupons, schedules
 from billing.fees import FeeRule
 from billing.models import FeeSchedule
 from core.db import db
-from payments import channel_accounts, intents
+from onboarding import documents, review, signup
+from onboarding import profile as profiles
+from payments import channel_accounts, intents, links, terminals
 from payments import products as catalogue
 from payments.errors import PaymentError
 from payments.models import ChannelAccount, PaymentIntent
@@ -43,6 +50,10 @@ TENANTS = [
         # (product, currency, percent, fixed, minimum, volume from): 3.2 % + 0.30, 2.5 % from 10,000.00 a month
         "fees": [("card", "USD", "3.2", 30, 50, 0), ("card", "USD", "2.5", 30, 50, 1_000_000)],
         "platform_fee": "0.3",
+        # (name, unit, unit price): the first merchant's charge items, and its payment link of both
+        "items": [("Espresso beans 1 kg", "bag", "24.00"), ("Barista class", "hour", "45.00")],
+        "coupon": "WELCOME10",
+        "applicant": ("Sunrise Bakery", "owner@bakery.example.com", "DE89370400440532013000", "DE"),
     },
     {
         "spec": provisioning.TenantSpec(
@@ -78,6 +89,9 @@ TENANTS = [
             ("wechat_pay", "CNY", "0.6", 0, None, 0),
         ],
         "platform_fee": "0.1",
+        "items": [("牛肉面 Beef noodles", "bowl", "28.00"), ("茶叶 Green tea 250 g", "tin", "88.00")],
+        "coupon": "HUANYING10",
+        "applicant": ("Dragon Dumplings", "owner@dumplings.example.com", "GB82WEST12345698765432", "GB"),
     },
 ]
 
@@ -113,6 +127,8 @@ def load() -> None:
         _ensure_platform_fee(tenant_id, entry["platform_fee"])
         with tenant_context(db.session, tenant_id):
             _ensure_payments(tenant_id, entry["merchants"][0][1], entry["channels"][0][1])
+            _ensure_catalogue(tenant_id, entry["merchants"][0][1], entry["channels"][0][1], entry)
+            _ensure_applicant(tenant_id, *entry["applicant"])
 
 
 def _ensure_channels(tenant_id, channels) -> None:
@@ -186,6 +202,97 @@ def _ensure_payments(tenant_id, owner_email: str, currency: str) -> None:
         )
 
 
+def _merchant_of(tenant_id, owner_email: str):
+    return db.session.execute(
+        sa.select(User.merchant_id).where(User.tenant_id == tenant_id, User.email == owner_email)
+    ).scalar_one()
+
+
+def _ensure_catalogue(tenant_id, owner_email: str, currency: str, entry) -> None:
+    """Charge items, a 10 % coupon, a payment link of both items and a POS terminal."""
+    merchant_id = _merchant_of(tenant_id, owner_email)
+    if catalog.active_items(tenant_id, merchant_id):
+        return
+    items = [
+        catalog.create_item(
+            tenant_id, merchant_id, catalog.ChargeItemInput(name, price, currency, unit=unit), set(), Actor.system()
+        )
+        for name, unit, price in entry["items"]
+    ]
+    coupons.create_coupon(
+        tenant_id, merchant_id, coupons.CouponInput(entry["coupon"], "percent", percent_off="10"), Actor.system()
+    )
+    links.create_link(
+        tenant_id,
+        merchant_id,
+        links.LinkInput(
+            "Starter pack",
+            items=[
+                links.LinkItemInput(items[0].id, quantity=1, adjustable=True, min_quantity=1, max_quantity=5),
+                links.LinkItemInput(items[1].id, quantity=1),
+            ],
+        ),
+        Actor.system(),
+    )
+    terminals.register(
+        tenant_id,
+        merchant_id,
+        name="Front counter",
+        kind="pos",
+        serial_number=f"DEMO-{entry['spec'].slug.upper()}-001",
+        location="Shop floor",
+        mode="test",
+        actor=Actor.system(),
+    )
+
+
+def _demo_document() -> bytes:
+    """A small PNG standing in for a scanned document."""
+    image = Image.new("RGB", (400, 260), (245, 245, 240))
+    image.paste((30, 64, 175), (0, 0, 400, 40))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _ensure_applicant(tenant_id, name: str, owner_email: str, iban: str, country: str) -> None:
+    """A merchant that signed up, filled its profile, uploaded its documents and waits for review."""
+    if db.session.execute(sa.select(User.id).where(User.tenant_id == tenant_id, User.email == owner_email)).first():
+        return
+    started = signup.start(tenant_id, name, owner_email, PASSWORD, None)
+    owner = signup.verify(started.signup, None)
+    actor = Actor(kind="user", id=owner.id, email=owner.email)
+    profiles.save(
+        tenant_id,
+        owner.merchant_id,
+        profiles.ProfileInput(
+            legal_name=f"{name} Ltd",
+            registration_number="HRB 123456",
+            legal_representative="Alex Example",
+            address="1 Demo Street, Demo City",
+            country=country,
+            monthly_volume="25000.00",
+            volume_currency="USD",
+            bank_holder_name=f"{name} Ltd",
+            bank_account=iban,
+            bank_country=country,
+        ),
+        actor,
+    )
+    for kind in review.REQUIRED_DOCUMENTS:
+        documents.upload(
+            tenant_id,
+            owner.merchant_id,
+            kind,
+            f"{kind}.png",
+            _demo_document(),
+            upload_dir=current_app.config["UPLOAD_DIR"],
+            max_bytes=current_app.config["KYC_DOCUMENT_MAX_BYTES"],
+            actor=actor,
+        )
+    review.submit(tenant_id, owner.merchant_id, actor)
+
+
 def _ensure_password(tenant_id, email: str) -> None:
     user = db.session.execute(sa.select(User).where(User.tenant_id == tenant_id, User.email == email)).scalar_one()
     if not user.has_password:
@@ -203,4 +310,6 @@ def print_logins() -> None:
             lines.append(f"  {tenant.name:<16}  {base}/login   {spec.admin_email} / {PASSWORD}  (tenant admin)")
             for _name, owner in entry["merchants"]:
                 lines.append(f"  {'':<16}  {base}/login   {owner} / {PASSWORD}  (merchant owner)")
+            applicant = entry["applicant"][1]
+            lines.append(f"  {'':<16}  {base}/login   {applicant} / {PASSWORD}  (applicant, waiting for KYC review)")
     click.echo("Demo logins:\n" + "\n".join(lines))
