@@ -688,3 +688,23 @@ def test_the_migration_approves_merchants_that_existed_before_it(app, owner_url)
         engine.dispose()
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_the_merchant_list_shows_each_merchants_onboarding_state(site, make, acme, outbox, owner_engine):
+    make.merchant(acme, "Staff Made", "owner@staffmade.example.com")
+    client = sign_up(site, acme, outbox)
+    complete_application(client)
+    client.submit("/merchant/onboarding/submit", form_page="/merchant/onboarding")
+    applicant = merchant_row(owner_engine).id
+    rows = {}
+    operator = site(acme.host)
+    operator.login(OPERATOR)
+    for row in re.findall(r"<tr>(.*?)</tr>", body(operator.get("/console/merchants")), flags=re.S):
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", row, flags=re.S)
+        if cells:
+            rows[text(cells[0])] = (text(cells[2]), f"/console/onboarding/{applicant}" in cells[2])
+    assert rows == {"Staff Made": ("Approved", False), "Noodle House": ("Submitted, waiting for review", True)}
+    # Finance staff see the states but do not review: no link to the review page.
+    finance = site(acme.host)
+    finance.login(FINANCE)
+    assert f"/console/onboarding/{applicant}" not in body(finance.get("/console/merchants"))

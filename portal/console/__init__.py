@@ -11,6 +11,7 @@ import uuid
 import sqlalchemy as sa
 from flask import Blueprint, abort, current_app, flash, g, redirect, request, url_for
 from flask_babel import gettext as _
+from flask_login import current_user
 
 from core.db import db
 from portal import audit_log as audit_filters
@@ -27,6 +28,7 @@ from portal.forms import (
     field_error,
     note_expired,
 )
+from portal.merchant.onboarding import STATUS_LABELS as ONBOARDING_LABELS
 from portal.pagination import newest_first, search_term
 from portal.sites import current_actor
 from tenants import branding, provisioning
@@ -277,7 +279,14 @@ def merchants():
         statement = statement.where(Merchant.name.ilike(pattern))
     page = newest_first(statement, Merchant, request.args.get("after"), current_app.config["PAGE_SIZE"])
     status = 422 if form.errors else 200
-    return theming.render("console/merchants.html", form=form, page=page, q=request.args.get("q", "")), status
+    return theming.render(
+        "console/merchants.html",
+        form=form,
+        page=page,
+        q=request.args.get("q", ""),
+        onboarding_labels=ONBOARDING_LABELS,
+        can_review=current_user.role in ("admin", "operator"),
+    ), status
 
 
 @bp.route("/merchants/<uuid:merchant_id>")
@@ -328,8 +337,6 @@ def audit_log():
 
 @bp.before_request
 def _role_flags():
-    from flask_login import current_user
-
     g.user_role_cannot_manage = not (
         current_user.is_authenticated and getattr(current_user, "role", None) in MERCHANT_MANAGERS
     )
