@@ -211,8 +211,8 @@ def _payment_columns(scope: Scope) -> list[Column]:
         Column("Received", lambda pi, _: pi.amount_received, money=True),
         Column("Refunded", lambda pi, _: pi.amount_refunded, money=True),
         Column("Product", lambda pi, _: pi.product or ""),
-        Column("Terminal", lambda pi, _: pi.terminal_id or ""),
         Column("Description", lambda pi, _: pi.description or ""),
+        Column("Terminal", lambda pi, _: pi.terminal_id or ""),
     ]
 
 
