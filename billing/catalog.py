@@ -116,21 +116,27 @@ def update_item(item: ChargeItem, spec: ChargeItemInput, products: Collection[st
     return item
 
 
-def set_active(item: ChargeItem, active: bool, actor: Actor) -> bool:
-    """Activate or deactivate; False when it already was."""
-    if item.active == active:
+def switch_active(row, object_type: str, active: bool, actor: Actor) -> bool:
+    """Activate or deactivate a merchant's row (a charge item, coupon or payment link), audited as
+    `<object_type>.activated|deactivated`; False when it already was. Commits."""
+    if row.active == active:
         return False
-    item.active = active
+    row.active = active
     audit.record(
-        item.tenant_id,
+        row.tenant_id,
         actor,
-        "charge_item.activated" if active else "charge_item.deactivated",
-        "charge_item",
-        item.id,
+        f"{object_type}.activated" if active else f"{object_type}.deactivated",
+        object_type,
+        row.id,
         audit.changes({"active": not active}, {"active": active}),
     )
     db.session.commit()
     return True
+
+
+def set_active(item: ChargeItem, active: bool, actor: Actor) -> bool:
+    """Activate or deactivate; False when it already was."""
+    return switch_active(item, "charge_item", active, actor)
 
 
 def get_item(tenant_id: uuid.UUID, merchant_id: uuid.UUID, item_id: uuid.UUID | str) -> ChargeItem | None:

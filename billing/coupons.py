@@ -23,6 +23,7 @@ from decimal import Decimal, InvalidOperation
 
 import sqlalchemy as sa
 
+from billing import catalog
 from billing.models import Coupon, CouponRedemption
 from billing.pricing import Discount, percent_text
 from core.db import db
@@ -191,19 +192,7 @@ def update_coupon(coupon: Coupon, spec: CouponInput, actor: Actor) -> Coupon:
 
 
 def set_active(coupon: Coupon, active: bool, actor: Actor) -> bool:
-    if coupon.active == active:
-        return False
-    coupon.active = active
-    audit.record(
-        coupon.tenant_id,
-        actor,
-        "coupon.activated" if active else "coupon.deactivated",
-        "coupon",
-        coupon.id,
-        audit.changes({"active": not active}, {"active": active}),
-    )
-    db.session.commit()
-    return True
+    return catalog.switch_active(coupon, "coupon", active, actor)
 
 
 def get_coupon(tenant_id: uuid.UUID, merchant_id: uuid.UUID, coupon_id: uuid.UUID | str) -> Coupon | None:

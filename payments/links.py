@@ -174,19 +174,7 @@ def create_link(tenant_id: uuid.UUID, merchant_id: uuid.UUID, spec: LinkInput, a
 
 
 def set_active(link: PaymentLink, active: bool, actor: Actor) -> bool:
-    if link.active == active:
-        return False
-    link.active = active
-    audit.record(
-        link.tenant_id,
-        actor,
-        "payment_link.activated" if active else "payment_link.deactivated",
-        "payment_link",
-        link.id,
-        audit.changes({"active": not active}, {"active": active}),
-    )
-    db.session.commit()
-    return True
+    return catalog.switch_active(link, "payment_link", active, actor)
 
 
 def get_link(tenant_id: uuid.UUID, merchant_id: uuid.UUID, link_id: str) -> PaymentLink | None:
