@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from rq import Retry
@@ -55,7 +56,7 @@ from payments.channels.base import (
     is_test_payment_method,
 )
 from payments.errors import CardError, ChannelError, InvalidRequest, NotFound
-from payments.models import ChannelAccount, PaymentAttempt, PaymentIntent, Refund
+from payments.models import RETURN_URL_MAX, ChannelAccount, PaymentAttempt, PaymentIntent, Refund
 from payments.payer_details import (
     ELEMENT_PARAMS,
     ROUTING_PARTS,
@@ -114,6 +115,28 @@ def clean_amount(value: Any, param: str = "amount") -> int:
             param=param,
         )
     return value
+
+
+def clean_return_url(value: Any, param: str = "return_url") -> str | None:
+    """An absolute http(s) address with a host and no user name or password, or None for ''."""
+    text = ("" if value is None else str(value)).strip()
+    if not text:
+        return None
+    parts = urlsplit(text)
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username is not None
+        or len(text) > RETURN_URL_MAX
+        or any(ch.isspace() or ord(ch) < 32 for ch in text)
+    ):
+        raise InvalidRequest(
+            f"{param} must be an absolute http:// or https:// address without a user name, at most "
+            f"{RETURN_URL_MAX} characters.",
+            code="url_invalid",
+            param=param,
+        )
+    return text
 
 
 def clean_currency(value: Any) -> str:
@@ -307,6 +330,7 @@ def create(
     description: str | None = None,
     metadata: Any = None,
     payer_details: dict[str, Any] | None = None,
+    return_url: str | None = None,
     attach: Callable[[PaymentIntent], None] | None = None,
 ) -> PaymentIntent:
     """`payer_details`: the parts `merge_payer_details` takes (receipt_email, billing_details,
@@ -316,6 +340,7 @@ def create(
     currency = clean_currency(currency)
     refuse_test_method(ctx.livemode, payment_method)
     details = with_terminal(merge_payer_details({}, payer_details), ctx)
+    return_url = clean_return_url(return_url)
     if capture_method not in ("automatic", "manual", "automatic_async"):
         raise InvalidRequest("capture_method must be automatic or manual.", param="capture_method")
     capture_method = "manual" if capture_method == "manual" else "automatic"
@@ -338,6 +363,7 @@ def create(
         metadata_=merge_metadata({}, metadata),
         payer_details=details,
         terminal_id=ctx.terminal_id,
+        return_url=return_url,
         status="requires_confirmation" if payment_method else "requires_payment_method",
         client_secret=f"{intent_id}_secret_{objects.new_id('s')[2:]}",
         amount_capturable=0,
@@ -398,6 +424,12 @@ def update(ctx: MerchantContext, intent_id: str, **fields: Any) -> PaymentIntent
         pi.description = fields["description"] or None
     if "metadata" in fields:
         pi.metadata_ = merge_metadata(pi.metadata_ or {}, fields["metadata"])
+    if "return_url" in fields:
+        try:
+            pi.return_url = clean_return_url(fields["return_url"])
+        except InvalidRequest:
+            db.session.rollback()
+            raise
     if fields.get("payment_method"):
         pi.payment_method = fields["payment_method"]
         pi.status = "requires_confirmation"
@@ -428,6 +460,7 @@ def confirm_intent(
     intent_id: str,
     payment_method: str | None = None,
     payer_details: dict[str, Any] | None = None,
+    return_url: str | None = None,
 ) -> PaymentIntent:
     refuse_test_method(ctx.livemode, payment_method)
     pi = get(ctx, intent_id, lock=True)
@@ -441,6 +474,12 @@ def confirm_intent(
     if payer_details:
         try:
             pi.payer_details = with_terminal(merge_payer_details(pi.payer_details, payer_details), ctx)
+        except InvalidRequest:
+            db.session.rollback()
+            raise
+    if return_url is not None:
+        try:
+            pi.return_url = clean_return_url(return_url)
         except InvalidRequest:
             db.session.rollback()
             raise

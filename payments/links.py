@@ -27,7 +27,7 @@ from core.db import db
 from core.money import MoneyError, normalise_currency, to_minor
 from payments import objects, orders
 from payments.errors import InvalidRequest
-from payments.intents import MAX_AMOUNT, MerchantContext
+from payments.intents import MAX_AMOUNT, MerchantContext, clean_return_url
 from payments.models import PaymentIntent
 from payments.order_models import Order, PaymentLink, PaymentLinkItem
 from tenants import audit
@@ -66,6 +66,7 @@ class LinkInput:
     expires_at: datetime | None = None
     max_payments: int | None = None
     allow_coupons: bool = True
+    after_payment_url: str = ""  # the merchant's page the payer goes back to after paying
 
 
 @dataclass(frozen=True)
@@ -94,12 +95,17 @@ def _clean(tenant_id: uuid.UUID, merchant_id: uuid.UUID, spec: LinkInput) -> tup
         raise InvalidInput("The expiry is in the past.", "expires_at")
     if spec.max_payments is not None and spec.max_payments < 1:
         raise InvalidInput("A limit is at least 1 (leave it empty for no limit).", "max_payments")
+    try:
+        after_payment_url = clean_return_url(spec.after_payment_url, "after_payment_url")
+    except InvalidRequest as exc:
+        raise InvalidInput(exc.message, "after_payment_url") from None
     values = {
         "name": name,
         "livemode": spec.livemode,
         "expires_at": spec.expires_at,
         "max_payments": spec.max_payments,
         "allow_coupons": spec.allow_coupons,
+        "after_payment_url": after_payment_url,
     }
     has_amount = bool((spec.amount or "").strip())
     if has_amount == bool(spec.items):
@@ -360,4 +366,5 @@ def pay(
         description=link.name,
         metadata={"payment_link": link.id},
         payer_details={"receipt_email": payer_email} if payer_email else None,
+        return_url=link.after_payment_url,
     )

@@ -19,6 +19,9 @@ MODES = ("test", "live")
 RULE_ACTIONS = ("force", "exclude")
 
 
+RETURN_URL_MAX = 2000  # the longest return_url a PaymentIntent keeps
+
+
 class ChannelAccount(TenantOwned, db.Model):
     """One account at a payment channel (a Stripe account, a sandbox), in one currency.
 
@@ -172,6 +175,8 @@ class PaymentIntent(TenantOwned, db.Model):
     last_payment_error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     cancellation_reason: Mapped[str | None] = mapped_column(sa.String(40))
     client_secret: Mapped[str] = mapped_column(sa.String(80))
+    # Where the hosted checkout sends the payer back after paying (the merchant's page).
+    return_url: Mapped[str | None] = mapped_column(sa.String(RETURN_URL_MAX))
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
     updated_at: Mapped[datetime] = mapped_column(
         sa.DateTime(timezone=True), server_default=sa.func.now(), onupdate=sa.func.now()

@@ -72,6 +72,8 @@ def payment_intent(pi: PaymentIntent) -> dict[str, Any]:
         "payment_method": pi.payment_method,
         "payment_method_types": list(pi.payment_method_types or []),
         "receipt_email": details.get("receipt_email"),
+        # The platform's own field: where the hosted checkout sends the payer back after paying.
+        "return_url": pi.return_url,
         "shipping": _shipping(details.get("shipping")),
         "status": pi.status,
         # The platform's own field: the terminal (`tmr_...`) that created it, if one did.

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 import billing.models  # noqa: F401  (charge items and coupons the orders refer to)
 import payments.models  # noqa: F401  (the payment intents the orders belong to)
 from core.db import db
+from payments.models import RETURN_URL_MAX
 from tenants.isolation import TenantOwned
 
 LINE_KINDS = ("item", "discount")
@@ -97,6 +98,8 @@ class PaymentLink(TenantOwned, db.Model):
     expires_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
     max_payments: Mapped[int | None] = mapped_column()
     allow_coupons: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
+    # The merchant's page the payer goes back to after paying (the intents' `return_url`).
+    after_payment_url: Mapped[str | None] = mapped_column(sa.String(RETURN_URL_MAX))
     active: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
     updated_at: Mapped[datetime] = mapped_column(

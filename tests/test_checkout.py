@@ -424,3 +424,16 @@ def test_the_page_wears_the_tenants_theme_and_brand(app, make, site):
     assert re.search(r"--primary: #[0-9a-fA-F]{6}", html)
     # Payers get no portal navigation and no sign-in.
     assert 'class="sidebar"' not in html and "Sign out" not in html
+
+
+def test_the_receipt_leads_back_to_the_merchant_when_it_gave_a_return_url(app, site, shop):
+    back = "https://corner.example.com/thanks?order=7"
+    intent_id, secret = new_intent(app, shop, return_url=back)
+    client = site(shop["tenant"].host)
+    paid = pay(client, intent_id, secret, "pm_card_visa")
+    page = body(client.get(paid.headers["Location"]))
+    assert re.search(r'<a [^>]*id="co-return"[^>]*href="https://corner.example.com/thanks\?order=7"', page)
+    assert "Back to Corner Cafe" in text(page)
+    plain_id, plain_secret = new_intent(app, shop)
+    paid = pay(client, plain_id, plain_secret, "pm_card_visa")
+    assert 'id="co-return"' not in body(client.get(paid.headers["Location"]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import re
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import pytest
 import segno
@@ -293,3 +294,26 @@ def test_staff_see_links_but_cannot_create_or_deactivate(app, site, studio, make
     assert response.status_code == 403
     with app.app_context(), tenant_context(db.session, tenant.id):
         assert db.session.scalar(sa.select(PaymentLink.active)) is True
+
+
+def test_a_link_sends_the_payer_back_to_the_merchants_page_after_paying(app, site, studio):
+    tenant, _, _ = studio
+    owner = signed_in(site, tenant, OWNER)
+    form = {"name": "Gift", "mode": "test", "kind": "amount", "amount": "5", "currency": "USD"}
+    refused = owner.submit("/merchant/payment-links/new", {**form, "after_payment_url": "javascript:alert(1)"})
+    assert refused.status_code == 422
+    html = body(refused)
+    assert re.search(r'id="after_payment_url-error" class="error">after_payment_url must be an absolute http', html)
+    assert 'value="javascript:alert(1)"' in html and _count(app, tenant, PaymentLink) == 0
+    created = owner.submit(
+        "/merchant/payment-links/new", {**form, "after_payment_url": "https://lotus.example.com/thanks"}
+    )
+    assert created.status_code == 302
+    link_page = body(owner.get(created.headers["Location"]))
+    assert 'href="https://lotus.example.com/thanks"' in link_page
+    link_id = urlsplit(created.headers["Location"]).path.rsplit("/", 1)[-1]
+    payer = site(tenant.host)
+    paying = payer.submit(f"/checkout/link/{link_id}", {"action": "pay", "email": "gi@example.com"})
+    assert paying.status_code == 303
+    with app.app_context(), tenant_context(db.session, tenant.id):
+        assert db.session.scalar(sa.select(PaymentIntent.return_url)) == "https://lotus.example.com/thanks"

@@ -110,6 +110,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                     "additionalProperties": False,
                 }
             ),
+            "return_url": {
+                **_nullable(STRING),
+                "description": "The platform's own field: where the hosted checkout sends the payer back after paying.",
+            },
             "status": {"type": "string", "enum": list(INTENT_STATUSES)},
             "terminal": {
                 **_nullable(STRING),

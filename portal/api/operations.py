@@ -157,6 +157,7 @@ def create_payment_intent(ctx: MerchantContext, p: dict[str, Any]) -> dict[str, 
         "description": p.get("description") or None,
         "metadata": p.get("metadata"),
         "payer_details": _payer_details(p),
+        "return_url": p.get("return_url"),
     }
     if "line_items" in p:
         return objects.payment_intent(_create_order(ctx, p, fields))
@@ -227,7 +228,15 @@ def retrieve_payment_intent(ctx: MerchantContext, p: dict[str, Any], intent: str
 def update_payment_intent(ctx: MerchantContext, p: dict[str, Any], intent: str) -> dict[str, Any]:
     fields = {
         name: p[name]
-        for name in ("amount", "currency", "description", "metadata", "payment_method", "payment_method_types")
+        for name in (
+            "amount",
+            "currency",
+            "description",
+            "metadata",
+            "payment_method",
+            "payment_method_types",
+            "return_url",
+        )
         if name in p
     }
     return objects.payment_intent(intents.update(ctx, intent, **fields, payer_details=_payer_details(p)))
@@ -235,7 +244,11 @@ def update_payment_intent(ctx: MerchantContext, p: dict[str, Any], intent: str) 
 
 def confirm_payment_intent(ctx: MerchantContext, p: dict[str, Any], intent: str) -> dict[str, Any]:
     pi = intents.confirm_intent(
-        ctx, intent, payment_method=p.get("payment_method") or None, payer_details=_payer_details(p)
+        ctx,
+        intent,
+        payment_method=p.get("payment_method") or None,
+        payer_details=_payer_details(p),
+        return_url=p.get("return_url"),
     )
     return objects.payment_intent(pi)
 
@@ -465,12 +478,18 @@ def _openapi_for(server_url: str) -> dict[str, Any]:
 # --- the table ----------------------------------------------------------------------------------
 
 INTENT = {"intent": "The PaymentIntent's id (pi_...)."}
+RETURN_URL = Param(
+    String(max_length=2000),
+    description="Where the hosted checkout sends the payer back after paying: an absolute http(s) address "
+    "('' removes it).",
+)
 INTENT_UPDATE = {
     "amount": Param(Integer(), description="Amount in the currency's smallest unit (e.g. 100 cents for $1.00)."),
     "currency": Param(String(max_length=3), description="Three-letter ISO currency code, lower case."),
     "description": Param(String(max_length=1000), description="An arbitrary string shown to the merchant."),
     "metadata": METADATA,
     "payment_method": Param(String(max_length=120), description="A payment method (e.g. pm_card_visa)."),
+    "return_url": RETURN_URL,
     "expand": EXPAND,
 }
 
@@ -678,7 +697,12 @@ OPERATIONS: list[Operation] = [
         "Confirm a PaymentIntent: charge it through the routed channel",
         confirm_payment_intent,
         "payment_intent",
-        {"payment_method": INTENT_UPDATE["payment_method"], **PAYER_DETAILS, "expand": EXPAND},
+        {
+            "payment_method": INTENT_UPDATE["payment_method"],
+            "return_url": RETURN_URL,
+            **PAYER_DETAILS,
+            "expand": EXPAND,
+        },
         path_params=INTENT,
     ),
     Operation(

@@ -72,6 +72,13 @@ class PaymentLinkForm(FlaskForm):
         _l("Paid payments at most"), validators=[Optional(), NumberRange(min=1)], description=_l("Empty: no limit.")
     )
     allow_coupons = BooleanField(_l("Payers may enter a coupon code"), default=True)
+    after_payment_url = StringField(
+        _l("After paying, back to"),
+        validators=[Optional(), Length(max=2000)],
+        description=_l(
+            "Optional: your page the payer returns to from the receipt, e.g. https://shop.example.com/thanks."
+        ),
+    )
 
 
 def _link_form(formdata=None) -> PaymentLinkForm:
@@ -116,6 +123,7 @@ def _link_input(form: PaymentLinkForm) -> LinkInput:
         expires_at=local_moment(form.expires_at.data),
         max_payments=form.max_payments.data,
         allow_coupons=form.allow_coupons.data,
+        after_payment_url=form.after_payment_url.data or "",
     )
 
 
