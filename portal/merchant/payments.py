@@ -134,7 +134,7 @@ def _answer(attempt: PaymentAttempt) -> str:
     if attempt.error:
         parts.append(f"error: {attempt.error}")
     if not parts:
-        return "No answer yet." if attempt.status in ("started", "unknown") else "No answer."
+        return _("No answer yet.") if attempt.status in ("started", "unknown") else _("No answer.")
     return "Answer: " + ", ".join(parts)
 
 
@@ -150,7 +150,7 @@ def _masked(element: str, value) -> str:
     if element == "billing_address":
         return ", ".join(["•••", *(value[key] for key in ("city", "country") if value.get(key))])
     if element == "face_code":
-        return "given (never shown)"
+        return _("given (never shown)")
     return str(value)  # a terminal or a member wallet: the merchant's own ids
 
 
