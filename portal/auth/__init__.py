@@ -167,7 +167,7 @@ def reset_password(token: str):
         token,
         current_app.config["PASSWORD_RESET_MAX_AGE"],
         "auth/reset_password.html",
-        "Your password is changed. Sign in with the new one.",
+        _("Your password is changed. Sign in with the new one."),
     )
 
 
@@ -178,7 +178,7 @@ def accept_invitation(token: str):
         token,
         current_app.config["INVITATION_MAX_AGE"],
         "auth/accept_invitation.html",
-        "Your password is set. Sign in to continue.",
+        _("Your password is set. Sign in to continue."),
     )
 
 

@@ -163,7 +163,8 @@ def branding_publish():
     if ActionForm().validate_on_submit():
         diff = branding.publish(g.tenant.id, current_actor())
         flash(
-            "The brand is published." if diff else "Nothing changed: the draft equals the published brand.", "success"
+            _("The brand is published.") if diff else _("Nothing changed: the draft equals the published brand."),
+            "success",
         )
     return redirect(url_for("console.branding_edit"))
 

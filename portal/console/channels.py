@@ -165,7 +165,7 @@ def _rule_form() -> RoutingRuleForm:
         (str(a.id), f"{a.name} ({a.mode}, {a.currency})")
         for a in db.session.execute(sa.select(ChannelAccount).order_by(ChannelAccount.name)).scalars()
     ]
-    form.product.choices = [("", "All products"), *_product_choices()]
+    form.product.choices = [("", _("All products")), *_product_choices()]
     return form
 
 

@@ -84,11 +84,11 @@ def _cutoff(text: str) -> time:
     """'18:00' -> time(18, 0); anything else is a ValueError with the message for the field."""
     text = (text or "").strip()
     if not text:
-        raise ValueError("Give the cut-off as HH:MM, like 18:00 (00:00: business days are calendar days).")
+        raise ValueError(_("Give the cut-off as HH:MM, like 18:00 (00:00: business days are calendar days)."))
     match = _HH_MM.fullmatch(text)
     if match and int(match.group(1)) < 24 and int(match.group(2)) < 60:
         return time(int(match.group(1)), int(match.group(2)))
-    raise ValueError(f"{text!r} is not a time of day: use HH:MM, like 18:00.")
+    raise ValueError(_("%(text)s is not a time of day: use HH:MM, like 18:00.", text=repr(text)))
 
 
 def _can_manage() -> bool:
@@ -119,11 +119,14 @@ def _chart(currency: str, days: list[revenue.RevenueDay]) -> dict:
                 "width": round(max(step - 2, 1), 2),
                 "height": round(height, 2),
                 "negative": day.revenue < 0,
-                "title": (
-                    f"{day.day.isoformat()}: revenue {format_amount(day.revenue, currency)} (merchant fees "
-                    f"{format_amount(day.merchant_fees, currency)}, channel costs "
-                    f"{format_amount(day.channel_costs, currency)}, platform fee "
-                    f"{format_amount(day.platform_fee, currency)})"
+                "title": _(
+                    "%(day)s: revenue %(revenue)s (merchant fees %(merchant_fees)s, channel costs"
+                    " %(channel_costs)s, platform fee %(platform_fee)s)",
+                    day=day.day.isoformat(),
+                    revenue=format_amount(day.revenue, currency),
+                    merchant_fees=format_amount(day.merchant_fees, currency),
+                    channel_costs=format_amount(day.channel_costs, currency),
+                    platform_fee=format_amount(day.platform_fee, currency),
                 ),
             }
         )
@@ -144,9 +147,15 @@ def _chart(currency: str, days: list[revenue.RevenueDay]) -> dict:
         "gutter": CHART_GUTTER,
         "first": first,
         "last": last,
-        "label": (
-            f"Revenue per day in {currency} from {first} to {last}: {format_amount(total, currency)} in total, "
-            f"best day {format_amount(max(values), currency)}, worst day {format_amount(min(values), currency)}."
+        "label": _(
+            "Revenue per day in %(currency)s from %(first)s to %(last)s: %(total)s in total, best day %(best)s,"
+            " worst day %(worst)s.",
+            currency=currency,
+            first=first,
+            last=last,
+            total=format_amount(total, currency),
+            best=format_amount(max(values), currency),
+            worst=format_amount(min(values), currency),
         ),
         "totals": {
             "merchant_fees": sum(day.merchant_fees for day in days),

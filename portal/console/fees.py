@@ -175,12 +175,12 @@ def _rules_from(form: VersionForm) -> tuple[list[FeeRule], list[int], bool]:
             continue
         ok = True
         if not row.product.data:
-            add_error(row.product, "Choose the product this rule charges.")
+            add_error(row.product, _("Choose the product this rule charges."))
             ok = False
         currency_text = (row.currency.data or "").strip()
         currency = None
         if not currency_text:
-            add_error(row.currency, "Give the currency of this rule, for example USD.")
+            add_error(row.currency, _("Give the currency of this rule, for example USD."))
             ok = False
         else:
             try:
@@ -229,7 +229,9 @@ def _effective_from(form: VersionForm) -> tuple[datetime | None, bool]:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        add_error(form.effective_from, f"{text!r} is not a date and time: use the form 2026-03-31T14:30.")
+        add_error(
+            form.effective_from, _("%(text)s is not a date and time: use the form 2026-03-31T14:30.", text=repr(text))
+        )
         return None, False
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=_zone())
@@ -256,7 +258,7 @@ def _assign_form(current: FeeSchedule | None, is_default: bool) -> AssignForm:
     statement = sa.select(FeeSchedule).where(FeeSchedule.tenant_id == g.tenant.id).order_by(FeeSchedule.name)
     options = db.session.execute(statement).scalars().all()
     form.schedule_id.choices = [
-        ("", f"Tenant default ({default})" if default else "Tenant default (none yet: no fees)"),
+        ("", _("Tenant default (%(name)s)", name=default) if default else _("Tenant default (none yet: no fees)")),
         *[(str(s.id), s.name) for s in options],
     ]
     return form
@@ -489,7 +491,7 @@ def assign_fee_schedule(merchant_id: uuid.UUID):
     db.session.commit()
     if chosen is None:
         default = _default_name()
-        target = f"the tenant default ({default})" if default else "the tenant default"
+        target = _("the tenant default (%(name)s)", name=default) if default else _("the tenant default")
     else:
         target = schedules.get_schedule(g.tenant.id, chosen).name
     flash(

@@ -199,9 +199,9 @@ def import_payout_results():
     upload = form.file.data
     data = upload.read(RESULT_FILE_MAX_BYTES + 1)
     if not data:
-        add_error(form.file, "The file is empty: choose the bank's result file.")
+        add_error(form.file, _("The file is empty: choose the bank's result file."))
     elif len(data) > RESULT_FILE_MAX_BYTES:
-        add_error(form.file, f"The file is larger than {RESULT_FILE_MAX_BYTES // (1024 * 1024)} MB.")
+        add_error(form.file, _("The file is larger than %(size)s MB.", size=RESULT_FILE_MAX_BYTES // (1024 * 1024)))
     if form.file.errors:
         return _page(form, status=422)
     try:

@@ -91,7 +91,7 @@ STATUS_CHOICES = {
     "pending_write_off": _l("pending write off"),
     "resolved": _l("resolved"),
     "written_off": _l("written off"),
-    "all": "All",
+    "all": _l("All"),
 }
 KIND_LABELS = {"long": _l("statement only"), "short": _l("platform only"), "mismatch": _l("amounts differ")}
 
@@ -314,13 +314,15 @@ def _difference(item: SuspenseItem) -> str:
     `item.amount` is what the item put on suspense (debit-positive): a statement-only line of +X is
     -X, a platform-only record of X is +X, a mismatch is the platform's amount less the statement's."""
     if item.kind == "long":
-        return f"statement only: {_signed(-item.amount, item.currency)}"
+        return _("statement only: %(amount)s", amount=_signed(-item.amount, item.currency))
     if item.kind == "short":
-        return f"platform only: {_signed(item.amount, item.currency)}"
+        return _("platform only: %(amount)s", amount=_signed(item.amount, item.currency))
     if not item.amount:
-        return "the statement's currency differs from the platform's"
-    more = "more" if item.amount < 0 else "less"
-    return f"statement {format_amount(abs(item.amount), item.currency)} {more} than the platform"
+        return _("the statement's currency differs from the platform's")
+    amount = format_amount(abs(item.amount), item.currency)
+    if item.amount < 0:
+        return _("statement %(amount)s more than the platform", amount=amount)
+    return _("statement %(amount)s less than the platform", amount=amount)
 
 
 def _age(item: SuspenseItem, now: datetime) -> int:
@@ -331,13 +333,13 @@ def _day(text: str) -> date:
     """'2026-03-31' -> date; anything else is a ValueError with the message for the field."""
     text = (text or "").strip()
     if not text:
-        raise ValueError("Give the day, like 2026-03-31.")
+        raise ValueError(_("Give the day, like 2026-03-31."))
     try:
         day = date.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"{text!r} is not a day: use the form 2026-03-31.") from None
+        raise ValueError(_("%(text)s is not a day: use the form 2026-03-31.", text=repr(text))) from None
     if day > datetime.now(UTC).date():
-        raise ValueError("That day has not begun yet: the channel has no statement for it.")
+        raise ValueError(_("That day has not begun yet: the channel has no statement for it."))
     return day
 
 
@@ -349,8 +351,8 @@ def _upload_form(fresh: bool = False) -> UploadForm:
     form = UploadForm(formdata=None) if fresh else UploadForm()
     form.source.choices = [
         *[(str(account.id), _account_label(account)) for account in _accounts()],
-        ("bank-live", "Bank (live)"),
-        ("bank-test", "Bank (test)"),
+        ("bank-live", _("Bank (live)")),
+        ("bank-test", _("Bank (test)")),
     ]
     return form
 
@@ -505,8 +507,12 @@ def fetch_statement():
     except ChannelError as exc:
         db.session.rollback()
         form.form_errors.append(
-            f"The channel did not deliver the statement of {day.isoformat()}: {exc.message}. Nothing was imported; "
-            "try again later."
+            _(
+                "The channel did not deliver the statement of %(day)s: %(message)s. Nothing was imported; try again"
+                " later.",
+                day=day.isoformat(),
+                message=exc.message,
+            )
         )
         return _page(fetch_form=form, status=502)
     name = db.session.get(ChannelAccount, (g.tenant.id, account_id)).name
@@ -594,7 +600,7 @@ def _mapping_sources() -> list[dict]:
     sources = [
         {"key": str(account.id), "account_id": account.id, "name": _account_label(account)} for account in _accounts()
     ]
-    return [*sources, {"key": BANK, "account_id": None, "name": "Bank (live and test)"}]
+    return [*sources, {"key": BANK, "account_id": None, "name": _("Bank (live and test)")}]
 
 
 def _mappings_page(failed: tuple[str, MappingForm] | None = None, status: int = 200):
@@ -634,7 +640,10 @@ def _mapping_from(form: MappingForm) -> ColumnMapping | None:
     if not readable:
         add_error(
             form.date_format,
-            f"{date_format!r} does not read a whole date back: give the year, month and day, like %Y-%m-%d.",
+            _(
+                "%(format)s does not read a whole date back: give the year, month and day, like %%Y-%%m-%%d.",
+                format=repr(date_format),
+            ),
         )
     if form.errors:
         return None

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import sqlalchemy as sa
 from flask import abort, flash, g, redirect, request, url_for
 from flask_babel import gettext as _
+from flask_babel import ngettext
 from flask_login import current_user
 
 from clearing import listings
@@ -111,31 +112,28 @@ def _sent(attempt: PaymentAttempt, currency: str, channel: str) -> str:
     parts = [
         str(sent["product"]) if sent.get("product") else None,
         format_amount(amount, sent.get("currency") or currency) if isinstance(amount, int) else None,
-        f"capture {sent['capture_method']}" if sent.get("capture_method") else None,
-        f"to {sent.get('channel') or channel}",
+        _("capture %(method)s", method=sent["capture_method"]) if sent.get("capture_method") else None,
+        _("to %(channel)s", channel=sent.get("channel") or channel),
     ]
-    return "Sent: " + ", ".join(part for part in parts if part)
+    return _("Sent: %(parts)s", parts=", ".join(part for part in parts if part))
 
 
 def _answer(attempt: PaymentAttempt) -> str:
     """The channel's answer from named fields of `attempt.response` (the rest is the channel's raw
     summary, kept for support, too long to read here) and our error."""
     answer = attempt.response or {}
-    parts = [
-        f"{label} {answer[key]}"
-        for label, key in (
-            ("reference", "reference"),
-            ("status", "status"),
-            ("decline code", "decline_code"),
-            ("failure code", "failure_code"),
-        )
-        if answer.get(key) not in (None, "")
-    ]
+    labels = {
+        "reference": _("reference %(value)s"),
+        "status": _("status %(value)s"),
+        "decline_code": _("decline code %(value)s"),
+        "failure_code": _("failure code %(value)s"),
+    }
+    parts = [label % {"value": answer[key]} for key, label in labels.items() if answer.get(key) not in (None, "")]
     if attempt.error:
-        parts.append(f"error: {attempt.error}")
+        parts.append(_("error: %(error)s", error=attempt.error))
     if not parts:
-        return "No answer yet." if attempt.status in ("started", "unknown") else "No answer."
-    return "Answer: " + ", ".join(parts)
+        return _("No answer yet.") if attempt.status in ("started", "unknown") else _("No answer.")
+    return _("Answer: %(parts)s", parts=", ".join(parts))
 
 
 def _masked(element: str, value) -> str:
@@ -150,7 +148,7 @@ def _masked(element: str, value) -> str:
     if element == "billing_address":
         return ", ".join(["•••", *(value[key] for key in ("city", "country") if value.get(key))])
     if element == "face_code":
-        return "given (never shown)"
+        return _("given (never shown)")
     return str(value)  # a terminal or a member wallet: the merchant's own ids
 
 
@@ -174,12 +172,12 @@ def _timeline(pi: PaymentIntent) -> list[dict]:
             PaymentAttempt.tenant_id == pi.tenant_id, PaymentAttempt.payment_intent_id == pi.id
         )
     ).scalars():
-        name = channel_names.get(attempt.channel_account_id, "a channel")
+        name = channel_names.get(attempt.channel_account_id, _("a channel"))
         items.append(
             {
                 "at": attempt.created_at,
                 "kind": "attempt",
-                "title": f"{attempt.kind} at {name}: {attempt.status}",
+                "title": _("%(kind)s at %(name)s: %(status)s", kind=attempt.kind, name=name, status=attempt.status),
                 "sent": _sent(attempt, pi.currency, name),
                 "detail": _answer(attempt),
             }
@@ -193,7 +191,12 @@ def _timeline(pi: PaymentIntent) -> list[dict]:
             {
                 "at": refund.created_at,
                 "kind": "refund",
-                "title": f"refund {refund.id}: {format_amount(refund.amount, refund.currency)} {refund.status}",
+                "title": _(
+                    "refund %(id)s: %(amount)s %(status)s",
+                    id=refund.id,
+                    amount=format_amount(refund.amount, refund.currency),
+                    status=refund.status,
+                ),
                 "detail": refund.failure_reason or refund.reason or "",
             }
         )
@@ -210,13 +213,22 @@ def _timeline(pi: PaymentIntent) -> list[dict]:
         .where(WebhookDelivery.tenant_id == pi.tenant_id, Event.object_id.in_([pi.id, *refund_ids]))
     ).all()
     for delivery, event_type, url in deliveries:
-        answer = f"HTTP {delivery.response_status}" if delivery.response_status else (delivery.error or "not sent yet")
+        answer = (
+            f"HTTP {delivery.response_status}" if delivery.response_status else (delivery.error or _("not sent yet"))
+        )
         items.append(
             {
                 "at": delivery.last_attempt_at or delivery.created_at,
                 "kind": "webhook",
-                "title": f"webhook {event_type} to {url}: {delivery.status}",
-                "detail": f"{delivery.attempts} attempt{'' if delivery.attempts == 1 else 's'}, last answer {answer}",
+                "title": _(
+                    "webhook %(event)s to %(url)s: %(status)s", event=event_type, url=url, status=delivery.status
+                ),
+                "detail": ngettext(
+                    "%(num)s attempt, last answer %(answer)s",
+                    "%(num)s attempts, last answer %(answer)s",
+                    delivery.attempts,
+                    answer=answer,
+                ),
             }
         )
     for note in db.session.execute(
@@ -228,8 +240,12 @@ def _timeline(pi: PaymentIntent) -> list[dict]:
             {
                 "at": note.received_at,
                 "kind": "notification",
-                "title": f"notification from {channel_names.get(note.channel_account_id, 'the channel')}: {note.type}",
-                "detail": f"event {note.event_id}, {note.outcome}",
+                "title": _(
+                    "notification from %(channel)s: %(type)s",
+                    channel=channel_names.get(note.channel_account_id, _("the channel")),
+                    type=note.type,
+                ),
+                "detail": _("event %(id)s, %(outcome)s", id=note.event_id, outcome=note.outcome),
             }
         )
     return sorted(items, key=lambda item: item["at"])

@@ -31,7 +31,7 @@ from payments.models import PAYOUT_STATUSES, Payout
 from portal import reporting, theming
 from portal.access import merchant_role_required
 from portal.forms import EXPIRED, ActionForm, add_error, field_error, note_expired
-from portal.i18n import format_amount
+from portal.i18n import format_amount, status_label
 from portal.merchant import bp
 from portal.merchant.payments import _mode, _tenant_zone
 from portal.pagination import newest_first
@@ -190,7 +190,7 @@ def _request_payout(form: PayoutForm, mode: str) -> Payout | None:
     currency = None
     currency_text = (form.currency.data or "").strip()
     if not currency_text:
-        add_error(form.currency, "Give the currency, for example EUR.")
+        add_error(form.currency, _("Give the currency, for example EUR."))
     else:
         try:
             currency = normalise_currency(currency_text)
@@ -199,7 +199,7 @@ def _request_payout(form: PayoutForm, mode: str) -> Payout | None:
     amount = None
     amount_text = (form.amount.data or "").strip()
     if not amount_text:
-        add_error(form.amount, "Give the amount to pay out, for example 250.00.")
+        add_error(form.amount, _("Give the amount to pay out, for example 250.00."))
     elif currency is not None:
         try:
             amount = to_minor(amount_text, currency)
@@ -207,7 +207,7 @@ def _request_payout(form: PayoutForm, mode: str) -> Payout | None:
             add_error(form.amount, str(exc))
         else:
             if amount <= 0:
-                add_error(form.amount, "The amount must be more than zero.")
+                add_error(form.amount, _("The amount must be more than zero."))
                 amount = None
     if currency is None or amount is None:
         return None
@@ -222,8 +222,12 @@ def _request_payout(form: PayoutForm, mode: str) -> Payout | None:
             available = _available(mode == "live").get(currency, 0)
             add_error(
                 form.amount,
-                f"That is more than your available balance: {format_amount(available, currency)} is available "
-                f"in {mode} mode. Nothing was held.",
+                _(
+                    "That is more than your available balance: %(amount)s is available in %(mode)s mode. Nothing was"
+                    " held.",
+                    amount=format_amount(available, currency),
+                    mode=status_label(mode),
+                ),
             )
         else:
             field = {"amount": form.amount, "currency": form.currency, "description": form.description}.get(

@@ -153,9 +153,10 @@ def set_platform_fee(tenant_id: uuid.UUID):
         db.session.rollback()
         field_error(form, exc)
         return _tenant_page(item, form, 422)
-    message = (
-        f"The platform fee of {item.name} is {fee.percent.normalize():f}% from now on. "
-        "The next payment uses the new fee."
+    message = _(
+        "The platform fee of %(name)s is %(percent)s%% from now on. The next payment uses the new fee.",
+        name=item.name,
+        percent=f"{fee.percent.normalize():f}",
     )
     db.session.commit()
     flash(message, "success")
