@@ -131,7 +131,7 @@ def test_health_shows_every_component_up(app, admin):
     workers = text(table(page, "workers"))
     assert "worker-one" in workers and "default" in workers
     # The worker serves only `default`: the other queues have nobody.
-    assert "No live worker serves: mail, channels, webhooks, clearing." in components
+    assert "No live worker serves: mail, channels, webhooks, clearing, exports." in components
     queues = text(table(page, "queues"))
     assert "webhooks 1 0 0 0" in queues and "clearing 0 0 0 0" in queues
 
