@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from billing.models import ChargeItem
 from core.db import db
+from core.i18n import gettext
 from core.money import MoneyError, normalise_currency, to_minor
 from tenants import audit
 from tenants.audit import Actor
@@ -43,29 +44,33 @@ class ChargeItemInput:
 def _clean(spec: ChargeItemInput, products: Collection[str]) -> dict:
     name = (spec.name or "").strip()
     if not name:
-        raise InvalidInput("Give the item a name.", "name")
+        raise InvalidInput(gettext("Give the item a name."), "name")
     if len(name) > NAME_MAX:
-        raise InvalidInput(f"A name has at most {NAME_MAX} characters.", "name")
+        raise InvalidInput(gettext("A name has at most %(limit)s characters.", limit=NAME_MAX), "name")
     unit = (spec.unit or "").strip() or "piece"
     if len(unit) > UNIT_MAX:
-        raise InvalidInput(f"A unit has at most {UNIT_MAX} characters.", "unit")
+        raise InvalidInput(gettext("A unit has at most %(limit)s characters.", limit=UNIT_MAX), "unit")
     try:
         currency = normalise_currency(spec.currency)
     except MoneyError as exc:
         raise InvalidInput(str(exc), "currency") from None
     if not (spec.unit_price or "").strip():
-        raise InvalidInput("Give the price of one unit, e.g. 12.50.", "unit_price")
+        raise InvalidInput(gettext("Give the price of one unit, e.g. 12.50."), "unit_price")
     try:
         unit_amount = to_minor(spec.unit_price, currency)
     except MoneyError as exc:
         raise InvalidInput(str(exc), "unit_price") from None
     if unit_amount < 0 or unit_amount > MAX_UNIT_AMOUNT:
-        raise InvalidInput("The price must be at least 0 and at most 999,999,999.99.", "unit_price")
+        raise InvalidInput(gettext("The price must be at least 0 and at most 999,999,999.99."), "unit_price")
     types = list(dict.fromkeys(t.strip() for t in spec.payment_method_types or () if t.strip()))
     unknown = [t for t in types if t not in products]
     if unknown:
         raise InvalidInput(
-            f"Unknown payment method type {unknown[0]!r}; known: {', '.join(sorted(products))}.",
+            gettext(
+                "Unknown payment method type %(unknown)s; known: %(products)s.",
+                unknown=repr(unknown[0]),
+                products=", ".join(sorted(products)),
+            ),
             "payment_method_types",
         )
     return {

@@ -27,6 +27,7 @@ from billing import catalog
 from billing.models import Coupon, CouponRedemption
 from billing.pricing import Discount, percent_text
 from core.db import db
+from core.i18n import gettext
 from core.money import MoneyError, format_amount, normalise_currency, to_minor
 from tenants import audit
 from tenants.audit import Actor
@@ -71,23 +72,27 @@ def _basis_points(text: str) -> int:
     try:
         percent = Decimal((text or "").strip())
     except InvalidOperation:
-        raise InvalidInput(f"{text!r} is not a percentage; write it like 12.5", "percent_off") from None
+        raise InvalidInput(
+            gettext("%(text)s is not a percentage; write it like 12.5", text=repr(text)), "percent_off"
+        ) from None
     if not percent.is_finite() or percent <= 0 or percent > 100:
-        raise InvalidInput("A percentage is more than 0 and at most 100.", "percent_off")
+        raise InvalidInput(gettext("A percentage is more than 0 and at most 100."), "percent_off")
     points = percent * 100
     if points != points.to_integral_value():
-        raise InvalidInput("A percentage has at most two decimals (12.25).", "percent_off")
+        raise InvalidInput(gettext("A percentage has at most two decimals (12.25)."), "percent_off")
     return int(points)
 
 
 def _clean(spec: CouponInput, *, new: bool) -> dict:
     code = (spec.code or "").strip()
     if not code:
-        raise InvalidInput("Give the coupon a code, e.g. SUMMER10.", "code")
+        raise InvalidInput(gettext("Give the coupon a code, e.g. SUMMER10."), "code")
     if len(code) > CODE_MAX or not all(c.isalnum() or c in "-_" for c in code):
-        raise InvalidInput(f"A code has up to {CODE_MAX} letters, digits, '-' or '_' (no spaces).", "code")
+        raise InvalidInput(
+            gettext("A code has up to %(limit)s letters, digits, '-' or '_' (no spaces).", limit=CODE_MAX), "code"
+        )
     if spec.kind not in ("percent", "fixed"):
-        raise InvalidInput("Choose a percentage or a fixed amount.", "kind")
+        raise InvalidInput(gettext("Choose a percentage or a fixed amount."), "kind")
     currency = None
     if (spec.currency or "").strip():
         try:
@@ -99,23 +104,25 @@ def _clean(spec: CouponInput, *, new: bool) -> dict:
         values["percent_off_bp"] = _basis_points(spec.percent_off)
     else:
         if currency is None:
-            raise InvalidInput("A fixed amount needs its currency, e.g. USD.", "currency")
-        values["amount_off"] = _amount(spec.amount_off, currency, "amount_off", "Give the amount taken off, e.g. 5.00.")
+            raise InvalidInput(gettext("A fixed amount needs its currency, e.g. USD."), "currency")
+        values["amount_off"] = _amount(
+            spec.amount_off, currency, "amount_off", gettext("Give the amount taken off, e.g. 5.00.")
+        )
         if values["amount_off"] == 0:
-            raise InvalidInput("The amount taken off must be more than 0.", "amount_off")
+            raise InvalidInput(gettext("The amount taken off must be more than 0."), "amount_off")
     values["min_amount"] = None
     if (spec.min_amount or "").strip():
         if currency is None:
-            raise InvalidInput("A minimum order amount needs its currency, e.g. USD.", "currency")
+            raise InvalidInput(gettext("A minimum order amount needs its currency, e.g. USD."), "currency")
         values["min_amount"] = _amount(spec.min_amount, currency, "min_amount", "")
     values["currency"] = currency
     if spec.expires_at is not None and new and spec.expires_at <= _now():
-        raise InvalidInput("The expiry is in the past.", "expires_at")
+        raise InvalidInput(gettext("The expiry is in the past."), "expires_at")
     values["expires_at"] = spec.expires_at
     for name in ("max_redemptions", "max_per_payer"):
         value = getattr(spec, name)
         if value is not None and value < 1:
-            raise InvalidInput("A limit is at least 1 (leave it empty for no limit).", name)
+            raise InvalidInput(gettext("A limit is at least 1 (leave it empty for no limit)."), name)
         values[name] = value
     values["active"] = bool(spec.active)
     return values
@@ -129,7 +136,7 @@ def _amount(text: str, currency: str, field: str, missing: str) -> int:
     except MoneyError as exc:
         raise InvalidInput(str(exc), field) from None
     if amount < 0 or amount > MAX_AMOUNT:
-        raise InvalidInput("The amount must be at least 0 and at most 999,999,999.99.", field)
+        raise InvalidInput(gettext("The amount must be at least 0 and at most 999,999,999.99."), field)
     return amount
 
 
@@ -167,7 +174,10 @@ def _code_taken(tenant_id: uuid.UUID, merchant_id: uuid.UUID, code: str, other_t
 def create_coupon(tenant_id: uuid.UUID, merchant_id: uuid.UUID, spec: CouponInput, actor: Actor) -> Coupon:
     values = _clean(spec, new=True)
     if _code_taken(tenant_id, merchant_id, values["code"], None):
-        raise InvalidInput(f"You already have a coupon {values['code']} (codes ignore upper/lower case).", "code")
+        raise InvalidInput(
+            gettext("You already have a coupon %(code)s (codes ignore upper/lower case).", code=values["code"]),
+            "code",
+        )
     coupon = Coupon(tenant_id=tenant_id, merchant_id=merchant_id, **values)
     db.session.add(coupon)
     db.session.flush()
@@ -180,7 +190,10 @@ def update_coupon(coupon: Coupon, spec: CouponInput, actor: Actor) -> Coupon:
     """New terms apply to orders made from now on; orders already made keep their discount."""
     values = _clean(spec, new=False)
     if _code_taken(coupon.tenant_id, coupon.merchant_id, values["code"], coupon.id):
-        raise InvalidInput(f"You already have a coupon {values['code']} (codes ignore upper/lower case).", "code")
+        raise InvalidInput(
+            gettext("You already have a coupon %(code)s (codes ignore upper/lower case).", code=values["code"]),
+            "code",
+        )
     before = _audit_values(_values(coupon))
     for name, value in values.items():
         setattr(coupon, name, value)
@@ -249,11 +262,11 @@ def find_for_order(
         statement = statement.with_for_update().execution_options(populate_existing=True)
     coupon = db.session.execute(statement).scalar_one_or_none() if text else None
     if coupon is None or not coupon.active:
-        raise CouponRefused(f"The coupon code {text!r} is not valid.")
+        raise CouponRefused(gettext("The coupon code %(text)s is not valid.", text=repr(text)))
     if coupon.expires_at is not None and coupon.expires_at <= (now or _now()):
-        raise CouponRefused(f"The coupon {coupon.code} has expired.")
+        raise CouponRefused(gettext("The coupon %(code)s has expired.", code=coupon.code))
     if coupon.max_redemptions is not None and coupon.times_redeemed >= coupon.max_redemptions:
-        raise CouponRefused(f"The coupon {coupon.code} has been used as often as it may be.")
+        raise CouponRefused(gettext("The coupon %(code)s has been used as often as it may be.", code=coupon.code))
     return coupon
 
 
@@ -277,12 +290,18 @@ def check_payer(coupon: Coupon, payer_email: str | None) -> None:
         return
     if not payer_email:
         raise CouponRefused(
-            f"The coupon {coupon.code} can be used {coupon.max_per_payer} time(s) per payer: "
-            "give the payer's e-mail (receipt_email) to use it.",
+            gettext(
+                "The coupon %(code)s can be used %(max_per_payer)s time(s) per payer: give the payer's "
+                "e-mail (receipt_email) to use it.",
+                code=coupon.code,
+                max_per_payer=coupon.max_per_payer,
+            ),
             param="receipt_email",
         )
     if uses_by(coupon, payer_email) >= coupon.max_per_payer:
-        raise CouponRefused(f"You have already used the coupon {coupon.code} as often as one payer may.")
+        raise CouponRefused(
+            gettext("You have already used the coupon %(code)s as often as one payer may.", code=coupon.code)
+        )
 
 
 def reserve(coupon: Coupon, payment_intent_id: str, payer_email: str | None, taken: int) -> CouponRedemption:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 from typing import Any
 
+from core.i18n import gettext
 from core.money import MoneyError, format_amount, normalise_currency
 
 # Wide enough that no realistic amount times a percentage loses a digit before the one rounding.
@@ -65,11 +66,13 @@ def clean_percent(value: Any, field: str = "percent") -> Decimal:
     try:
         percent = Decimal(str(value).strip() or "0")
     except InvalidOperation:
-        raise FeeRuleError(f"{value!r} is not a percentage; write it like 2.9", field) from None
+        raise FeeRuleError(
+            gettext("%(value)s is not a percentage; write it like 2.9", value=repr(value)), field
+        ) from None
     if not percent.is_finite() or percent < 0 or percent >= MAX_PERCENT:
-        raise FeeRuleError("a percentage must be at least 0 and below 100", field)
+        raise FeeRuleError(gettext("a percentage must be at least 0 and below 100"), field)
     if percent.as_tuple().exponent < -4:
-        raise FeeRuleError("a percentage has at most 4 decimal places (0.0001 %)", field)
+        raise FeeRuleError(gettext("a percentage has at most 4 decimal places (0.0001 %)"), field)
     return percent
 
 
@@ -142,16 +145,17 @@ class FeeRule:
         return FeeBreakdown(total, tuple(parts))
 
     def describe(self) -> str:
+        """The rule in words, in the reader's language (within `english()` for what is stored)."""
         pieces = []
         if self.percent:
             pieces.append(f"{_percent_text(self.percent)}%")
         if self.fixed:
             pieces.append(format_amount(self.fixed, self.currency))
-        text = " + ".join(pieces) or "no fee"
+        text = " + ".join(pieces) or gettext("no fee")
         if self.minimum is not None:
-            text += f", min {format_amount(self.minimum, self.currency)}"
+            text += gettext(", min %(amount)s", amount=format_amount(self.minimum, self.currency))
         if self.maximum is not None:
-            text += f", max {format_amount(self.maximum, self.currency)}"
+            text += gettext(", max %(amount)s", amount=format_amount(self.maximum, self.currency))
         return text
 
     def to_json(self) -> dict[str, Any]:
@@ -188,9 +192,9 @@ def _minor(value: Any, field: str, *, allow_none: bool) -> int | None:
             return None
         return 0
     if isinstance(value, bool) or not isinstance(value, int):
-        raise FeeRuleError(f"{field} must be a whole number of minor units", field)
+        raise FeeRuleError(gettext("%(field)s must be a whole number of minor units", field=field), field)
     if value < 0:
-        raise FeeRuleError(f"{field} cannot be negative", field)
+        raise FeeRuleError(gettext("%(field)s cannot be negative", field=field), field)
     return value
 
 
@@ -202,7 +206,7 @@ def validate_rules(rules: Iterable[FeeRule], products: Iterable[str]) -> list[Fe
     checked = []
     for index, rule in enumerate(rules):
         if rule.product not in known:
-            raise FeeRuleError(f"unknown product {rule.product!r}", "product", index)
+            raise FeeRuleError(gettext("unknown product %(product)s", product=repr(rule.product)), "product", index)
         try:
             currency = normalise_currency(rule.currency)
         except MoneyError as exc:
@@ -216,11 +220,17 @@ def validate_rules(rules: Iterable[FeeRule], products: Iterable[str]) -> list[Fe
         except FeeRuleError as exc:
             raise FeeRuleError(str(exc), exc.field, index) from None
         if minimum is not None and maximum is not None and minimum > maximum:
-            raise FeeRuleError("the minimum fee is above the maximum", "minimum", index)
+            raise FeeRuleError(gettext("the minimum fee is above the maximum"), "minimum", index)
         key = (rule.product, currency, volume_from)
         if key in seen:
             raise FeeRuleError(
-                f"two rules for {rule.product} in {currency} from the same monthly volume", "volume_from", index
+                gettext(
+                    "two rules for %(product)s in %(currency)s from the same monthly volume",
+                    product=rule.product,
+                    currency=currency,
+                ),
+                "volume_from",
+                index,
             )
         seen.add(key)
         checked.append(FeeRule(rule.product, currency, percent, fixed, minimum, maximum, volume_from))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from billing.fees import percent_of, round_half_up
+from core.i18n import gettext
 from core.money import format_amount
 
 BASIS_POINTS = 10_000  # 100 %
@@ -96,11 +97,24 @@ def _check_line(line: Line, index: int) -> None:
     for name in ("unit_amount", "quantity"):
         value = getattr(line, name)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise PricingError(f"line {index + 1}: {name} must be a whole number, not {value!r}")
+            raise PricingError(
+                gettext(
+                    "line %(line)s: %(name)s must be a whole number, not %(value)s",
+                    line=index + 1,
+                    name=name,
+                    value=repr(value),
+                )
+            )
     if line.unit_amount < 0:
-        raise PricingError(f"line {index + 1}: the unit amount cannot be negative")
+        raise PricingError(gettext("line %(line)s: the unit amount cannot be negative", line=index + 1))
     if not 1 <= line.quantity <= MAX_QUANTITY:
-        raise PricingError(f"line {index + 1}: the quantity must be between 1 and {MAX_QUANTITY}")
+        raise PricingError(
+            gettext(
+                "line %(line)s: the quantity must be between 1 and %(limit)s",
+                line=index + 1,
+                limit=MAX_QUANTITY,
+            )
+        )
 
 
 def discount_of(subtotal: int, discount: Discount) -> int:
@@ -118,7 +132,7 @@ def quote(lines: Iterable[Line], currency: str, discount: Discount | None = None
     cannot be priced and `CouponNotApplicable` (naming why) when the coupon does not apply."""
     lines = list(lines)
     if not lines:
-        raise PricingError("an order needs at least one line")
+        raise PricingError(gettext("an order needs at least one line"))
     for index, line in enumerate(lines):
         _check_line(line, index)
     quoted = [
@@ -138,11 +152,21 @@ def quote(lines: Iterable[Line], currency: str, discount: Discount | None = None
     taken = 0
     if discount is not None:
         if discount.currency is not None and discount.currency != currency:
-            raise CouponNotApplicable(f"The coupon {discount.code} applies to {discount.currency} orders only.")
+            raise CouponNotApplicable(
+                gettext(
+                    "The coupon %(code)s applies to %(currency)s orders only.",
+                    code=discount.code,
+                    currency=discount.currency,
+                )
+            )
         if discount.min_amount is not None and subtotal < discount.min_amount:
             raise CouponNotApplicable(
-                f"The coupon {discount.code} applies to orders of at least "
-                f"{format_amount(discount.min_amount, currency)}; this order is {format_amount(subtotal, currency)}."
+                gettext(
+                    "The coupon %(code)s applies to orders of at least %(minimum)s; this order is %(subtotal)s.",
+                    code=discount.code,
+                    minimum=format_amount(discount.min_amount, currency),
+                    subtotal=format_amount(subtotal, currency),
+                )
             )
         taken = discount_of(subtotal, discount)
         quoted.append(QuotedLine("discount", f"Coupon {discount.code} ({discount.describe()})", 1, -taken, -taken))

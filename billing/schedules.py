@@ -33,6 +33,7 @@ from billing.fees import (
 )
 from billing.models import FeeSchedule, FeeScheduleVersion, MerchantFeeSchedule, PlatformFee
 from core.db import db
+from core.i18n import english, gettext
 from tenants import audit
 from tenants.audit import Actor
 from tenants.errors import InvalidInput
@@ -52,7 +53,7 @@ def _now() -> datetime:
 def create_schedule(tenant_id: uuid.UUID, name: str, actor: Actor, *, is_default: bool = False) -> FeeSchedule:
     name = (name or "").strip()
     if not name or len(name) > 120:
-        raise InvalidInput("Give the schedule a name of at most 120 characters.", "name")
+        raise InvalidInput(gettext("Give the schedule a name of at most 120 characters."), "name")
     # One create at a time per tenant: the name check and "the first becomes the default" hold.
     db.session.execute(sa.select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
     exists = db.session.execute(
@@ -61,7 +62,7 @@ def create_schedule(tenant_id: uuid.UUID, name: str, actor: Actor, *, is_default
         )
     ).first()
     if exists:
-        raise InvalidInput(f"There is already a schedule named {name}.", "name")
+        raise InvalidInput(gettext("There is already a schedule named %(name)s.", name=name), "name")
     schedule = FeeSchedule(tenant_id=tenant_id, id=uuid.uuid4(), name=name, is_default=False)
     db.session.add(schedule)
     db.session.flush()
@@ -88,7 +89,7 @@ def set_default(tenant_id: uuid.UUID, schedule_id: uuid.UUID, actor: Actor) -> N
     """Merchants without a schedule of their own are charged by this one from now on."""
     schedule = get_schedule(tenant_id, schedule_id)
     if schedule is None:
-        raise InvalidInput("That fee schedule does not exist.", "schedule_id")
+        raise InvalidInput(gettext("That fee schedule does not exist."), "schedule_id")
     previous = db.session.execute(
         sa.select(FeeSchedule).where(FeeSchedule.tenant_id == tenant_id, FeeSchedule.is_default).with_for_update()
     ).scalar_one_or_none()
@@ -149,22 +150,22 @@ def add_version(
         .with_for_update()
     ).scalar_one_or_none()
     if schedule is None:
-        raise InvalidInput("That fee schedule does not exist.", "schedule_id")
+        raise InvalidInput(gettext("That fee schedule does not exist."), "schedule_id")
     checked = validate_rules(rules, products)
     if not checked:
-        raise FeeRuleError("Add at least one rule: a product, a currency and its fee.", "product", 0)
+        raise FeeRuleError(gettext("Add at least one rule: a product, a currency and its fee."), "product", 0)
     now = _now()
     effective_from = effective_from or now
     if effective_from.tzinfo is None:
-        raise InvalidInput("The effective date needs a time zone.", "effective_from")
+        raise InvalidInput(gettext("The effective date needs a time zone."), "effective_from")
     if effective_from < now - _CLOCK_SLACK:
         raise InvalidInput(
-            "A new version cannot start in the past: fees already charged never change. Choose now or later.",
+            gettext("A new version cannot start in the past: fees already charged never change. Choose now or later."),
             "effective_from",
         )
     note = (note or "").strip()
     if len(note) > 500:
-        raise InvalidInput("The note is longer than 500 characters.", "note")
+        raise InvalidInput(gettext("The note is longer than 500 characters."), "note")
     number = (
         db.session.execute(
             sa.select(sa.func.coalesce(sa.func.max(FeeScheduleVersion.number), 0)).where(
@@ -185,6 +186,8 @@ def add_version(
     )
     db.session.add(version)
     db.session.flush()
+    with english():  # the audit record stays English whoever reads the page
+        described = [f"{r.product} {r.currency} from {r.volume_from}: {r.describe()}" for r in checked]
     audit.record(
         tenant_id,
         actor,
@@ -194,7 +197,7 @@ def add_version(
         audit.created(
             version=number,
             effective_from=version.effective_from.isoformat(),
-            rules=[f"{r.product} {r.currency} from {r.volume_from}: {r.describe()}" for r in checked],
+            rules=described,
         ),
     )
     return version
@@ -204,9 +207,9 @@ def assign(tenant_id: uuid.UUID, merchant_id: uuid.UUID, schedule_id: uuid.UUID 
     """Put a merchant on a schedule (None: back to the tenant's default). Applies to the next capture."""
     merchant = db.session.get(Merchant, (tenant_id, merchant_id))
     if merchant is None:
-        raise InvalidInput("That merchant does not exist.", "merchant_id")
+        raise InvalidInput(gettext("That merchant does not exist."), "merchant_id")
     if schedule_id is not None and get_schedule(tenant_id, schedule_id) is None:
-        raise InvalidInput("That fee schedule does not exist.", "schedule_id")
+        raise InvalidInput(gettext("That fee schedule does not exist."), "schedule_id")
     current = db.session.get(MerchantFeeSchedule, (tenant_id, merchant_id), with_for_update=True)
     before = current.schedule_id if current else None
     if before == schedule_id:
@@ -263,7 +266,7 @@ def set_platform_fee(
     """The platform's percentage of the tenant's captured amounts from `effective_from` (now).
     Run in the platform scope."""
     if percent is None or not str(percent).strip():
-        raise InvalidInput("Give the platform fee as a percentage, for example 0.5.", "percent")
+        raise InvalidInput(gettext("Give the platform fee as a percentage, for example 0.5."), "percent")
     try:
         value = clean_percent(percent)
     except FeeRuleError as exc:
@@ -272,9 +275,11 @@ def set_platform_fee(
     now = _now()
     effective_from = effective_from or now
     if effective_from.tzinfo is None:
-        raise InvalidInput("The effective date needs a time zone.", "effective_from")
+        raise InvalidInput(gettext("The effective date needs a time zone."), "effective_from")
     if effective_from < now - _CLOCK_SLACK:
-        raise InvalidInput("The platform fee cannot change in the past. Choose now or later.", "effective_from")
+        raise InvalidInput(
+            gettext("The platform fee cannot change in the past. Choose now or later."), "effective_from"
+        )
     before = platform_fee_in_force(tenant_id)
     fee = PlatformFee(
         tenant_id=tenant_id, id=uuid.uuid4(), percent=value, effective_from=effective_from, created_by=actor.email

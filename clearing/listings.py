@@ -68,7 +68,9 @@ def parse_day(text: str) -> date:
     try:
         return datetime.strptime(text, "%Y-%m-%d").date()
     except ValueError:
-        raise ValueError(f"{text!r} is not a date: use YYYY-MM-DD, for example 2026-03-31.") from None
+        raise ValueError(
+            gettext("%(text)s is not a date: use YYYY-MM-DD, for example 2026-03-31.", text=repr(text))
+        ) from None
 
 
 def mode_of(args: Mapping[str, str]) -> str:

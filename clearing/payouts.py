@@ -45,6 +45,7 @@ from clearing.models import (
 )
 from core import crypto
 from core.db import db
+from core.i18n import gettext
 from core.money import exponent, to_major
 from payments import balance_transactions, events
 from payments.balance_operations import payout_object
@@ -68,30 +69,30 @@ def _clean_account(account: str, bank_code: str, country: str) -> tuple[str, str
     """(kind, account, bank_code, country) or InvalidInput naming the field."""
     compact = "".join((account or "").split()).upper()
     if not compact:
-        raise InvalidInput("Give the account's IBAN or account number.", "account")
+        raise InvalidInput(gettext("Give the account's IBAN or account number."), "account")
     code = "".join((bank_code or "").split()).upper() or None
     if compact[:2].isalpha() and compact[2:4].isdigit():
         try:
             compact = iban_number.validate(compact)
         except ValidationError:
-            raise InvalidInput("That IBAN is not valid (check the digits).", "account") from None
+            raise InvalidInput(gettext("That IBAN is not valid (check the digits)."), "account") from None
         if code is not None:
             try:
                 code = bic_number.validate(code)
             except ValidationError:
                 raise InvalidInput(
-                    "That BIC is not valid: 8 or 11 letters and digits, like ABNANL2A.", "bank_code"
+                    gettext("That BIC is not valid: 8 or 11 letters and digits, like ABNANL2A."), "bank_code"
                 ) from None
         return "iban", compact, code, compact[:2]
     if not compact.isalnum() or not 4 <= len(compact) <= 34:
-        raise InvalidInput("An account number has 4 to 34 letters and digits.", "account")
+        raise InvalidInput(gettext("An account number has 4 to 34 letters and digits."), "account")
     if code is None:
         raise InvalidInput(
-            "An account number needs its bank code (routing number, sort code, CNAPS code).", "bank_code"
+            gettext("An account number needs its bank code (routing number, sort code, CNAPS code)."), "bank_code"
         )
     country = (country or "").strip().upper()
     if len(country) != 2 or not country.isalpha():
-        raise InvalidInput("Give the bank's country as two letters, like US or CN.", "country")
+        raise InvalidInput(gettext("Give the bank's country as two letters, like US or CN."), "country")
     return "number", compact, code, country
 
 
@@ -108,10 +109,10 @@ def set_bank_account(
 ) -> MerchantBankAccount:
     """Set where the merchant's payouts go (validated; the account is stored encrypted)."""
     if db.session.get(Merchant, (tenant_id, merchant_id)) is None:
-        raise InvalidInput("That merchant does not exist.", "merchant_id")
+        raise InvalidInput(gettext("That merchant does not exist."), "merchant_id")
     holder = (holder_name or "").strip()
     if not holder or len(holder) > 140:
-        raise InvalidInput("Give the account holder's name (at most 140 characters).", "holder_name")
+        raise InvalidInput(gettext("Give the account holder's name (at most 140 characters)."), "holder_name")
     kind, number, code, country_code = _clean_account(account, bank_code, country)
     bank = (bank_name or "").strip()[:140]
     row = db.session.get(MerchantBankAccount, (tenant_id, merchant_id), with_for_update=True)
@@ -142,15 +143,17 @@ def set_debtor(tenant_id: uuid.UUID, *, name: str, iban: str, bic: str, actor: A
     """The tenant's account payouts are sent from, as it appears in pain.001 files."""
     name = (name or "").strip()
     if not name or len(name) > 140:
-        raise InvalidInput("Give the account holder's name (at most 140 characters).", "debtor_name")
+        raise InvalidInput(gettext("Give the account holder's name (at most 140 characters)."), "debtor_name")
     try:
         iban_value = iban_number.validate(iban or "")
     except ValidationError:
-        raise InvalidInput("That IBAN is not valid (check the digits).", "debtor_iban") from None
+        raise InvalidInput(gettext("That IBAN is not valid (check the digits)."), "debtor_iban") from None
     try:
         bic_value = bic_number.validate(bic or "")
     except ValidationError:
-        raise InvalidInput("That BIC is not valid: 8 or 11 letters and digits, like ABNANL2A.", "debtor_bic") from None
+        raise InvalidInput(
+            gettext("That BIC is not valid: 8 or 11 letters and digits, like ABNANL2A."), "debtor_bic"
+        ) from None
     row = db.session.get(ClearingSettings, tenant_id, with_for_update=True)
     if row is None:
         row = ClearingSettings(tenant_id=tenant_id)
@@ -388,15 +391,25 @@ def batch_pain001(batch: PayoutBatch, execution_date: date | None = None) -> byt
     """ISO 20022 pain.001.001.03 by `sepaxml` (schema-validated), or BatchFileError saying why not."""
     settings = db.session.get(ClearingSettings, batch.tenant_id)
     if settings is None or not settings.debtor_iban_encrypted:
-        raise BatchFileError("Set the account payouts are sent from (name, IBAN, BIC) in the payout settings first.")
+        raise BatchFileError(
+            gettext("Set the account payouts are sent from (name, IBAN, BIC) in the payout settings first.")
+        )
     if exponent(batch.currency) != 2:
-        raise BatchFileError(f"pain.001 files here carry two-decimal currencies; {batch.currency} has not two.")
+        raise BatchFileError(
+            gettext(
+                "pain.001 files here carry two-decimal currencies; %(currency)s has not two.", currency=batch.currency
+            )
+        )
     lines = batch_lines(batch)
     without_iban = [line.payout_id for line in lines if line.kind != "iban"]
     if without_iban:
         raise BatchFileError(
-            f"{len(without_iban)} payee(s) have a domestic account number, not an IBAN "
-            f"(first: {without_iban[0]}): use the CSV file for this batch."
+            gettext(
+                "%(count)s payee(s) have a domestic account number, not an IBAN (first: %(first)s): "
+                "use the CSV file for this batch.",
+                count=len(without_iban),
+                first=without_iban[0],
+            )
         )
     transfer = _BatchTransfer(
         batch.reference,
@@ -448,20 +461,30 @@ def _read_lines(data: bytes) -> list[tuple[int, dict[str, str]]]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise ResultFileError([(line, "the file is not UTF-8 text")]) from None
+        raise ResultFileError([(line, gettext("the file is not UTF-8 text"))]) from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
     header = [name.strip().lower() for name in (reader.fieldnames or [])]
     missing = [name for name in ("payout_id", "status") if name not in header]
     if missing:
-        raise ResultFileError([(1, f"the header lacks the column(s) {', '.join(missing)} (payout_id,status,reason)")])
+        raise ResultFileError(
+            [
+                (
+                    1,
+                    gettext(
+                        "the header lacks the column(s) %(columns)s (payout_id,status,reason)",
+                        columns=", ".join(missing),
+                    ),
+                )
+            ]
+        )
     reader.fieldnames = header
     rows = []
     for row in reader:
         if None in row:  # more cells than the header has columns
-            raise ResultFileError([(reader.line_num, "the line has more cells than the header")])
+            raise ResultFileError([(reader.line_num, gettext("the line has more cells than the header"))])
         rows.append((reader.line_num, {k: (v or "").strip() for k, v in row.items()}))
     if not rows:
-        raise ResultFileError([(2, "the file has a header but no results")])
+        raise ResultFileError([(2, gettext("the file has a header but no results"))])
     return rows
 
 
@@ -496,19 +519,49 @@ def import_results(tenant_id: uuid.UUID, filename: str, data: bytes, actor: Acto
         payout_id, status, reason = row["payout_id"], row["status"].lower(), row.get("reason", "")
         payout = payouts.get(payout_id)
         if not payout_id:
-            problems.append((number, "payout_id is empty"))
+            problems.append((number, gettext("payout_id is empty")))
         elif payout is None:
-            problems.append((number, f"no payout {payout_id} of this tenant"))
+            problems.append((number, gettext("no payout %(payout)s of this tenant", payout=payout_id)))
         elif status not in ("paid", "failed"):
-            problems.append((number, f"status must be paid or failed, not {row['status']!r}"))
+            problems.append(
+                (number, gettext("status must be paid or failed, not %(status)s", status=repr(row["status"])))
+            )
         elif status == "failed" and not reason:
-            problems.append((number, "a failed payout needs the bank's reason"))
+            problems.append((number, gettext("a failed payout needs the bank's reason")))
         elif payout_id in decided and decided[payout_id][1] != status:
-            problems.append((number, f"{payout_id} is also {decided[payout_id][1]} on line {decided[payout_id][0]}"))
+            problems.append(
+                (
+                    number,
+                    gettext(
+                        "%(payout)s is also %(status)s on line %(line)s",
+                        payout=payout_id,
+                        status=decided[payout_id][1],
+                        line=decided[payout_id][0],
+                    ),
+                )
+            )
         elif payout.status in ("paid", "failed") and payout.status != status:
-            problems.append((number, f"{payout_id} is already {payout.status}; the bank cannot change that"))
+            problems.append(
+                (
+                    number,
+                    gettext(
+                        "%(payout)s is already %(status)s; the bank cannot change that",
+                        payout=payout_id,
+                        status=payout.status,
+                    ),
+                )
+            )
         elif payout.status not in ("in_transit", "paid", "failed"):
-            problems.append((number, f"{payout_id} was never sent to the bank (it is {payout.status})"))
+            problems.append(
+                (
+                    number,
+                    gettext(
+                        "%(payout)s was never sent to the bank (it is %(status)s)",
+                        payout=payout_id,
+                        status=payout.status,
+                    ),
+                )
+            )
         else:
             decided.setdefault(payout_id, (number, status))
         if len(problems) >= MAX_ERRORS:

@@ -40,6 +40,7 @@ from clearing.models import ClearingRun, StatementImport, StatementMapping
 from clearing.statement_formats import CHANNEL_COLUMNS, FORMATS, ColumnMapping, StatementError, read
 from core import queue
 from core.db import db
+from core.i18n import gettext
 from core.money import MoneyError, normalise_currency, to_major
 from payments.channel_adapters import adapter_of
 from payments.models import ChannelAccount
@@ -83,11 +84,16 @@ def mapping_for(tenant_id: uuid.UUID, channel_account_id: uuid.UUID | None) -> C
 def save_mapping(
     tenant_id: uuid.UUID, channel_account_id: uuid.UUID | None, mapping: ColumnMapping, actor: Actor
 ) -> None:
-    for field_name in ("reference", "amount", "date"):
+    required = {
+        "reference": gettext("Name the column that holds the reference."),
+        "amount": gettext("Name the column that holds the amount."),
+        "date": gettext("Name the column that holds the date."),
+    }
+    for field_name, message in required.items():
         if not (getattr(mapping, field_name) or "").strip():
-            raise InvalidInput(f"Name the column that holds the {field_name}.", field_name)
+            raise InvalidInput(message, field_name)
     if not mapping.currency and not mapping.fixed_currency:
-        raise InvalidInput("Name the currency column, or give the statement's one currency.", "currency")
+        raise InvalidInput(gettext("Name the currency column, or give the statement's one currency."), "currency")
     if mapping.fixed_currency:
         try:
             normalise_currency(mapping.fixed_currency)
@@ -99,9 +105,11 @@ def save_mapping(
     except ValueError:
         readable = False
     if not readable:
-        raise InvalidInput("That date format cannot read a whole date back; write it like %Y-%m-%d.", "date_format")
+        raise InvalidInput(
+            gettext("That date format cannot read a whole date back; write it like %Y-%m-%d."), "date_format"
+        )
     if channel_account_id is not None and db.session.get(ChannelAccount, (tenant_id, channel_account_id)) is None:
-        raise InvalidInput("That channel account does not exist.", "channel_account_id")
+        raise InvalidInput(gettext("That channel account does not exist."), "channel_account_id")
     row = db.session.execute(
         sa.select(StatementMapping)
         .where(
@@ -154,16 +162,18 @@ def store_upload(
     same file again returns the first import, with `already_imported`. The `channel` format is
     only what `fetch_statement` writes (`fetched`)."""
     if fmt not in FORMATS or (fmt == "channel") != fetched:
-        raise InvalidInput(f"Choose a format: {', '.join(f for f in FORMATS if f != 'channel')}.", "format")
+        raise InvalidInput(
+            gettext("Choose a format: %(formats)s.", formats=", ".join(f for f in FORMATS if f != "channel")), "format"
+        )
     if channel_account_id is not None:
         account = db.session.get(ChannelAccount, (tenant_id, channel_account_id))
         if account is None:
-            raise InvalidInput("That channel account does not exist.", "channel_account_id")
+            raise InvalidInput(gettext("That channel account does not exist."), "channel_account_id")
         livemode = account.mode == "live"
     elif livemode is None:
-        raise InvalidInput("Say whether the bank statement is for live or test money.", "livemode")
+        raise InvalidInput(gettext("Say whether the bank statement is for live or test money."), "livemode")
     if fmt == "csv" and mapping_for(tenant_id, channel_account_id) is None:
-        raise InvalidInput("Save this source's CSV column mapping first.", "format")
+        raise InvalidInput(gettext("Save this source's CSV column mapping first."), "format")
     import_id = uuid.uuid4()
     path = storage_path(upload_dir, tenant_id, import_id)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -174,11 +184,13 @@ def store_upload(
             while chunk := stream.read(CHUNK):
                 size += len(chunk)
                 if size > max_bytes:
-                    raise InvalidInput(f"The file is larger than {max_bytes // (1024 * 1024)} MB.", "file")
+                    raise InvalidInput(
+                        gettext("The file is larger than %(size)s MB.", size=max_bytes // (1024 * 1024)), "file"
+                    )
                 digest.update(chunk)
                 out.write(chunk)
         if size == 0:
-            raise InvalidInput("The file is empty.", "file")
+            raise InvalidInput(gettext("The file is empty."), "file")
         fingerprint = digest.hexdigest()
         # Two uploads of one file at once: the second waits here, then finds the first.
         db.session.execute(sa.select(sa.func.pg_advisory_xact_lock(int(fingerprint[:15], 16))))
@@ -230,10 +242,13 @@ def fetch_statement(
     again is the same file (already imported)."""
     account = db.session.get(ChannelAccount, (tenant_id, channel_account_id))
     if account is None:
-        raise InvalidInput("That channel account does not exist.", "channel_account_id")
+        raise InvalidInput(gettext("That channel account does not exist."), "channel_account_id")
     adapter = adapter_of(account)
     if not adapter.capabilities.statements:
-        raise InvalidInput(f"{account.name} ({account.type}) offers no statement download.", "channel_account_id")
+        raise InvalidInput(
+            gettext("%(name)s (%(type)s) offers no statement download.", name=account.name, type=account.type),
+            "channel_account_id",
+        )
     db.session.commit()  # never call a channel inside a database transaction
     statement = adapter.fetch_statement(day)
     out = io.StringIO()

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 
 from clearing.listings import Column, Scope, day_range, mode_of
 from core.db import db
+from core.i18n import gettext
 from payments.models import ChannelAccount
 from tenants.models import Merchant
 
@@ -306,12 +307,14 @@ def parse(scope: Scope, args: Mapping[str, str], today: date | None = None) -> R
     today = today or datetime.now(scope.zone).date()
     period = (args.get("period") or "day").strip()
     if period not in PERIODS:
-        errors["period"] = f"{period!r} is not a period: choose day, week or month."
+        errors["period"] = gettext("%(period)s is not a period: choose day, week or month.", period=repr(period))
         period = "day"
     by = (args.get("by") or "").strip() or None
     allowed = DIMENSIONS if scope.tenant_wide else ("product", "channel")
     if by is not None and by not in allowed:
-        errors["by"] = f"{by!r} is not a breakdown: choose {', '.join(allowed)}."
+        errors["by"] = gettext(
+            "%(by)s is not a breakdown: choose %(allowed)s.", by=repr(by), allowed=", ".join(allowed)
+        )
         by = None
     days, day_errors = day_range(args)
     errors.update(day_errors)
@@ -324,7 +327,17 @@ def parse(scope: Scope, args: Mapping[str, str], today: date | None = None) -> R
             first = period_start(first, period) - timedelta(days=1)
         first = period_start(first, period)
     if len(periods(first, last, period)) > MAX_PERIODS:
-        errors["from"] = f"That is more than {MAX_PERIODS} {period}s: choose a shorter range or a longer period."
+        errors["from"] = {
+            "day": gettext(
+                "That is more than %(limit)s days: choose a shorter range or a longer period.", limit=MAX_PERIODS
+            ),
+            "week": gettext(
+                "That is more than %(limit)s weeks: choose a shorter range or a longer period.", limit=MAX_PERIODS
+            ),
+            "month": gettext(
+                "That is more than %(limit)s months: choose a shorter range or a longer period.", limit=MAX_PERIODS
+            ),
+        }[period]
         first = last - timedelta(days=DEFAULT_SPAN["day"] - 1)
         period = "day"
     merchant_id = scope.merchant_id
@@ -333,7 +346,7 @@ def parse(scope: Scope, args: Mapping[str, str], today: date | None = None) -> R
         try:
             merchant_id = uuid.UUID(text)
         except ValueError:
-            errors["merchant"] = "Choose a merchant from the list."
+            errors["merchant"] = gettext("Choose a merchant from the list.")
     query = ReportQuery(
         scope.tenant_id,
         scope.zone.key,

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from clearing.models import SavedReportFilter
 from core.db import db
+from core.i18n import gettext
 from tenants import audit
 from tenants.errors import InvalidInput
 
@@ -49,14 +50,17 @@ def save(
     """Save `filters` under `name` for `page`; the same name again replaces them (commits)."""
     name = " ".join((name or "").split())
     if not name:
-        raise InvalidInput("Give the filter a name, for example “Last month in EUR”.", "name")
+        raise InvalidInput(gettext("Give the filter a name, for example “Last month in EUR”."), "name")
     if len(name) > NAME_MAX:
-        raise InvalidInput(f"The name is longer than {NAME_MAX} characters.", "name")
+        raise InvalidInput(gettext("The name is longer than %(limit)s characters.", limit=NAME_MAX), "name")
     values = {str(key): str(value) for key, value in filters.items() if value}
     existing = next((item for item in list_for(tenant_id, merchant_id, page) if item.name == name), None)
     if existing is None:
         if len(list_for(tenant_id, merchant_id, page)) >= MAX_PER_PAGE:
-            raise InvalidInput(f"This page already has {MAX_PER_PAGE} saved filters: delete one first.", "name")
+            raise InvalidInput(
+                gettext("This page already has %(limit)s saved filters: delete one first.", limit=MAX_PER_PAGE),
+                "name",
+            )
         existing = SavedReportFilter(
             tenant_id=tenant_id,
             id=uuid.uuid4(),
@@ -74,7 +78,9 @@ def save(
         db.session.commit()
     except sa.exc.IntegrityError:  # the same name saved a moment ago by someone else of the scope
         db.session.rollback()
-        raise InvalidInput(f"“{name}” was just saved by someone else: save again to replace it.", "name") from None
+        raise InvalidInput(
+            gettext("“%(name)s” was just saved by someone else: save again to replace it.", name=name), "name"
+        ) from None
     return existing
 
 

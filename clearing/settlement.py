@@ -32,6 +32,7 @@ import sqlalchemy as sa
 import ledger
 from clearing.models import ClearingRun, ClearingSettings, MerchantSettlementTerms, Settlement
 from core.db import db
+from core.i18n import gettext
 from tenants import audit
 from tenants.audit import Actor
 from tenants.errors import InvalidInput
@@ -75,16 +76,18 @@ def _clean_delay(value, field: str) -> int:
     try:
         days = int(str(value).strip())
     except (TypeError, ValueError):
-        raise InvalidInput(f"T+N is a whole number of days from 0 to {MAX_DELAY_DAYS}.", field) from None
+        raise InvalidInput(
+            gettext("T+N is a whole number of days from 0 to %(limit)s.", limit=MAX_DELAY_DAYS), field
+        ) from None
     if not 0 <= days <= MAX_DELAY_DAYS:
-        raise InvalidInput(f"T+N is a whole number of days from 0 to {MAX_DELAY_DAYS}.", field)
+        raise InvalidInput(gettext("T+N is a whole number of days from 0 to %(limit)s.", limit=MAX_DELAY_DAYS), field)
     return days
 
 
 def update_terms(tenant_id: uuid.UUID, cutoff: time, delay_days, actor: Actor) -> Terms:
     """Change the tenant's cut-off and default T+N (from the next run on; settled days stay)."""
     if not isinstance(cutoff, time) or cutoff.second or cutoff.microsecond:
-        raise InvalidInput("The cut-off is a time of day in hours and minutes, like 18:00.", "cutoff")
+        raise InvalidInput(gettext("The cut-off is a time of day in hours and minutes, like 18:00."), "cutoff")
     days = _clean_delay(delay_days, "delay_days")
     before = tenant_terms(tenant_id)
     if before == Terms(cutoff, days) and db.session.get(ClearingSettings, tenant_id) is not None:
@@ -118,7 +121,7 @@ def merchant_delay(tenant_id: uuid.UUID, merchant_id: uuid.UUID) -> int | None:
 def set_merchant_delay(tenant_id: uuid.UUID, merchant_id: uuid.UUID, delay_days, actor: Actor) -> None:
     """Give a merchant its own T+N (None or "": follow the tenant's default)."""
     if db.session.get(Merchant, (tenant_id, merchant_id)) is None:
-        raise InvalidInput("That merchant does not exist.", "merchant_id")
+        raise InvalidInput(gettext("That merchant does not exist."), "merchant_id")
     days = None if delay_days is None or str(delay_days).strip() == "" else _clean_delay(delay_days, "delay_days")
     row = db.session.get(MerchantSettlementTerms, (tenant_id, merchant_id), with_for_update=True)
     before = None if row is None else row.delay_days

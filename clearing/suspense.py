@@ -25,6 +25,7 @@ import sqlalchemy as sa
 import ledger
 from clearing.models import StatementLine, SuspenseComment, SuspenseItem
 from core.db import db
+from core.i18n import gettext
 from core.money import format_amount
 from payments.models import PaymentIntent, Payout, Refund
 from tenants import audit
@@ -198,13 +199,13 @@ def open_for_import(
 def get_item(tenant_id: uuid.UUID, item_id: uuid.UUID, *, lock: bool = False) -> SuspenseItem:
     item = db.session.get(SuspenseItem, (tenant_id, item_id), with_for_update=lock)
     if item is None:
-        raise InvalidInput("That suspense item does not exist.", "item_id")
+        raise InvalidInput(gettext("That suspense item does not exist."), "item_id")
     return item
 
 
 def _require_open(item: SuspenseItem) -> None:
     if item.status not in OPEN:
-        raise InvalidInput(f"This item is already {item.status.replace('_', ' ')}.", "status")
+        raise InvalidInput(gettext("This item is already %(status)s.", status=item.status.replace("_", " ")), "status")
 
 
 def _resolve(item: SuspenseItem, resolution: str, purpose: str, note: str, actor: Actor | None) -> None:
@@ -230,7 +231,7 @@ def assign(tenant_id: uuid.UUID, item_id: uuid.UUID, assignee: str | None, actor
     _require_open(item)
     assignee = (assignee or "").strip().lower() or None
     if assignee and ("@" not in assignee or len(assignee) > 320):
-        raise InvalidInput("Assign the item to a person's e-mail address.", "assignee")
+        raise InvalidInput(gettext("Assign the item to a person's e-mail address."), "assignee")
     before = item.assignee
     item.assignee = assignee
     db.session.flush()
@@ -249,7 +250,7 @@ def add_comment(tenant_id: uuid.UUID, item_id: uuid.UUID, body: str, actor: Acto
     item = get_item(tenant_id, item_id)
     body = (body or "").strip()
     if not body or len(body) > 2000:
-        raise InvalidInput("Write a comment of at most 2,000 characters.", "body")
+        raise InvalidInput(gettext("Write a comment of at most 2,000 characters."), "body")
     comment = SuspenseComment(tenant_id=tenant_id, id=uuid.uuid4(), item_id=item.id, author=actor.email, body=body)
     db.session.add(comment)
     db.session.flush()
@@ -271,7 +272,7 @@ def _reason(note: str) -> str:
     note = (note or "").strip()
     if not note or len(note) > 1000:
         raise InvalidInput(
-            "Give the reason (at most 1,000 characters): it goes into the journal and the audit log.", "note"
+            gettext("Give the reason (at most 1,000 characters): it goes into the journal and the audit log."), "note"
         )
     return note
 
@@ -285,23 +286,47 @@ def resolve_by_match(
     reason = _reason(note)
     record_id = (record_id or "").strip()
     if item.kind == "mismatch":
-        raise InvalidInput("A mismatch is already matched to its record: adjust the difference instead.", "record_id")
+        raise InvalidInput(
+            gettext("A mismatch is already matched to its record: adjust the difference instead."), "record_id"
+        )
     record = _record_amount(tenant_id, record_type, record_id)
     if record is None:
-        raise InvalidInput(f"No {record_type} {record_id} of this tenant.", "record_id")
+        raise InvalidInput(
+            gettext("No %(record_type)s %(record_id)s of this tenant.", record_type=record_type, record_id=record_id),
+            "record_id",
+        )
     amount, currency = record
     if currency != item.currency:
-        raise InvalidInput(f"That {record_type} is in {currency}, the item in {item.currency}.", "record_id")
+        raise InvalidInput(
+            gettext(
+                "That %(record_type)s is in %(currency)s, the item in %(item_currency)s.",
+                record_type=record_type,
+                currency=currency,
+                item_currency=item.currency,
+            ),
+            "record_id",
+        )
     # A statement-only line is the record's money (-item.amount); a missing record is the record (item.amount).
     expected = -item.amount if item.kind == "long" else item.amount
     if amount != expected:
         raise InvalidInput(
-            f"That {record_type} is {format_amount(amount, currency)}, the item {format_amount(expected, currency)}: "
-            "adjust instead, with the reason.",
+            gettext(
+                "That %(record_type)s is %(amount)s, the item %(expected)s: adjust instead, with the reason.",
+                record_type=record_type,
+                amount=format_amount(amount, currency),
+                expected=format_amount(expected, currency),
+            ),
             "record_id",
         )
     if item.kind == "long" and _already_matched(tenant_id, record_type, record_id):
-        raise InvalidInput(f"A statement line already matches {record_type} {record_id}.", "record_id")
+        raise InvalidInput(
+            gettext(
+                "A statement line already matches %(record_type)s %(record_id)s.",
+                record_type=record_type,
+                record_id=record_id,
+            ),
+            "record_id",
+        )
     item.record_type, item.record_id = record_type, record_id
     _resolve(item, "matched", _source_purpose(item), f"{record_type} {record_id}: {reason}", actor)
     return item
@@ -327,7 +352,10 @@ def resolve_by_adjustment(
     item = get_item(tenant_id, item_id, lock=True)
     _require_open(item)
     if purpose not in ADJUSTMENT_PURPOSES:
-        raise InvalidInput(f"Choose the account: {', '.join(ADJUSTMENT_PURPOSES)}.", "purpose")
+        raise InvalidInput(
+            gettext("Choose the account: %(purposes)s.", purposes=", ".join(ADJUSTMENT_PURPOSES)),
+            "purpose",
+        )
     _resolve(item, "adjusted", purpose, _reason(note), actor)
     return item
 
@@ -336,7 +364,10 @@ def request_write_off(tenant_id: uuid.UUID, item_id: uuid.UUID, note: str, actor
     item = get_item(tenant_id, item_id, lock=True)
     if item.status != "open":
         raise InvalidInput(
-            f"This item is {item.status.replace('_', ' ')}; only an open item can be written off.", "status"
+            gettext(
+                "This item is %(status)s; only an open item can be written off.", status=item.status.replace("_", " ")
+            ),
+            "status",
         )
     item.status, item.requested_by, item.resolution_note = "pending_write_off", actor.email, _reason(note)
     db.session.flush()
@@ -354,10 +385,10 @@ def request_write_off(tenant_id: uuid.UUID, item_id: uuid.UUID, note: str, actor
 def approve_write_off(tenant_id: uuid.UUID, item_id: uuid.UUID, actor: Actor) -> SuspenseItem:
     item = get_item(tenant_id, item_id, lock=True)
     if item.status != "pending_write_off":
-        raise InvalidInput("No write-off of this item waits for approval.", "status")
+        raise InvalidInput(gettext("No write-off of this item waits for approval."), "status")
     if not actor.email or actor.email == item.requested_by:
         raise InvalidInput(
-            "A write-off needs a second person: someone other than who asked for it approves it.", "status"
+            gettext("A write-off needs a second person: someone other than who asked for it approves it."), "status"
         )
     _resolve(
         item, "written_off", "write_offs", f"approved; requested by {item.requested_by}: {item.resolution_note}", actor
@@ -368,7 +399,7 @@ def approve_write_off(tenant_id: uuid.UUID, item_id: uuid.UUID, actor: Actor) ->
 def reject_write_off(tenant_id: uuid.UUID, item_id: uuid.UUID, note: str, actor: Actor) -> SuspenseItem:
     item = get_item(tenant_id, item_id, lock=True)
     if item.status != "pending_write_off":
-        raise InvalidInput("No write-off of this item waits for approval.", "status")
+        raise InvalidInput(gettext("No write-off of this item waits for approval."), "status")
     reason = _reason(note)
     item.status = "open"
     db.session.flush()

@@ -5,10 +5,24 @@ for translation here: `gettext("%(code)s is not a currency.", code=code)`. The p
 language per request; outside a request (jobs, CLI, tests calling use cases) and on the merchant
 API (`/v1`, always English) the English text comes back unchanged. This wraps Flask-Babel's
 functions, which need no request: core code never imports `portal` or `flask.request`.
+
+Module-level labels use `lazy_gettext` and translate when shown. What is stored or audited stays
+English whoever's request writes it: compose such text inside `with english():`.
 """
 
 from __future__ import annotations
 
-from flask_babel import gettext, lazy_gettext, ngettext
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-__all__ = ["gettext", "lazy_gettext", "ngettext"]
+from flask_babel import force_locale, gettext, lazy_gettext, ngettext
+
+__all__ = ["english", "gettext", "lazy_gettext", "ngettext"]
+
+
+@contextmanager
+def english() -> Iterator[None]:
+    """Messages in English inside the block, whatever the request's language (for text that is
+    stored: audit records, database rows, files)."""
+    with force_locale("en"):
+        yield

@@ -11,6 +11,8 @@ from decimal import Decimal, InvalidOperation
 
 from babel.numbers import get_currency_precision, list_currencies
 
+from core.i18n import gettext
+
 CURRENCIES = frozenset(list_currencies())
 
 
@@ -21,7 +23,9 @@ class MoneyError(ValueError):
 def normalise_currency(code: str) -> str:
     currency = (code or "").strip().upper()
     if currency not in CURRENCIES:
-        raise MoneyError(f"{code!r} is not an ISO 4217 currency code (for example USD, EUR, CNY).")
+        raise MoneyError(
+            gettext("%(code)s is not an ISO 4217 currency code (for example USD, EUR, CNY).", code=repr(code))
+        )
     return currency
 
 
@@ -35,12 +39,14 @@ def to_minor(text: str | int | Decimal, currency: str) -> int:
     try:
         value = Decimal(str(text).strip().replace(",", ""))
     except InvalidOperation as exc:
-        raise MoneyError(f"{text!r} is not an amount.") from exc
+        raise MoneyError(gettext("%(text)s is not an amount.", text=repr(text))) from exc
     if not value.is_finite():
-        raise MoneyError(f"{text!r} is not an amount.")
+        raise MoneyError(gettext("%(text)s is not an amount.", text=repr(text)))
     scaled = value.scaleb(places)
     if scaled != scaled.to_integral_value():
-        raise MoneyError(f"{currency} amounts have at most {places} decimals.")
+        raise MoneyError(
+            gettext("%(currency)s amounts have at most %(places)s decimals.", currency=currency, places=places)
+        )
     return int(scaled)
 
 

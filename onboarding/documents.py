@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from PIL import Image, UnidentifiedImageError
 
 from core.db import db
+from core.i18n import gettext, lazy_gettext
 from onboarding.models import DOCUMENT_KINDS, KycDocument
 from onboarding.profile import locked_merchant, require_editable
 from tenants import audit
@@ -38,7 +39,7 @@ MAX_DOCUMENTS = 20  # per merchant
 NAME_MAX = 120
 STORAGE_NAME = re.compile(r"^[0-9a-f]{32}\.(pdf|png|jpg)$")
 PDF_HEADER = re.compile(rb"^%PDF-[12]\.[0-9]")
-NOT_ACCEPTED = "Upload a PDF, PNG or JPEG file: this file is none of them (whatever its name says)."
+NOT_ACCEPTED = lazy_gettext("Upload a PDF, PNG or JPEG file: this file is none of them (whatever its name says).")
 
 
 def display_name(filename: str | None) -> str:
@@ -54,7 +55,7 @@ def sniff(data: bytes) -> str:
     mime = kind.mime if kind is not None else None
     if mime == "application/pdf":
         if not PDF_HEADER.match(data) or b"%%EOF" not in data[-1024:]:
-            raise InvalidInput("This PDF is damaged or incomplete: upload the whole file.", "file")
+            raise InvalidInput(gettext("This PDF is damaged or incomplete: upload the whole file."), "file")
         return mime
     if mime in PIL_FORMATS:
         try:
@@ -72,13 +73,13 @@ def sniff(data: bytes) -> str:
             Image.DecompressionBombError,
             Image.DecompressionBombWarning,
         ) as exc:
-            raise InvalidInput("This image is damaged and cannot be read: upload it again.", "file") from exc
+            raise InvalidInput(gettext("This image is damaged and cannot be read: upload it again."), "file") from exc
         if image_format != PIL_FORMATS[mime]:
-            raise InvalidInput(NOT_ACCEPTED, "file")
+            raise InvalidInput(str(NOT_ACCEPTED), "file")
         if width * height > MAX_PIXELS:
-            raise InvalidInput("This image has too many pixels: scan it at a lower resolution.", "file")
+            raise InvalidInput(gettext("This image has too many pixels: scan it at a lower resolution."), "file")
         return mime
-    raise InvalidInput(NOT_ACCEPTED, "file")
+    raise InvalidInput(str(NOT_ACCEPTED), "file")
 
 
 def folder(upload_dir: Path, tenant_id: uuid.UUID, merchant_id: uuid.UUID) -> Path:
@@ -129,11 +130,11 @@ def upload(
 ) -> KycDocument:
     """Check and store one document. Raises InvalidInput naming the field. Commits."""
     if kind not in DOCUMENT_KINDS:
-        raise InvalidInput("Choose what the document is.", "kind")
+        raise InvalidInput(gettext("Choose what the document is."), "kind")
     if not data:
-        raise InvalidInput("The file is empty: choose the document's file.", "file")
+        raise InvalidInput(gettext("The file is empty: choose the document's file."), "file")
     if len(data) > max_bytes:
-        raise InvalidInput(f"The file is larger than {max_bytes // (1024 * 1024)} MB.", "file")
+        raise InvalidInput(gettext("The file is larger than %(size)s MB.", size=max_bytes // (1024 * 1024)), "file")
     content_type = sniff(data)
     merchant = locked_merchant(tenant_id, merchant_id)
     require_editable(merchant)
@@ -144,7 +145,10 @@ def upload(
     )
     if count >= MAX_DOCUMENTS:
         db.session.rollback()
-        raise InvalidInput(f"At most {MAX_DOCUMENTS} documents: delete one you no longer need first.", "file")
+        raise InvalidInput(
+            gettext("At most %(limit)s documents: delete one you no longer need first.", limit=MAX_DOCUMENTS),
+            "file",
+        )
     target = folder(upload_dir, tenant_id, merchant_id)
     target.mkdir(parents=True, exist_ok=True)
     storage_name = f"{secrets.token_hex(16)}.{EXTENSIONS[content_type]}"
@@ -194,7 +198,7 @@ def delete(
     document = get(tenant_id, merchant_id, document_id)
     if document is None:
         db.session.rollback()
-        raise InvalidInput("That document does not exist.")
+        raise InvalidInput(gettext("That document does not exist."))
     path = path_of(upload_dir, document)
     db.session.delete(document)
     audit.record(

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from clearing import payouts
 from clearing.models import MerchantBankAccount
 from core.db import db
+from core.i18n import gettext
 from core.money import MoneyError, normalise_currency, to_minor
 from onboarding.models import MerchantProfile
 from tenants import audit
@@ -52,7 +53,7 @@ class ProfileInput:
 def locked_merchant(tenant_id: uuid.UUID, merchant_id: uuid.UUID) -> Merchant:
     merchant = db.session.get(Merchant, (tenant_id, merchant_id), with_for_update=True, populate_existing=True)
     if merchant is None:
-        raise InvalidInput("That merchant does not exist.")
+        raise InvalidInput(gettext("That merchant does not exist."))
     return merchant
 
 
@@ -61,7 +62,11 @@ def require_editable(merchant: Merchant) -> None:
         status = merchant.onboarding_status.replace("_", " ")
         db.session.rollback()
         raise InvalidInput(
-            f"The application is {status}: it can be changed only while it is a draft or when changes are requested."
+            gettext(
+                "The application is %(status)s: it can be changed only while it is a draft or when changes "
+                "are requested.",
+                status=status,
+            )
         )
 
 
@@ -74,21 +79,23 @@ def _volume(amount: str, currency: str) -> tuple[int | None, str | None]:
     if not amount and not currency:
         return None, None
     if not currency:
-        raise InvalidInput("Give the currency of the volume, for example EUR.", "volume_currency")
+        raise InvalidInput(gettext("Give the currency of the volume, for example EUR."), "volume_currency")
     try:
         code = normalise_currency(currency)
     except MoneyError as exc:
         raise InvalidInput(str(exc), "volume_currency") from None
     if not amount:
-        raise InvalidInput("Give the amount you expect to take each month, for example 25000.00.", "monthly_volume")
+        raise InvalidInput(
+            gettext("Give the amount you expect to take each month, for example 25000.00."), "monthly_volume"
+        )
     try:
         minor = to_minor(amount, code)
     except MoneyError as exc:
         raise InvalidInput(str(exc), "monthly_volume") from None
     if minor <= 0:
-        raise InvalidInput("The volume must be more than zero.", "monthly_volume")
+        raise InvalidInput(gettext("The volume must be more than zero."), "monthly_volume")
     if minor > 2**62:
-        raise InvalidInput("That amount is too large.", "monthly_volume")
+        raise InvalidInput(gettext("That amount is too large."), "monthly_volume")
     return minor, code
 
 
@@ -97,11 +104,11 @@ def _clean(data: ProfileInput) -> dict:
     for name, limit in LIMITS.items():
         text = " ".join((getattr(data, name) or "").split()) if name != "address" else (data.address or "").strip()
         if len(text) > limit:
-            raise InvalidInput(f"Use at most {limit} characters.", name)
+            raise InvalidInput(gettext("Use at most %(limit)s characters.", limit=limit), name)
         values[name] = text
     country = (data.country or "").strip().upper()
     if country and (len(country) != 2 or not country.isalpha()):
-        raise InvalidInput("Give the country as two letters, like DE or CN.", "country")
+        raise InvalidInput(gettext("Give the country as two letters, like DE or CN."), "country")
     values["country"] = country
     values["monthly_volume"], values["volume_currency"] = _volume(data.monthly_volume, data.volume_currency)
     return values
@@ -147,7 +154,7 @@ def save(tenant_id: uuid.UUID, merchant_id: uuid.UUID, data: ProfileInput, actor
             except InvalidInput as exc:
                 raise InvalidInput(exc.message, BANK_FIELDS.get(exc.field or "", exc.field)) from None
         elif (data.bank_holder_name or "").strip() and bank_account_of(tenant_id, merchant_id) is None:
-            raise InvalidInput("Give the account's IBAN or account number.", "bank_account")
+            raise InvalidInput(gettext("Give the account's IBAN or account number."), "bank_account")
         db.session.flush()
         change_set = audit.changes(before, _snapshot(profile))
         if change_set:

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from billing import schedules
 from core.db import db
+from core.i18n import gettext, lazy_gettext
 from onboarding import documents
 from onboarding.models import MerchantProfile
 from onboarding.profile import EDITABLE, bank_account_of, locked_merchant, profile_of
@@ -29,33 +30,37 @@ from tenants.models import RISK_LEVELS, Merchant, User
 REQUIRED_DOCUMENTS = ("business_licence", "representative_id", "bank_proof")
 DECISIONS = {"approve": "approved", "reject": "rejected", "request_changes": "changes_requested"}
 MESSAGE_MAX = 2000
-PROFILE_LABELS = {
-    "legal_name": "the legal name",
-    "registration_number": "the registration number",
-    "legal_representative": "the legal representative",
-    "address": "the address",
-    "country": "the country",
+# What a submission lacks, as the applicant reads it (translated when shown).
+PROFILE_GAPS = {
+    "legal_name": lazy_gettext("Fill in the legal name."),
+    "registration_number": lazy_gettext("Fill in the registration number."),
+    "legal_representative": lazy_gettext("Fill in the legal representative."),
+    "address": lazy_gettext("Fill in the address."),
+    "country": lazy_gettext("Fill in the country."),
 }
 DOCUMENT_LABELS = {
-    "business_licence": "Business licence",
-    "representative_id": "ID of the legal representative",
-    "bank_proof": "Bank account proof",
-    "other": "Other",
+    "business_licence": lazy_gettext("Business licence"),
+    "representative_id": lazy_gettext("ID of the legal representative"),
+    "bank_proof": lazy_gettext("Bank account proof"),
+    "other": lazy_gettext("Other"),
 }
 
 
 def missing(tenant_id: uuid.UUID, merchant_id: uuid.UUID) -> list[str]:
-    """What the application still lacks before it can be submitted (empty: complete)."""
+    """What the application still lacks before it can be submitted (empty: complete), in the
+    reader's language."""
     profile: MerchantProfile | None = profile_of(tenant_id, merchant_id)
-    gaps = [
-        f"Fill in {label}." for name, label in PROFILE_LABELS.items() if profile is None or not getattr(profile, name)
-    ]
+    gaps = [str(gap) for name, gap in PROFILE_GAPS.items() if profile is None or not getattr(profile, name)]
     if profile is None or profile.monthly_volume is None:
-        gaps.append("Fill in the expected monthly volume.")
+        gaps.append(gettext("Fill in the expected monthly volume."))
     if bank_account_of(tenant_id, merchant_id) is None:
-        gaps.append("Give the bank account for payouts.")
+        gaps.append(gettext("Give the bank account for payouts."))
     present = {document.kind for document in documents.documents_of(tenant_id, merchant_id)}
-    gaps += [f"Upload the document: {DOCUMENT_LABELS[kind]}." for kind in REQUIRED_DOCUMENTS if kind not in present]
+    gaps += [
+        gettext("Upload the document: %(document)s.", document=DOCUMENT_LABELS[kind])
+        for kind in REQUIRED_DOCUMENTS
+        if kind not in present
+    ]
     return gaps
 
 
@@ -78,11 +83,11 @@ def submit(tenant_id: uuid.UUID, merchant_id: uuid.UUID, actor: audit.Actor) -> 
     if merchant.onboarding_status not in EDITABLE:
         status = merchant.onboarding_status.replace("_", " ")
         db.session.rollback()
-        raise InvalidInput(f"The application is {status}: there is nothing to submit.")
+        raise InvalidInput(gettext("The application is %(status)s: there is nothing to submit.", status=status))
     gaps = missing(tenant_id, merchant_id)
     if gaps:
         db.session.rollback()
-        raise InvalidInput("The application is not complete yet: " + " ".join(gaps))
+        raise InvalidInput(gettext("The application is not complete yet: %(gaps)s", gaps=" ".join(gaps)))
     _transition(merchant, "submitted", actor, "merchant.kyc_submitted")
     db.session.commit()
     return merchant
@@ -102,19 +107,21 @@ def decide(
     schedule, None meaning the tenant's default), reject, or request changes (both need a message
     to the merchant). Raises InvalidInput naming the field. Commits."""
     if decision not in DECISIONS:
-        raise InvalidInput("Choose approve, reject or request changes.", "decision")
+        raise InvalidInput(gettext("Choose approve, reject or request changes."), "decision")
     text = (message or "").strip()
     if len(text) > MESSAGE_MAX:
-        raise InvalidInput(f"Use at most {MESSAGE_MAX} characters.", "message")
+        raise InvalidInput(gettext("Use at most %(limit)s characters.", limit=MESSAGE_MAX), "message")
     if decision != "approve" and not text:
-        raise InvalidInput("Tell the merchant why, and what to do next.", "message")
+        raise InvalidInput(gettext("Tell the merchant why, and what to do next."), "message")
     if decision == "approve" and risk_level not in RISK_LEVELS:
-        raise InvalidInput("Choose the merchant's risk level.", "risk_level")
+        raise InvalidInput(gettext("Choose the merchant's risk level."), "risk_level")
     try:
         merchant = locked_merchant(tenant_id, merchant_id)
         if merchant.onboarding_status != "submitted":
             status = merchant.onboarding_status.replace("_", " ")
-            raise InvalidInput(f"This application is {status}, not waiting for review: nothing was changed.")
+            raise InvalidInput(
+                gettext("This application is %(status)s, not waiting for review: nothing was changed.", status=status)
+            )
         if decision == "approve":
             schedules.assign(tenant_id, merchant_id, schedule_id, actor)
             _transition(

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from core.db import db
+from core.i18n import gettext
 from onboarding.models import MerchantSignup
 from tenants import audit, passwords, tokens
 from tenants.errors import InvalidInput
@@ -44,9 +45,9 @@ def start(tenant_id: uuid.UUID, business_name: str, email: str, password: str, i
     """Validate and keep a sign-up. Raises InvalidInput naming the field. Commits."""
     name = (business_name or "").strip()
     if not name:
-        raise InvalidInput("Give your business's name.", "business_name")
+        raise InvalidInput(gettext("Give your business's name."), "business_name")
     if len(name) > NAME_MAX:
-        raise InvalidInput(f"Use at most {NAME_MAX} characters.", "business_name")
+        raise InvalidInput(gettext("Use at most %(limit)s characters.", limit=NAME_MAX), "business_name")
     address = normalise_email(email or "")
     problem = passwords.password_problem(password or "")
     if problem:
@@ -108,14 +109,14 @@ def verify(signup: MerchantSignup, ip: str | None) -> User:
     row = db.session.get(MerchantSignup, (signup.tenant_id, signup.id), with_for_update=True, populate_existing=True)
     if row is None or row.verified_at is not None:
         db.session.rollback()
-        raise tokens.TokenError("This link has already been used or is no longer valid.")
+        raise tokens.TokenError(gettext("This link has already been used or is no longer valid."))
     tenant_id = row.tenant_id
     taken = db.session.execute(sa.select(User.id).where(User.tenant_id == tenant_id, User.email == row.email)).first()
     now = _now()
     row.verified_at = now
     if taken:
         db.session.commit()  # the link is used up either way
-        raise InvalidInput("This e-mail address already has an account here: sign in, or reset your password.")
+        raise InvalidInput(gettext("This e-mail address already has an account here: sign in, or reset your password."))
     merchant = Merchant(tenant_id=tenant_id, id=uuid.uuid4(), name=row.business_name, onboarding_status="draft")
     db.session.add(merchant)
     db.session.flush()

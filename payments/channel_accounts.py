@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from core import crypto
 from core.db import db
+from core.i18n import gettext
 from core.money import MoneyError, normalise_currency
 from payments.models import CHANNEL_STATUSES, CHANNEL_TYPES, MODES, RULE_ACTIONS, ChannelAccount, RoutingRule
 from tenants import audit
@@ -90,23 +91,32 @@ def _clean_settings(given: dict[str, Any]) -> dict[str, Any]:
         if key == "publishable_key":
             value = str(value).strip()
             if not PUBLISHABLE_KEY.match(value):
-                raise InvalidInput("A publishable key looks like pk_test_… or pk_live_….", "publishable_key")
+                raise InvalidInput(gettext("A publishable key looks like pk_test_… or pk_live_…."), "publishable_key")
             cleaned[key] = value
             continue
         if key in TEXT_SETTINGS:
             if value not in TEXT_SETTINGS[key]:
-                raise InvalidInput(f"{key} must be one of: {', '.join(TEXT_SETTINGS[key])}.", "settings")
+                raise InvalidInput(
+                    gettext(
+                        "%(key)s must be one of: %(choices)s.",
+                        key=key,
+                        choices=", ".join(TEXT_SETTINGS[key]),
+                    ),
+                    "settings",
+                )
             cleaned[key] = value
             continue
         if key not in SETTINGS:
-            raise InvalidInput(f"Unknown channel setting {key!r}.", "settings")
+            raise InvalidInput(gettext("Unknown channel setting %(key)s.", key=repr(key)), "settings")
         kind, low, high = SETTINGS[key]
         try:
             number = kind(value)
         except (TypeError, ValueError) as exc:
-            raise InvalidInput(f"{key} must be a whole number.", "settings") from exc
+            raise InvalidInput(gettext("%(key)s must be a whole number.", key=key), "settings") from exc
         if not low <= number <= high:
-            raise InvalidInput(f"{key} must be between {low} and {high}.", "settings")
+            raise InvalidInput(
+                gettext("%(key)s must be between %(low)s and %(high)s.", key=key, low=low, high=high), "settings"
+            )
         cleaned[key] = number
     return cleaned
 
@@ -114,13 +124,13 @@ def _clean_settings(given: dict[str, Any]) -> dict[str, Any]:
 def _clean(data: ChannelAccountInput, known_products: set[str], existing: ChannelAccount | None) -> dict[str, Any]:
     name = data.name.strip()
     if not name:
-        raise InvalidInput("Give the channel account a name.", "name")
+        raise InvalidInput(gettext("Give the channel account a name."), "name")
     if data.type not in CHANNEL_TYPES:
-        raise InvalidInput(f"Choose a channel type among: {', '.join(CHANNEL_TYPES)}.", "type")
+        raise InvalidInput(gettext("Choose a channel type among: %(types)s.", types=", ".join(CHANNEL_TYPES)), "type")
     if data.mode not in MODES:
-        raise InvalidInput("Choose test or live mode.", "mode")
+        raise InvalidInput(gettext("Choose test or live mode."), "mode")
     if data.status not in CHANNEL_STATUSES:
-        raise InvalidInput("Choose active or paused.", "status")
+        raise InvalidInput(gettext("Choose active or paused."), "status")
     try:
         currency = normalise_currency(data.currency)
     except MoneyError as exc:
@@ -128,21 +138,21 @@ def _clean(data: ChannelAccountInput, known_products: set[str], existing: Channe
     products = sorted(set(data.products))
     unknown = [p for p in products if p not in known_products]
     if unknown:
-        raise InvalidInput(f"Unknown product: {', '.join(unknown)}.", "products")
+        raise InvalidInput(gettext("Unknown product: %(unknown)s.", unknown=", ".join(unknown)), "products")
     if not products:
-        raise InvalidInput("Choose at least one product this account serves.", "products")
+        raise InvalidInput(gettext("Choose at least one product this account serves."), "products")
     for label, value in (
         ("min_amount", data.min_amount),
         ("max_amount", data.max_amount),
         ("daily_cap", data.daily_cap),
     ):
         if value is not None and value < 0:
-            raise InvalidInput("Amounts cannot be negative.", label)
+            raise InvalidInput(gettext("Amounts cannot be negative."), label)
     if data.max_amount is not None and data.min_amount is not None and data.max_amount < data.min_amount:
-        raise InvalidInput("The maximum is below the minimum.", "max_amount")
+        raise InvalidInput(gettext("The maximum is below the minimum."), "max_amount")
     if data.max_amount == 0 or data.daily_cap == 0:
         raise InvalidInput(
-            "Leave a limit empty for 'no limit'; zero would refuse every payment.",
+            gettext("Leave a limit empty for 'no limit'; zero would refuse every payment."),
             "max_amount" if data.max_amount == 0 else "daily_cap",
         )
     costs = {}
@@ -152,21 +162,30 @@ def _clean(data: ChannelAccountInput, known_products: set[str], existing: Channe
         try:
             percent = Decimal(str(cost.get("percent") or "0"))
         except InvalidOperation as exc:
-            raise InvalidInput(f"The percentage for {product} is not a number.", "costs") from exc
+            raise InvalidInput(
+                gettext("The percentage for %(product)s is not a number.", product=product), "costs"
+            ) from exc
         fixed = int(cost.get("fixed") or 0)
         if not (Decimal(0) <= percent < Decimal(100)) or fixed < 0:
-            raise InvalidInput(f"The cost for {product} must be 0–100 % and a fixed amount of 0 or more.", "costs")
+            raise InvalidInput(
+                gettext("The cost for %(product)s must be 0–100 %% and a fixed amount of 0 or more.", product=product),
+                "costs",
+            )
         costs[product] = {"percent": str(percent.normalize()) if percent else "0", "fixed": fixed}
     base_url = (data.base_url or "").strip().rstrip("/") or DEFAULT_BASE_URLS.get(data.type)
     if base_url and not base_url.startswith(("https://", "http://")):
-        raise InvalidInput("The base URL must start with https:// (or http:// for a local test server).", "base_url")
+        raise InvalidInput(
+            gettext("The base URL must start with https:// (or http:// for a local test server)."), "base_url"
+        )
     credentials = _merge_credentials(data, existing)
     settings = _clean_settings(data.settings)
     publishable = PUBLISHABLE_KEY.match(settings.get("publishable_key", ""))
     if publishable and data.type != "stripe":
-        raise InvalidInput("Only a Stripe account has a publishable key.", "publishable_key")
+        raise InvalidInput(gettext("Only a Stripe account has a publishable key."), "publishable_key")
     if publishable and publishable.group(1) != data.mode:
-        raise InvalidInput(f"A {data.mode} account needs a pk_{data.mode}_… publishable key.", "publishable_key")
+        raise InvalidInput(
+            gettext("A %(mode)s account needs a pk_%(mode)s_… publishable key.", mode=data.mode), "publishable_key"
+        )
     return {
         "name": name,
         "type": data.type,
@@ -197,7 +216,9 @@ def _merge_credentials(data: ChannelAccountInput, existing: ChannelAccount | Non
             merged[key] = value
     missing = [key for key, required in fields.items() if required and not merged.get(key)]
     if missing:
-        raise InvalidInput(f"A {data.type} account needs: {', '.join(missing)}.", "credentials")
+        raise InvalidInput(
+            gettext("A %(type)s account needs: %(missing)s.", type=data.type, missing=", ".join(missing)), "credentials"
+        )
     return merged
 
 
@@ -264,7 +285,7 @@ def _commit_unique_name() -> None:
         db.session.commit()
     except IntegrityError as exc:
         db.session.rollback()
-        raise InvalidInput("Another channel account already has this name.", "name") from exc
+        raise InvalidInput(gettext("Another channel account already has this name."), "name") from exc
 
 
 def get_channel_account(tenant_id: uuid.UUID, account_id: uuid.UUID) -> ChannelAccount | None:
@@ -282,17 +303,19 @@ def add_rule(
     actor: audit.Actor,
 ) -> RoutingRule:
     if action not in RULE_ACTIONS:
-        raise InvalidInput("Choose force or exclude.", "action")
+        raise InvalidInput(gettext("Choose force or exclude."), "action")
     merchant = db.session.execute(
         sa.select(Merchant).where(Merchant.tenant_id == tenant_id, Merchant.id == merchant_id)
     ).scalar_one_or_none()
     if merchant is None:
-        raise InvalidInput("Choose a merchant.", "merchant_id")
+        raise InvalidInput(gettext("Choose a merchant."), "merchant_id")
     account = get_channel_account(tenant_id, channel_account_id)
     if account is None:
-        raise InvalidInput("Choose a channel account.", "channel_account_id")
+        raise InvalidInput(gettext("Choose a channel account."), "channel_account_id")
     if product and product not in account.products:
-        raise InvalidInput(f"{account.name} does not serve {product}.", "product")
+        raise InvalidInput(
+            gettext("%(name)s does not serve %(product)s.", name=account.name, product=product), "product"
+        )
     if action == "force":
         clash = db.session.execute(
             sa.select(RoutingRule.id).where(
@@ -306,7 +329,7 @@ def add_rule(
         ).first()
         if clash:
             raise InvalidInput(
-                "This merchant already has a forced channel for that product; remove it first.", "action"
+                gettext("This merchant already has a forced channel for that product; remove it first."), "action"
             )
     rule = RoutingRule(
         tenant_id=tenant_id,
@@ -329,7 +352,9 @@ def add_rule(
         db.session.commit()
     except IntegrityError as exc:
         db.session.rollback()
-        raise InvalidInput("There is already a rule for this merchant, channel and product.", "action") from exc
+        raise InvalidInput(
+            gettext("There is already a rule for this merchant, channel and product."), "action"
+        ) from exc
     return rule
 
 

@@ -24,6 +24,7 @@ from billing import catalog
 from billing.models import ChargeItem
 from billing.pricing import MAX_QUANTITY, Line, Quote
 from core.db import db
+from core.i18n import gettext
 from core.money import MoneyError, normalise_currency, to_minor
 from payments import objects, orders
 from payments.errors import InvalidRequest
@@ -88,17 +89,22 @@ def _now() -> datetime:
 def _clean(tenant_id: uuid.UUID, merchant_id: uuid.UUID, spec: LinkInput) -> tuple[dict, list[PaymentLinkItem]]:
     name = (spec.name or "").strip()
     if not name:
-        raise InvalidInput("Give the link a name the payer will see, e.g. “Yoga class”.", "name")
+        raise InvalidInput(gettext("Give the link a name the payer will see, e.g. “Yoga class”."), "name")
     if len(name) > NAME_MAX:
-        raise InvalidInput(f"A name has at most {NAME_MAX} characters.", "name")
+        raise InvalidInput(gettext("A name has at most %(limit)s characters.", limit=NAME_MAX), "name")
     if spec.expires_at is not None and spec.expires_at <= _now():
-        raise InvalidInput("The expiry is in the past.", "expires_at")
+        raise InvalidInput(gettext("The expiry is in the past."), "expires_at")
     if spec.max_payments is not None and spec.max_payments < 1:
-        raise InvalidInput("A limit is at least 1 (leave it empty for no limit).", "max_payments")
+        raise InvalidInput(gettext("A limit is at least 1 (leave it empty for no limit)."), "max_payments")
     try:
         after_payment_url = clean_return_url(spec.after_payment_url, "after_payment_url")
-    except InvalidRequest as exc:
-        raise InvalidInput(exc.message, "after_payment_url") from None
+    except InvalidRequest:
+        raise InvalidInput(
+            gettext(
+                "Give a whole web address starting with https:// or http://, e.g. https://shop.example.com/thanks."
+            ),
+            "after_payment_url",
+        ) from None
     values = {
         "name": name,
         "livemode": spec.livemode,
@@ -109,7 +115,7 @@ def _clean(tenant_id: uuid.UUID, merchant_id: uuid.UUID, spec: LinkInput) -> tup
     }
     has_amount = bool((spec.amount or "").strip())
     if has_amount == bool(spec.items):
-        raise InvalidInput("Give either a fixed amount or at least one charge item.", "amount")
+        raise InvalidInput(gettext("Give either a fixed amount or at least one charge item."), "amount")
     if has_amount:
         try:
             currency = normalise_currency(spec.currency)
@@ -120,18 +126,26 @@ def _clean(tenant_id: uuid.UUID, merchant_id: uuid.UUID, spec: LinkInput) -> tup
         except MoneyError as exc:
             raise InvalidInput(str(exc), "amount") from None
         if not 1 <= amount <= MAX_AMOUNT:
-            raise InvalidInput("The amount must be more than 0.", "amount")
+            raise InvalidInput(gettext("The amount must be more than 0."), "amount")
         return {**values, "kind": "amount", "amount": amount, "currency": currency}, []
     found = catalog.items_by_id(tenant_id, merchant_id, [i.charge_item for i in spec.items])
     rows, currency = [], None
     for position, wanted in enumerate(spec.items, start=1):
         item = found.get(wanted.charge_item)
         if item is None or not item.active:
-            raise InvalidInput(f"Item {position}: choose one of your active charge items.", "items")
+            raise InvalidInput(
+                gettext("Item %(position)s: choose one of your active charge items.", position=position), "items"
+            )
         if currency is not None and item.currency != currency:
             raise InvalidInput(
-                f"Item {position}: {item.name} is in {item.currency}, an earlier item in {currency}; a link "
-                "takes one currency.",
+                gettext(
+                    "Item %(position)s: %(name)s is in %(currency)s, an earlier item in %(earlier)s; a link "
+                    "takes one currency.",
+                    position=position,
+                    name=item.name,
+                    currency=item.currency,
+                    earlier=currency,
+                ),
                 "items",
             )
         currency = item.currency
@@ -144,7 +158,11 @@ def _clean(tenant_id: uuid.UUID, merchant_id: uuid.UUID, spec: LinkInput) -> tup
             low = 1
         if not (1 <= low <= quantity <= high <= MAX_QUANTITY):
             raise InvalidInput(
-                f"Item {position}: the quantities must satisfy 1 ≤ minimum ≤ quantity ≤ maximum ≤ {MAX_QUANTITY}.",
+                gettext(
+                    "Item %(position)s: the quantities must satisfy 1 ≤ minimum ≤ quantity ≤ maximum ≤ %(limit)s.",
+                    position=position,
+                    limit=MAX_QUANTITY,
+                ),
                 "items",
             )
         rows.append(

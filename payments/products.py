@@ -13,7 +13,11 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from core.i18n import lazy_gettext
+
 if TYPE_CHECKING:
+    from flask_babel.speaklater import LazyString
+
     from payments.routing import ChannelCandidate
 
 # The payer elements a payment can carry, with the label used when the payer must be asked.
@@ -39,6 +43,20 @@ class UnknownProduct(ValueError):
         self.code = code
 
 
+# The products' names as pages show them, translated when shown. `label` stays English: it goes
+# into routing sentences, channel and API errors and stored records.
+TITLES: Mapping[str, LazyString] = MappingProxyType(
+    {
+        "card": lazy_gettext("Card"),
+        "alipay_qr": lazy_gettext("Alipay QR"),
+        "wechat_pay": lazy_gettext("WeChat Pay"),
+        "face_pay": lazy_gettext("Face pay"),
+        "bank_transfer": lazy_gettext("Bank transfer"),
+        "wallet_balance": lazy_gettext("Wallet balance"),
+    }
+)
+
+
 @dataclass(frozen=True)
 class PaymentProduct:
     code: str
@@ -46,6 +64,11 @@ class PaymentProduct:
     required_elements: frozenset[str]
     manual_capture: bool
     refunds: bool
+
+    @property
+    def title(self) -> str:
+        """The product's name in the reader's language (`label` in English)."""
+        return str(TITLES.get(self.code, self.label))
 
 
 _CATALOGUE = (

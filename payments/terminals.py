@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import db
+from core.i18n import gettext
 from payments import objects
 from tenants import audit
 from tenants.api_keys import hash_secret
@@ -91,26 +92,29 @@ def _new_secret(mode: str) -> str:
     return PREFIXES[mode] + secrets.token_urlsafe(30)
 
 
-def _text(value: str | None, field: str, label: str, max_length: int, *, required: bool) -> str | None:
+def _text(value: str | None, field: str, missing: str | None, max_length: int) -> str | None:
+    """`missing` is the message for an empty value, None when the field is optional."""
     text = (value or "").strip()
-    if required and not text:
-        raise InvalidInput(f"Give the {label}.", field)
+    if missing is not None and not text:
+        raise InvalidInput(missing, field)
     if len(text) > max_length:
-        raise InvalidInput(f"Use at most {max_length} characters.", field)
+        raise InvalidInput(gettext("Use at most %(max_length)s characters.", max_length=max_length), field)
     return text or None
 
 
 def _merchant(tenant_id: uuid.UUID, merchant_id: uuid.UUID) -> Merchant:
     merchant = db.session.get(Merchant, (tenant_id, merchant_id))
     if merchant is None:
-        raise InvalidInput("Unknown merchant.", "merchant_id")
+        raise InvalidInput(gettext("Unknown merchant."), "merchant_id")
     return merchant
 
 
 def _check_live_allowed(merchant: Merchant, mode: str) -> None:
     # As for API keys: a device takes real money only for an approved (active) merchant.
     if mode == "live" and merchant.status != "active":
-        raise InvalidInput("Live terminals are available once the merchant is approved; use test mode.", "mode")
+        raise InvalidInput(
+            gettext("Live terminals are available once the merchant is approved; use test mode."), "mode"
+        )
 
 
 def register(
@@ -125,13 +129,15 @@ def register(
     actor: audit.Actor,
 ) -> tuple[Terminal, str]:
     """Register a terminal; returns it and its device key, the only time the key is available. Commits."""
-    name = _text(name, "name", "terminal a name, e.g. where it stands", NAME_MAX, required=True)
-    serial = _text(serial_number, "serial_number", "device's serial number (on its label)", SERIAL_MAX, required=True)
-    place = _text(location, "location", "location", LOCATION_MAX, required=False)
+    name = _text(name, "name", gettext("Give the terminal a name, e.g. where it stands."), NAME_MAX)
+    serial = _text(
+        serial_number, "serial_number", gettext("Give the device's serial number (on its label)."), SERIAL_MAX
+    )
+    place = _text(location, "location", None, LOCATION_MAX)
     if kind not in KINDS:
-        raise InvalidInput("Choose POS or face-pay device.", "kind")
+        raise InvalidInput(gettext("Choose POS or face-pay device."), "kind")
     if mode not in MODES:
-        raise InvalidInput("Choose test or live.", "mode")
+        raise InvalidInput(gettext("Choose test or live."), "mode")
     with tenant_context(db.session, tenant_id):
         _check_live_allowed(_merchant(tenant_id, merchant_id), mode)
         taken = db.session.execute(
@@ -141,7 +147,10 @@ def register(
         ).first()
         if taken:
             db.session.rollback()
-            raise InvalidInput(f"A terminal with serial number {serial} is already registered.", "serial_number")
+            raise InvalidInput(
+                gettext("A terminal with serial number %(serial)s is already registered.", serial=serial),
+                "serial_number",
+            )
         secret = _new_secret(mode)
         terminal = Terminal(
             tenant_id=tenant_id,
@@ -180,7 +189,7 @@ def register(
 def _locked(terminal: Terminal) -> Terminal:
     row = db.session.get(Terminal, (terminal.tenant_id, terminal.id), with_for_update=True, populate_existing=True)
     if row is None:
-        raise InvalidInput("This terminal no longer exists.")
+        raise InvalidInput(gettext("This terminal no longer exists."))
     return row
 
 
@@ -190,7 +199,7 @@ def rotate_key(terminal: Terminal, actor: audit.Actor) -> tuple[Terminal, str]:
         row = _locked(terminal)
         if not row.is_active:
             db.session.rollback()
-            raise InvalidInput("This terminal is deactivated; register the device again instead.")
+            raise InvalidInput(gettext("This terminal is deactivated; register the device again instead."))
         before = row.key_last4
         secret = _new_secret(row.mode)
         row.key_hash = hash_secret(secret)

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.orm.attributes import set_committed_value
 
 from core.db import db
+from core.i18n import gettext
 from tenants import audit
 from tenants.errors import InvalidInput
 from tenants.isolation import TenantOwned, tenant_context
@@ -103,7 +104,7 @@ def _new_secret(mode: str) -> str:
 def _merchant(tenant_id: uuid.UUID, merchant_id: uuid.UUID) -> Merchant:
     merchant = db.session.get(Merchant, (tenant_id, merchant_id))
     if merchant is None:
-        raise InvalidInput("Unknown merchant.", "merchant_id")
+        raise InvalidInput(gettext("Unknown merchant."), "merchant_id")
     return merchant
 
 
@@ -113,10 +114,15 @@ def _check_live_allowed(merchant: Merchant, mode: str) -> None:
     if mode != "live" or merchant.can_move_real_money:
         return
     if merchant.status != "active":
-        raise InvalidInput("Live keys are not available while the merchant is suspended; use a test key.", "mode")
+        raise InvalidInput(
+            gettext("Live keys are not available while the merchant is suspended; use a test key."), "mode"
+        )
     raise InvalidInput(
-        "Live keys are available once your business is approved (onboarding status: "
-        f"{merchant.onboarding_status.replace('_', ' ')}). Until then, use a test key.",
+        gettext(
+            "Live keys are available once your business is approved (onboarding status: %(status)s). "
+            "Until then, use a test key.",
+            status=merchant.onboarding_status.replace("_", " "),
+        ),
         "mode",
     )
 
@@ -126,7 +132,7 @@ def _locked(key: ApiKey) -> ApiKey:
     of one key run one after the other, each on fresh state, even if `key` came from elsewhere."""
     row = db.session.get(ApiKey, (key.tenant_id, key.id), with_for_update=True, populate_existing=True)
     if row is None:
-        raise InvalidInput("This key no longer exists.")
+        raise InvalidInput(gettext("This key no longer exists."))
     return row
 
 
@@ -162,11 +168,11 @@ def create_key(
     secret is available. Live keys only for an approved, active merchant (`_check_live_allowed`). Commits."""
     name = (name or "").strip()
     if mode not in MODES:
-        raise InvalidInput("Choose test or live.", "mode")
+        raise InvalidInput(gettext("Choose test or live."), "mode")
     if not name:
-        raise InvalidInput("Give the key a name, e.g. where it is used.", "name")
+        raise InvalidInput(gettext("Give the key a name, e.g. where it is used."), "name")
     if len(name) > NAME_MAX:
-        raise InvalidInput(f"Use at most {NAME_MAX} characters.", "name")
+        raise InvalidInput(gettext("Use at most %(limit)s characters.", limit=NAME_MAX), "name")
     with tenant_context(db.session, tenant_id):
         _check_live_allowed(_merchant(tenant_id, merchant_id), mode)
         key, secret = _issue(tenant_id, merchant_id, mode, name, actor)
@@ -186,16 +192,19 @@ def roll_key(key: ApiKey, expires_in_hours: int, actor: audit.Actor) -> tuple[Ap
     """Replace `key` with a new secret (same merchant, name and mode); the old key keeps working
     for `expires_in_hours` (0: it stops now). Returns the new key and its secret. Commits."""
     if isinstance(expires_in_hours, bool) or not isinstance(expires_in_hours, int):
-        raise InvalidInput("Choose when the old key stops working.", "expires_in")
+        raise InvalidInput(gettext("Choose when the old key stops working."), "expires_in")
     if not 0 <= expires_in_hours <= MAX_ROLL_HOURS:
-        raise InvalidInput(f"The old key may keep working for at most {MAX_ROLL_HOURS} hours.", "expires_in")
+        raise InvalidInput(
+            gettext("The old key may keep working for at most %(limit)s hours.", limit=MAX_ROLL_HOURS),
+            "expires_in",
+        )
     with tenant_context(db.session, key.tenant_id):
         row = _locked(key)
         try:
             if row.revoked_at is not None:
-                raise InvalidInput("This key is revoked; create a new one instead.", "expires_in")
+                raise InvalidInput(gettext("This key is revoked; create a new one instead."), "expires_in")
             if row.expires_at is not None:
-                raise InvalidInput("This key was already rolled; revoke it to end it now.", "expires_in")
+                raise InvalidInput(gettext("This key was already rolled; revoke it to end it now."), "expires_in")
             _check_live_allowed(_merchant(row.tenant_id, row.merchant_id), row.mode)
         except InvalidInput:
             db.session.rollback()  # releases the row lock

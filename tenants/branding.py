@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from PIL import Image, UnidentifiedImageError
 
 from core.db import db
+from core.i18n import gettext
 from tenants import audit
 from tenants.errors import InvalidInput
 from tenants.models import TenantBrand
@@ -38,18 +39,18 @@ def clean_values(values: dict[str, Any], themes: Collection[str]) -> dict[str, A
     """Validated brand values, or InvalidInput naming the first bad field."""
     display_name = (values.get("display_name") or "").strip()
     if not display_name:
-        raise InvalidInput("Give the portal a display name.", "display_name")
+        raise InvalidInput(gettext("Give the portal a display name."), "display_name")
     if len(display_name) > 120:
-        raise InvalidInput("Use at most 120 characters.", "display_name")
+        raise InvalidInput(gettext("Use at most 120 characters."), "display_name")
     cleaned: dict[str, Any] = {"display_name": display_name}
     for name in ("primary_color", "accent_color"):
         color = (values.get(name) or "").strip()
         if not COLOR_RE.match(color):
-            raise InvalidInput(f"{color!r} is not a colour: use the form #1a2b3c.", name)
+            raise InvalidInput(gettext("%(color)s is not a colour: use the form #1a2b3c.", color=repr(color)), name)
         cleaned[name] = color.lower()
     theme = values.get("theme") or "default"
     if theme not in themes:
-        raise InvalidInput(f"Unknown theme '{theme}'.", "theme")
+        raise InvalidInput(gettext("Unknown theme '%(theme)s'.", theme=theme), "theme")
     cleaned["theme"] = theme
     support = (values.get("support_email") or "").strip()
     cleaned["support_email"] = normalise_email(support, "support_email") if support else None
@@ -80,19 +81,24 @@ def store_logo(tenant_id: uuid.UUID, data: bytes, upload_dir: Path, max_bytes: i
     from the uploaded file name. Commits.
     """
     if not data:
-        raise InvalidInput("Choose an image file.", "logo")
+        raise InvalidInput(gettext("Choose an image file."), "logo")
     if len(data) > max_bytes:
-        raise InvalidInput(f"The logo is larger than {max_bytes // 1024} KiB.", "logo")
+        raise InvalidInput(gettext("The logo is larger than %(size)s KiB.", size=max_bytes // 1024), "logo")
     try:
         with Image.open(io.BytesIO(data)) as probe:
             image_format, size = probe.format, probe.size
             probe.verify()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InvalidInput("That file is not an image we can read: upload a PNG, JPEG, GIF or WebP.", "logo") from exc
+        raise InvalidInput(
+            gettext("That file is not an image we can read: upload a PNG, JPEG, GIF or WebP."), "logo"
+        ) from exc
     if image_format not in LOGO_FORMATS:
-        raise InvalidInput("Upload a PNG, JPEG, GIF or WebP image.", "logo")
+        raise InvalidInput(gettext("Upload a PNG, JPEG, GIF or WebP image."), "logo")
     if max(size) > LOGO_MAX_PIXELS:
-        raise InvalidInput(f"The logo is larger than {LOGO_MAX_PIXELS} pixels on a side.", "logo")
+        raise InvalidInput(
+            gettext("The logo is larger than %(limit)s pixels on a side.", limit=LOGO_MAX_PIXELS),
+            "logo",
+        )
     out = io.BytesIO()
     with Image.open(io.BytesIO(data)) as image:
         image.convert("RGBA").save(out, format="PNG", optimize=True)

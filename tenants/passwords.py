@@ -5,6 +5,8 @@ from __future__ import annotations
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from core.i18n import gettext
+
 MIN_LENGTH = 10
 MAX_LENGTH = 256
 
@@ -27,9 +29,9 @@ def verify_password(password_hash: str | None, password: str) -> bool:
 def password_problem(password: str) -> str | None:
     """Why a new password is not acceptable, or None."""
     if len(password) < MIN_LENGTH:
-        return f"Use at least {MIN_LENGTH} characters."
+        return gettext("Use at least %(limit)s characters.", limit=MIN_LENGTH)
     if len(password) > MAX_LENGTH:
-        return f"Use at most {MAX_LENGTH} characters."
+        return gettext("Use at most %(limit)s characters.", limit=MAX_LENGTH)
     if password.strip() == "":
-        return "A password cannot be only spaces."
+        return gettext("A password cannot be only spaces.")
     return None

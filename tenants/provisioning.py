@@ -48,7 +48,7 @@ def normalise_email(value: str, field_name: str = "email") -> str:
     try:
         return validate_email(value.strip(), check_deliverability=False).normalized.lower()
     except EmailNotValidError as exc:
-        raise InvalidInput(f"{value!r} is not a valid e-mail address.", field_name) from exc
+        raise InvalidInput(gettext("%(value)s is not a valid e-mail address.", value=repr(value)), field_name) from exc
 
 
 def parse_domains(text: str | Sequence[str]) -> list[str]:
@@ -60,7 +60,7 @@ def parse_domains(text: str | Sequence[str]) -> list[str]:
         if not name:
             continue
         if not DOMAIN_RE.match(name):
-            raise InvalidInput(f"{item!r} is not a valid domain name.", "domains")
+            raise InvalidInput(gettext("%(item)s is not a valid domain name.", item=repr(item)), "domains")
         if name not in domains:
             domains.append(name)
     return domains
@@ -76,23 +76,29 @@ def provision_tenant(spec: TenantSpec, actor: audit.Actor, themes: Mapping[str, 
     name = spec.name.strip()
     slug = spec.slug.strip().lower()
     if not name:
-        raise InvalidInput("Give the tenant a name.", "name")
+        raise InvalidInput(gettext("Give the tenant a name."), "name")
     if not SLUG_RE.match(slug):
-        raise InvalidInput("Use lower-case letters, digits and hyphens (at most 63).", "slug")
+        raise InvalidInput(gettext("Use lower-case letters, digits and hyphens (at most 63)."), "slug")
     if slug in RESERVED_SLUGS:
-        raise InvalidInput(f"'{slug}' is reserved; choose another slug.", "slug")
+        raise InvalidInput(gettext("'%(slug)s' is reserved; choose another slug.", slug=slug), "slug")
     if spec.theme not in themes:
-        raise InvalidInput(f"Unknown theme '{spec.theme}'.", "theme")
+        raise InvalidInput(gettext("Unknown theme '%(theme)s'.", theme=spec.theme), "theme")
     if spec.time_zone not in available_timezones():
-        raise InvalidInput(f"{spec.time_zone!r} is not a time zone; use a name like Asia/Shanghai or UTC.", "time_zone")
+        raise InvalidInput(
+            gettext(
+                "%(time_zone)s is not a time zone; use a name like Asia/Shanghai or UTC.",
+                time_zone=repr(spec.time_zone),
+            ),
+            "time_zone",
+        )
     admin_email = normalise_email(spec.admin_email, "admin_email")
     domains = parse_domains(spec.domains)
 
     if db.session.execute(sa.select(Tenant.id).where(Tenant.slug == slug)).first():
-        raise InvalidInput(f"The slug '{slug}' is taken.", "slug")
+        raise InvalidInput(gettext("The slug '%(slug)s' is taken.", slug=slug), "slug")
     taken = db.session.execute(sa.select(TenantDomain.domain).where(TenantDomain.domain.in_(domains))).scalars().all()
     if taken:
-        raise InvalidInput(f"Domain already in use: {', '.join(sorted(taken))}.", "domains")
+        raise InvalidInput(gettext("Domain already in use: %(taken)s.", taken=", ".join(sorted(taken))), "domains")
 
     tenant = Tenant(id=uuid.uuid4(), name=name, slug=slug, time_zone=spec.time_zone, default_locale=spec.default_locale)
     db.session.add(tenant)
@@ -125,7 +131,7 @@ def provision_tenant(spec: TenantSpec, actor: audit.Actor, themes: Mapping[str, 
         db.session.commit()
     except IntegrityError as exc:
         db.session.rollback()
-        raise InvalidInput("The slug or a domain was taken in the meantime; try again.", "slug") from exc
+        raise InvalidInput(gettext("The slug or a domain was taken in the meantime; try again."), "slug") from exc
     return tenant, admin
 
 
@@ -134,7 +140,7 @@ def set_tenant_status(tenant: Tenant, status: str, actor: audit.Actor) -> None:
     if not in_platform_scope():
         raise PermissionError("changing a tenant's status needs platform scope")
     if status not in ("active", "suspended"):
-        raise InvalidInput(f"Unknown status {status!r}.", "status")
+        raise InvalidInput(gettext("Unknown status %(status)s.", status=repr(status)), "status")
     if tenant.status == status:
         return
     before = tenant.status
@@ -187,12 +193,12 @@ def invite_user(
     """
     allowed = MERCHANT_ROLES if merchant_id else TENANT_ROLES
     if role not in allowed:
-        raise InvalidInput(f"Choose a role among: {', '.join(allowed)}.", "role")
+        raise InvalidInput(gettext("Choose a role among: %(allowed)s.", allowed=", ".join(allowed)), "role")
     email = normalise_email(email)
     with tenant_context(db.session, tenant_id):
         exists = db.session.execute(sa.select(User.id).where(User.tenant_id == tenant_id, User.email == email)).first()
         if exists:
-            raise InvalidInput(f"{email} already has an account here.", "email")
+            raise InvalidInput(gettext("%(email)s already has an account here.", email=email), "email")
         user = User(tenant_id=tenant_id, email=email, name=name.strip(), role=role, merchant_id=merchant_id)
         db.session.add(user)
         db.session.flush()
@@ -208,7 +214,7 @@ def invite_user(
             db.session.commit()
         except IntegrityError as exc:
             db.session.rollback()
-            raise InvalidInput(f"{email} already has an account here.", "email") from exc
+            raise InvalidInput(gettext("%(email)s already has an account here.", email=email), "email") from exc
     return user
 
 
@@ -219,11 +225,13 @@ def create_merchant(tenant_id: uuid.UUID, name: str, owner_email: str, actor: au
     merchant that signs up itself starts as a draft (`onboarding.signup`)."""
     name = name.strip()
     if not name:
-        raise InvalidInput("Give the merchant a name.", "name")
+        raise InvalidInput(gettext("Give the merchant a name."), "name")
     owner_email = normalise_email(owner_email, "owner_email")
     with tenant_context(db.session, tenant_id):
         if db.session.execute(sa.select(User.id).where(User.tenant_id == tenant_id, User.email == owner_email)).first():
-            raise InvalidInput(f"{owner_email} already has an account here.", "owner_email")
+            raise InvalidInput(
+                gettext("%(owner_email)s already has an account here.", owner_email=owner_email), "owner_email"
+            )
         merchant = Merchant(tenant_id=tenant_id, id=uuid.uuid4(), name=name, onboarding_status="approved")
         db.session.add(merchant)
         db.session.flush()
@@ -248,7 +256,7 @@ def set_user_active(user: User, active: bool, actor: audit.Actor) -> bool:
     Nobody disables their own account, so a tenant cannot lock out its last admin by mistake.
     """
     if actor.id == user.id and not active:
-        raise InvalidInput("You cannot disable your own account.", "active")
+        raise InvalidInput(gettext("You cannot disable your own account."), "active")
     if user.is_active == active:
         return False
     audit.record(

@@ -10,6 +10,8 @@ import hashlib
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
+from core.i18n import gettext
+
 PURPOSES = ("invitation", "password-reset", "signup")
 
 
@@ -41,12 +43,12 @@ def account_id(secret: str, purpose: str, token: str, max_age: int) -> tuple[str
     try:
         payload = _serializer(secret, purpose).loads(token, max_age=max_age)
     except SignatureExpired as exc:
-        raise TokenError("This link has expired. Ask for a new one.") from exc
+        raise TokenError(gettext("This link has expired. Ask for a new one.")) from exc
     except BadSignature as exc:
-        raise TokenError("This link is not valid.") from exc
+        raise TokenError(gettext("This link is not valid.")) from exc
     return payload["a"], payload["f"]
 
 
 def check_unused(account, signed_fingerprint: str) -> None:
     if account is None or fingerprint(account) != signed_fingerprint:
-        raise TokenError("This link has already been used or is no longer valid.")
+        raise TokenError(gettext("This link has already been used or is no longer valid."))

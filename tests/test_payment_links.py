@@ -303,7 +303,9 @@ def test_a_link_sends_the_payer_back_to_the_merchants_page_after_paying(app, sit
     refused = owner.submit("/merchant/payment-links/new", {**form, "after_payment_url": "javascript:alert(1)"})
     assert refused.status_code == 422
     html = body(refused)
-    assert re.search(r'id="after_payment_url-error" class="error">after_payment_url must be an absolute http', html)
+    assert re.search(
+        r'id="after_payment_url-error" class="error">Give a whole web address starting with https://', html
+    )
     assert 'value="javascript:alert(1)"' in html and _count(app, tenant, PaymentLink) == 0
     created = owner.submit(
         "/merchant/payment-links/new", {**form, "after_payment_url": "https://lotus.example.com/thanks"}

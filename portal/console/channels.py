@@ -25,7 +25,7 @@ from tenants.models import Merchant
 
 
 def _product_choices() -> list[tuple[str, str]]:
-    return [(product.code, product.label) for product in catalogue.PRODUCTS.values()]
+    return [(product.code, product.title) for product in catalogue.PRODUCTS.values()]
 
 
 def _optional_minor(value: str | None, currency: str, field: str) -> int | None:

@@ -29,7 +29,7 @@ from payments import orders
 from payments import products as catalogue
 from portal import theming
 from portal.access import merchant_role_required
-from portal.forms import ActionForm, field_error, note_expired
+from portal.forms import ActionForm, field_error, labelled, note_expired
 from portal.i18n import format_amount
 from portal.merchant import bp
 from portal.pagination import newest_first, search_term
@@ -76,7 +76,7 @@ class ChargeItemForm(FlaskForm):
     tax_inclusive = BooleanField(_l("The price includes tax"), default=True)
     payment_method_types = SelectMultipleField(
         _l("May be paid with"),
-        choices={code: product.label for code, product in catalogue.PRODUCTS.items()},
+        choices=labelled(dict(catalogue.TITLES)),
         widget=ListWidget(prefix_label=False),
         option_widget=CheckboxInput(),
         description=_l("None ticked: every payment method your channels take."),
