@@ -24,7 +24,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 # The compiled catalogues (.mo) are build outputs, never committed: every set-up compiles them.
 $(TRANSLATIONS)/%/LC_MESSAGES/messages.mo: $(TRANSLATIONS)/%/LC_MESSAGES/messages.po $(STAMP)
-	$(PYBABEL) compile -q -f -i $< -o $@
+	$(PYBABEL) compile -f -i $< -o $@
 
 install: $(STAMP) $(COMPILED) ## Create the virtual environment with the pinned dependencies
 
