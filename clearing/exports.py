@@ -1,6 +1,7 @@
 """Exports of lists and reports to CSV and Excel, directly or as a job on the `exports` queue.
 
-The rows are the page's: `clearing.listings` (payments, settlements, payouts) and
+The rows are the page's: `clearing.listings` (payments, settlements, payouts, refunds, the audit
+log, merchants, charge items, coupons, payment links) and
 `clearing.reports` (the report's rows) build them from the same filters the page read. A small
 export (at most `EXPORT_DIRECT_MAX_ROWS` rows) is written straight into the response; a larger one
 is a `ReportExport` row and a job (`run_export`) that streams the rows in keyset order (newest
@@ -20,6 +21,15 @@ supersedes the first, which stops at its next progress write; a finished export 
 So there is only ever one complete file, never a half-written one under the final name.
 `sweep` (every minute) re-queues exports whose run went quiet for `STALE_AFTER`, marks exports
 past their `expires_at` expired and deletes their files.
+
+Column headers are in the language of whoever asked: a direct download in the request's, a job's
+file in the language stored on its row (`ReportExport.locale`). Values stay as stored (states,
+ids, e-mails), so a file reads the same to a program whatever the language.
+
+The platform's audit log (every tenant's events, `Scope.tenant_id` None) is only ever a direct
+download: `report_exports` rows are a tenant's (RLS), and an export of every tenant's events
+belongs to none of them, so `request_export` refuses that scope and the page asks to narrow the
+filters beyond `EXPORT_DIRECT_MAX_ROWS`.
 """
 
 from __future__ import annotations
@@ -48,6 +58,7 @@ from clearing import listings, reports
 from clearing.models import EXPORT_FORMATS, EXPORT_KINDS, ReportExport
 from core import queue
 from core.db import db
+from core.i18n import current_locale, speaking
 from core.money import exponent, to_major
 from tenants import audit, isolation
 from tenants.models import Tenant
@@ -63,7 +74,19 @@ MIMETYPES = {
     "csv": "text/csv; charset=utf-8",
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
 }
-TITLES = {"payments": "Payments", "settlements": "Settlements", "payouts": "Payouts", "report": "Report"}
+# Sheet names (Excel allows 31 characters, no translation needed to find one's data).
+TITLES = {
+    "payments": "Payments",
+    "settlements": "Settlements",
+    "payouts": "Payouts",
+    "report": "Report",
+    "audit": "Audit log",
+    "merchants": "Merchants",
+    "refunds": "Refunds",
+    "charge_items": "Charge items",
+    "coupons": "Coupons",
+    "payment_links": "Payment links",
+}
 
 
 def _now() -> datetime:
@@ -98,7 +121,8 @@ class Source:
     chunks: Iterator[tuple[list[Any], dict]]
 
 
-def _keyset(statement: sa.Select, model, tenant_id: uuid.UUID, tenant_wide: bool):
+def _keyset(statement: sa.Select, listing: listings.ListKind, scope: listings.Scope):
+    model = listing.model
     position = None
     while True:
         page = statement
@@ -107,7 +131,7 @@ def _keyset(statement: sa.Select, model, tenant_id: uuid.UUID, tenant_wide: bool
         rows = db.session.execute(page.order_by(model.created_at.desc(), model.id.desc()).limit(CHUNK)).scalars().all()
         if not rows:
             return
-        names = listings.merchant_names(tenant_id, {row.merchant_id for row in rows}) if tenant_wide else {}
+        names = listing.names(scope, rows) if listing.names else {}
         position = (rows[-1].created_at, rows[-1].id)
         yield rows, names
 
@@ -130,7 +154,7 @@ def source(scope: listings.Scope, kind: str, filters: Mapping[str, str]) -> Sour
         TITLES[kind],
         listing.columns(scope),
         total,
-        _keyset(statement, listing.model, scope.tenant_id, scope.tenant_wide),
+        _keyset(statement, listing, scope),
     )
 
 
@@ -220,6 +244,22 @@ def write_now(scope: listings.Scope, kind: str, fmt: str, filters: Mapping[str, 
     return buffer.getvalue().encode("utf-8-sig") if fmt == "csv" else buffer.getvalue()
 
 
+def record_download(
+    scope: listings.Scope, kind: str, fmt: str, filters: Mapping[str, str], rows: int, actor: audit.Actor
+) -> None:
+    """Audit a direct download (commits): under the scope's tenant, or, for the platform's audit log,
+    under each tenant whose events the file holds (each tenant's log shows that they left)."""
+    change = audit.created(kind=kind, format=fmt, filters=dict(filters), rows=rows)
+    if scope.platform:
+        statement, _ = listings.KINDS[kind].build(scope, filters)
+        tenants = db.session.scalars(sa.select(statement.subquery().c.tenant_id).distinct()).all()
+    else:
+        tenants = [scope.tenant_id]
+    for tenant_id in tenants:
+        audit.record(tenant_id, actor, "report.exported", "report_export", kind, change)
+    db.session.commit()
+
+
 def download_name(kind: str, fmt: str, when: datetime, zone: ZoneInfo) -> str:
     return f"{kind}-{when.astimezone(zone).strftime('%Y%m%d-%H%M')}.{fmt}"
 
@@ -234,9 +274,12 @@ def request_export(
     filters: Mapping[str, str],
     actor: audit.Actor,
 ) -> ReportExport:
-    """Record an export of `kind` with the page's `filters` and queue its job (commits)."""
+    """Record an export of `kind` with the page's `filters` and queue its job (commits). The file's
+    headers will be in the language messages are in now."""
     if kind not in EXPORT_KINDS or fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export {kind!r} as {fmt!r}")
+    if scope.platform:
+        raise ValueError("an export of every tenant is a direct download only")
     export = ReportExport(
         tenant_id=scope.tenant_id,
         id=uuid.uuid4(),
@@ -245,6 +288,7 @@ def request_export(
         kind=kind,
         format=fmt,
         filters=dict(filters),
+        locale=current_locale(),
         status="queued",
         rows_total=count(scope, kind, filters),
         file_name=f"{secrets.token_urlsafe(24)}.{fmt}",
@@ -325,12 +369,16 @@ def run_export(tenant_id: str, export_id: str) -> dict:
     scope = listings.Scope(tenant, export.merchant_id, tenant_zone(tenant))
     fmt, final = export.format, folder() / export.file_name
     part = final.with_name(f"{final.name}.{token}.part")
-    filters, kind = dict(export.filters), export.kind
+    filters, kind, locale = dict(export.filters), export.kind, export.locale
     done = 0
     try:
-        data = source(scope, kind, filters)
+        with speaking(locale):
+            data = source(scope, kind, filters)
         _progress(tenant, key, token, 0, rows_total=data.total)
-        with part.open("w", newline="", encoding="utf-8-sig") if fmt == "csv" else part.open("wb") as out:
+        with (
+            part.open("w", newline="", encoding="utf-8-sig") if fmt == "csv" else part.open("wb") as out,
+            speaking(locale),
+        ):
             writer = _writer(fmt, out, data)
             for rows, names in data.chunks:
                 writer.rows(rows, names)

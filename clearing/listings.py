@@ -1,11 +1,13 @@
-"""The lists people filter and export: payments, settlements, payouts (and the report's rows, in
+"""The lists people filter and export: payments, settlements, payouts, refunds, the audit log, the
+tenant's merchants, a merchant's charge items, coupons and payment links (and the report's rows, in
 `clearing.reports`). One place per list turns the query string into a statement, so the page and
 its export (a direct download or a job, `clearing.exports`) select exactly the same rows.
 
 Each `build` takes the filters as typed (a mapping of query-string values) and returns the
 narrowed statement and a message per filter that cannot be used (that filter is then ignored,
-and the page says so). A `Scope` is whose rows they are: one merchant's (its dashboard) or the
-whole tenant's (the console, where `merchant` filters by merchant name). Lists are newest first,
+and the page says so). A `Scope` is whose rows they are: one merchant's (its dashboard), the
+whole tenant's (the console, where `merchant` filters by merchant name), or every tenant's (the
+platform's audit log, `tenant_id` None; only the audit log reads that scope). Lists are newest first,
 by (created_at, id), the order of `portal.pagination.newest_first` and of the export's keyset.
 
 Money in exports: major units as exact `Decimal` (the currency's exponent applied, never a
@@ -14,35 +16,46 @@ float), next to a currency column; see `clearing.exports`.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from billing import catalog, coupons
+from billing.models import ChargeItem, Coupon
 from clearing.models import Settlement
 from core.db import db
 from core.i18n import gettext
 from core.money import MoneyError, normalise_currency, to_major, to_minor
-from payments.models import INTENT_STATUSES, PAYOUT_STATUSES, PaymentIntent, Payout
+from payments import links
+from payments.models import INTENT_STATUSES, PAYOUT_STATUSES, REFUND_STATUSES, PaymentIntent, Payout, Refund
+from payments.order_models import PaymentLink
 from payments.terminals import Terminal
-from tenants.models import Merchant
+from tenants.models import ONBOARDING_STATUSES, AuditEvent, Merchant, Tenant
 
 
 @dataclass(frozen=True)
 class Scope:
-    """Whose rows: one merchant's (`merchant_id`), or every merchant's of the tenant (None)."""
+    """Whose rows: one merchant's (`merchant_id`), or every merchant's of the tenant (None); with
+    `tenant_id` None, every tenant's (the platform's audit log, read in platform scope)."""
 
-    tenant_id: uuid.UUID
+    tenant_id: uuid.UUID | None
     merchant_id: uuid.UUID | None
     zone: ZoneInfo
 
     @property
     def tenant_wide(self) -> bool:
         return self.merchant_id is None
+
+    @property
+    def platform(self) -> bool:
+        return self.tenant_id is None
 
 
 @dataclass(frozen=True)
@@ -57,11 +70,17 @@ class Column:
 
 @dataclass(frozen=True)
 class ListKind:
+    """An exportable list: its rows' model (ordered newest first by `created_at`, `id`), the filters
+    its page reads, the statement they select, the file's columns, and `names`: what the columns
+    look up for a chunk of rows in one query (merchant names, tenants, counts), passed to each
+    column's `value`."""
+
     name: str
     model: Any
     filters: tuple[str, ...]
     build: Callable[[Scope, Mapping[str, str]], tuple[sa.Select, dict[str, str]]]
     columns: Callable[[Scope], list[Column]]
+    names: Callable[[Scope, list], dict] | None = None
 
 
 def parse_day(text: str) -> date:
@@ -99,14 +118,43 @@ def day_range(args: Mapping[str, str]) -> tuple[dict[str, date], dict[str, str]]
     return days, errors
 
 
-def _merchant_name_filter(statement: sa.Select, model, args: Mapping[str, str]) -> sa.Select:
-    text = (args.get("merchant") or "").strip()
+def like(value: str | None, *, prefix: bool = False) -> str | None:
+    """What a user typed as an ILIKE pattern (wildcards in it taken literally): anywhere in the
+    text, or at its start (`prefix`). None when nothing was typed."""
+    text = (value or "").strip()
     if not text:
-        return statement
+        return None
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"{escaped}%" if prefix else f"%{escaped}%"
+
+
+def _merchant_name_filter(statement: sa.Select, model, args: Mapping[str, str]) -> sa.Select:
+    pattern = like(args.get("merchant"))
+    if not pattern:
+        return statement
     return statement.join(
         Merchant, sa.and_(Merchant.tenant_id == model.tenant_id, Merchant.id == model.merchant_id)
-    ).where(Merchant.name.ilike(f"%{escaped}%"))
+    ).where(Merchant.name.ilike(pattern))
+
+
+def _created_in(statement: sa.Select, column, days: dict[str, date], zone: ZoneInfo) -> sa.Select:
+    """`statement` narrowed to the calendar days `from`..`to` of `zone` (midnight to midnight there)."""
+    if "from" in days:
+        statement = statement.where(column >= datetime.combine(days["from"], time.min, tzinfo=zone))
+    if "to" in days:
+        statement = statement.where(column < datetime.combine(days["to"] + timedelta(days=1), time.min, tzinfo=zone))
+    return statement
+
+
+def _currency_filter(statement: sa.Select, column, args: Mapping[str, str], errors: dict[str, str]):
+    if not (args.get("currency") or "").strip():
+        return statement, None
+    try:
+        currency = normalise_currency(args["currency"])
+    except MoneyError as exc:
+        errors["currency"] = str(exc)
+        return statement, None
+    return statement.where(column == currency), currency
 
 
 def _scoped(model, scope: Scope, args: Mapping[str, str], *, by_mode: bool = True) -> sa.Select:
@@ -127,7 +175,33 @@ def _local(at: datetime | None, scope: Scope) -> str:
 def _merchant_column(scope: Scope) -> list[Column]:
     if not scope.tenant_wide:
         return []
-    return [Column("Merchant", lambda row, names: names.get(row.merchant_id, str(row.merchant_id)))]
+    return [Column(gettext("Merchant"), lambda row, names: names.get(row.merchant_id, str(row.merchant_id)))]
+
+
+def _merchant_names_of(scope: Scope, rows: list) -> dict:
+    """The names of the chunk's merchants, for the tenant's lists (a merchant's own list names nobody)."""
+    if not scope.tenant_wide:
+        return {}
+    return merchant_names(scope.tenant_id, {row.merchant_id for row in rows})
+
+
+def _active_filter(statement: sa.Select, column, args: Mapping[str, str]) -> sa.Select:
+    """The catalogue lists' `state`: active only, inactive only, or both (anything else: both, as
+    the page shows)."""
+    state = args.get("state") or ""
+    if state == "active":
+        return statement.where(column.is_(True))
+    if state == "inactive":
+        return statement.where(column.is_(False))
+    return statement
+
+
+def _state(active: bool) -> str:
+    return "active" if active else "inactive"
+
+
+def _yes(value: bool) -> str:
+    return gettext("yes") if value else gettext("no")
 
 
 # --- payments ------------------------------------------------------------------------------------
@@ -164,21 +238,8 @@ def payments(scope: Scope, args: Mapping[str, str]) -> tuple[sa.Select, dict[str
     days, day_errors = day_range(args)
     errors.update(day_errors)
     # Calendar days of the tenant: midnight to midnight in its zone, not in UTC.
-    if "from" in days:
-        statement = statement.where(
-            PaymentIntent.created_at >= datetime.combine(days["from"], time.min, tzinfo=scope.zone)
-        )
-    if "to" in days:
-        end = datetime.combine(days["to"] + timedelta(days=1), time.min, tzinfo=scope.zone)
-        statement = statement.where(PaymentIntent.created_at < end)
-    currency = None
-    if (args.get("currency") or "").strip():
-        try:
-            currency = normalise_currency(args["currency"])
-        except MoneyError as exc:
-            errors["currency"] = str(exc)
-        else:
-            statement = statement.where(PaymentIntent.currency == currency)
+    statement = _created_in(statement, PaymentIntent.created_at, days, scope.zone)
+    statement, currency = _currency_filter(statement, PaymentIntent.currency, args, errors)
     amounts = {}
     for bound in ("min", "max"):
         text = (args.get(bound) or "").strip()
@@ -204,17 +265,17 @@ def payments(scope: Scope, args: Mapping[str, str]) -> tuple[sa.Select, dict[str
 
 def _payment_columns(scope: Scope) -> list[Column]:
     return [
-        Column("Payment", lambda pi, _: pi.id),
-        Column(f"Created ({scope.zone.key})", lambda pi, _: _local(pi.created_at, scope)),
+        Column(gettext("Payment"), lambda pi, _: pi.id),
+        Column(gettext("Created (%(zone)s)", zone=scope.zone.key), lambda pi, _: _local(pi.created_at, scope)),
         *_merchant_column(scope),
-        Column("Status", lambda pi, _: pi.status),
-        Column("Currency", lambda pi, _: pi.currency.upper()),
-        Column("Amount", lambda pi, _: pi.amount, money=True),
-        Column("Received", lambda pi, _: pi.amount_received, money=True),
-        Column("Refunded", lambda pi, _: pi.amount_refunded, money=True),
-        Column("Product", lambda pi, _: pi.product or ""),
-        Column("Description", lambda pi, _: pi.description or ""),
-        Column("Terminal", lambda pi, _: pi.terminal_id or ""),
+        Column(gettext("Status"), lambda pi, _: pi.status),
+        Column(gettext("Currency"), lambda pi, _: pi.currency.upper()),
+        Column(gettext("Amount"), lambda pi, _: pi.amount, money=True),
+        Column(gettext("Received"), lambda pi, _: pi.amount_received, money=True),
+        Column(gettext("Refunded"), lambda pi, _: pi.amount_refunded, money=True),
+        Column(gettext("Product"), lambda pi, _: pi.product or ""),
+        Column(gettext("Description"), lambda pi, _: pi.description or ""),
+        Column(gettext("Terminal"), lambda pi, _: pi.terminal_id or ""),
     ]
 
 
@@ -238,29 +299,23 @@ def settlements(scope: Scope, args: Mapping[str, str]) -> tuple[sa.Select, dict[
     lists them all), by merchant name. Both by business day and currency."""
     statement = _scoped(Settlement, scope, args, by_mode=not scope.tenant_wide)
     statement, errors = business_day_filter(statement, args)
-    if (args.get("currency") or "").strip():
-        try:
-            currency = normalise_currency(args["currency"])
-        except MoneyError as exc:
-            errors["currency"] = str(exc)
-        else:
-            statement = statement.where(Settlement.currency == currency)
+    statement, _ = _currency_filter(statement, Settlement.currency, args, errors)
     return statement, errors
 
 
 def _settlement_columns(scope: Scope) -> list[Column]:
     return [
-        Column("Business day", lambda s, _: s.business_day.isoformat()),
+        Column(gettext("Business day"), lambda s, _: s.business_day.isoformat()),
         *_merchant_column(scope),
-        Column("Mode", lambda s, _: "live" if s.livemode else "test"),
-        Column("Currency", lambda s, _: s.currency.upper()),
-        Column("Charges", lambda s, _: s.charges_count),
-        Column("Charges amount", lambda s, _: s.charges_amount, money=True),
-        Column("Refunds", lambda s, _: s.refunds_count),
-        Column("Refunds amount", lambda s, _: s.refunds_amount, money=True),
-        Column("Fees", lambda s, _: s.fees, money=True),
-        Column("Net", lambda s, _: s.net, money=True),
-        Column(f"Settled ({scope.zone.key})", lambda s, _: _local(s.created_at, scope)),
+        Column(gettext("Mode"), lambda s, _: "live" if s.livemode else "test"),
+        Column(gettext("Currency"), lambda s, _: s.currency.upper()),
+        Column(gettext("Charges"), lambda s, _: s.charges_count),
+        Column(gettext("Charges amount"), lambda s, _: s.charges_amount, money=True),
+        Column(gettext("Refunds"), lambda s, _: s.refunds_count),
+        Column(gettext("Refunds amount"), lambda s, _: s.refunds_amount, money=True),
+        Column(gettext("Fees"), lambda s, _: s.fees, money=True),
+        Column(gettext("Net"), lambda s, _: s.net, money=True),
+        Column(gettext("Settled (%(zone)s)", zone=scope.zone.key), lambda s, _: _local(s.created_at, scope)),
     ]
 
 
@@ -282,21 +337,294 @@ def payouts(scope: Scope, args: Mapping[str, str]) -> tuple[sa.Select, dict[str,
 
 def _payout_columns(scope: Scope) -> list[Column]:
     return [
-        Column("Payout", lambda p, _: p.id),
-        Column(f"Requested ({scope.zone.key})", lambda p, _: _local(p.created_at, scope)),
+        Column(gettext("Payout"), lambda p, _: p.id),
+        Column(gettext("Requested (%(zone)s)", zone=scope.zone.key), lambda p, _: _local(p.created_at, scope)),
         *_merchant_column(scope),
-        Column("Status", lambda p, _: p.status),
-        Column("Currency", lambda p, _: p.currency.upper()),
-        Column("Amount", lambda p, _: p.amount, money=True),
-        Column("Description", lambda p, _: p.description or ""),
-        Column("Failure", lambda p, _: p.failure_message or ""),
+        Column(gettext("Status"), lambda p, _: p.status),
+        Column(gettext("Currency"), lambda p, _: p.currency.upper()),
+        Column(gettext("Amount"), lambda p, _: p.amount, money=True),
+        Column(gettext("Description"), lambda p, _: p.description or ""),
+        Column(gettext("Failure"), lambda p, _: p.failure_message or ""),
+    ]
+
+
+# --- refunds -------------------------------------------------------------------------------------
+
+REFUND_FILTERS = ("status", "from", "to", "currency", "merchant")
+
+
+def refunds(scope: Scope, args: Mapping[str, str]) -> tuple[sa.Select, dict[str, str]]:
+    """Refunds of the scope in the mode of `args`, by status, the tenant's calendar days (of the
+    refund's creation) and currency."""
+    statement = _scoped(Refund, scope, args)
+    errors: dict[str, str] = {}
+    status = (args.get("status") or "").strip()
+    if status and status not in REFUND_STATUSES:
+        errors["status"] = gettext("%(status)s is not a refund status.", status=repr(status))
+    elif status:
+        statement = statement.where(Refund.status == status)
+    days, day_errors = day_range(args)
+    errors.update(day_errors)
+    statement = _created_in(statement, Refund.created_at, days, scope.zone)
+    statement, _ = _currency_filter(statement, Refund.currency, args, errors)
+    return statement, errors
+
+
+def _refund_columns(scope: Scope) -> list[Column]:
+    return [
+        Column(gettext("Refund"), lambda r, _: r.id),
+        Column(gettext("Created (%(zone)s)", zone=scope.zone.key), lambda r, _: _local(r.created_at, scope)),
+        *_merchant_column(scope),
+        Column(gettext("Payment"), lambda r, _: r.payment_intent_id),
+        Column(gettext("Status"), lambda r, _: r.status),
+        Column(gettext("Currency"), lambda r, _: r.currency.upper()),
+        Column(gettext("Amount"), lambda r, _: r.amount, money=True),
+        Column(gettext("Reason"), lambda r, _: r.reason or ""),
+        Column(gettext("Failure"), lambda r, _: r.failure_reason or ""),
+    ]
+
+
+# --- the audit log -------------------------------------------------------------------------------
+
+AUDIT_FILTERS = ("q", "tenant", "actor", "action", "object_type", "object_id", "from", "to")
+
+
+def _tenant_named(text: str) -> Tenant | None:
+    """A tenant by its slug or id (the caller is in platform scope)."""
+    try:
+        by_id = uuid.UUID(text)
+    except ValueError:
+        return db.session.execute(sa.select(Tenant).where(Tenant.slug == text.lower())).scalar_one_or_none()
+    return db.session.get(Tenant, by_id)
+
+
+def _actor_email(scope: Scope):
+    """Whose e-mails may be matched and shown: on the platform every actor's; on the tenant console only
+    the tenant's own people's (it never names who at the platform acted)."""
+    if scope.platform:
+        return AuditEvent.actor_email
+    return sa.case((AuditEvent.actor_kind == "user", AuditEvent.actor_email))
+
+
+def audit_events(scope: Scope, args: Mapping[str, str]) -> tuple[sa.Select, dict[str, str]]:
+    """`AuditEvent`s of the scope's tenant (every tenant's on the platform, narrowed by `tenant`, its
+    slug or id), by actor (an e-mail or part of one, `system`, and on the platform `platform`),
+    action prefix, object type and id, the zone's calendar days, and a search."""
+    values = {key: str(args[key]).strip() for key in AUDIT_FILTERS if (args.get(key) or "").strip()}
+    errors: dict[str, str] = {}
+    statement = sa.select(AuditEvent)
+    email = _actor_email(scope)
+    if not scope.platform:
+        statement = statement.where(AuditEvent.tenant_id == scope.tenant_id)
+    elif "tenant" in values:
+        tenant = _tenant_named(values["tenant"])
+        if tenant is None:
+            errors["tenant"] = gettext("No tenant has the slug or id %(text)s.", text=values["tenant"])
+        else:
+            statement = statement.where(AuditEvent.tenant_id == tenant.id)
+    pattern = like(values.get("q"))
+    if pattern:
+        statement = statement.where(
+            sa.or_(
+                AuditEvent.action.ilike(pattern),
+                email.ilike(pattern),
+                AuditEvent.object_type.ilike(pattern),
+                AuditEvent.object_id.ilike(pattern),
+            )
+        )
+    actor = values.get("actor")
+    if actor:
+        kinds = {"system": "system", "platform": "platform"} if scope.platform else {"system": "system"}
+        if actor.lower() in kinds:
+            statement = statement.where(AuditEvent.actor_kind == kinds[actor.lower()])
+        else:
+            statement = statement.where(email.ilike(like(actor)))
+    if values.get("action"):
+        # A prefix: "api_key." lists every action on API keys, "api_key.created" that one.
+        statement = statement.where(AuditEvent.action.ilike(like(values["action"], prefix=True)))
+    if values.get("object_type"):
+        statement = statement.where(AuditEvent.object_type == values["object_type"])
+    if values.get("object_id"):
+        statement = statement.where(AuditEvent.object_id == values["object_id"])
+    days, day_errors = day_range(values)
+    errors.update(day_errors)
+    statement = _created_in(statement, AuditEvent.created_at, days, scope.zone)
+    return statement, errors
+
+
+def _audit_tenants(scope: Scope, rows: list) -> dict:
+    if not scope.platform:
+        return {}
+    ids = {row.tenant_id for row in rows}
+    return {tenant.id: tenant for tenant in db.session.execute(sa.select(Tenant).where(Tenant.id.in_(ids))).scalars()}
+
+
+def _actor(scope: Scope, event: AuditEvent) -> str:
+    if event.actor_kind == "user":
+        return event.actor_email or ""
+    if event.actor_kind == "platform":
+        return event.actor_email or "platform" if scope.platform else gettext("Platform operator")
+    return gettext("System")
+
+
+def _audit_columns(scope: Scope) -> list[Column]:
+    tenant = (
+        [
+            Column(
+                gettext("Tenant"),
+                lambda e, names: names[e.tenant_id].slug if e.tenant_id in names else str(e.tenant_id),
+            )
+        ]
+        if scope.platform
+        else []
+    )
+    return [
+        Column(gettext("When (%(zone)s)", zone=scope.zone.key), lambda e, _: _local(e.created_at, scope)),
+        *tenant,
+        Column(gettext("Who"), lambda e, _: _actor(scope, e)),
+        Column(gettext("Action"), lambda e, _: e.action),
+        Column(gettext("Object type"), lambda e, _: e.object_type),
+        Column(gettext("Object id"), lambda e, _: e.object_id),
+        Column(
+            gettext("Changes"),
+            lambda e, _: json.dumps(e.changes or {}, ensure_ascii=False, sort_keys=True, default=str),
+        ),
+        Column(gettext("Event"), lambda e, _: str(e.id)),
+    ]
+
+
+# --- the tenant's merchants ----------------------------------------------------------------------
+
+MERCHANT_FILTERS = ("q", "onboarding")
+
+
+def merchants(scope: Scope, args: Mapping[str, str]) -> tuple[sa.Select, dict[str, str]]:
+    """The tenant's merchants by name and onboarding state."""
+    statement = sa.select(Merchant).where(Merchant.tenant_id == scope.tenant_id)
+    errors: dict[str, str] = {}
+    pattern = like(args.get("q"))
+    if pattern:
+        statement = statement.where(Merchant.name.ilike(pattern))
+    state = (args.get("onboarding") or "").strip()
+    if state and state not in ONBOARDING_STATUSES:
+        errors["onboarding"] = gettext("%(state)s is not an onboarding state.", state=repr(state))
+    elif state:
+        statement = statement.where(Merchant.onboarding_status == state)
+    return statement, errors
+
+
+def _merchant_columns(scope: Scope) -> list[Column]:
+    return [
+        Column(gettext("Name"), lambda m, _: m.name),
+        Column(gettext("Status"), lambda m, _: m.status),
+        Column(gettext("Onboarding state"), lambda m, _: m.onboarding_status),
+        Column(gettext("Risk level"), lambda m, _: m.risk_level or ""),
+        Column(gettext("Created (%(zone)s)", zone=scope.zone.key), lambda m, _: _local(m.created_at, scope)),
+    ]
+
+
+# --- a merchant's charge items, coupons and payment links ----------------------------------------
+
+CATALOGUE_FILTERS = ("q", "state")
+LINK_FILTERS = ("q", "state", "mode")
+
+
+def _merchant_only(scope: Scope) -> uuid.UUID:
+    if scope.merchant_id is None:
+        raise ValueError("a merchant's list: the scope names no merchant")
+    return scope.merchant_id
+
+
+def charge_items(scope: Scope, args: Mapping[str, str]) -> tuple[sa.Select, dict[str, str]]:
+    """The merchant's charge items by name and state (active, inactive)."""
+    statement = catalog.items_query(scope.tenant_id, _merchant_only(scope), search=like(args.get("q")))
+    return _active_filter(statement, ChargeItem.active, args), {}
+
+
+def _charge_item_columns(scope: Scope) -> list[Column]:
+    return [
+        Column(gettext("Charge item"), lambda i, _: str(i.id)),
+        Column(gettext("Name"), lambda i, _: i.name),
+        Column(gettext("Unit"), lambda i, _: i.unit),
+        Column(gettext("Currency"), lambda i, _: i.currency.upper()),
+        Column(gettext("Unit price"), lambda i, _: i.unit_amount, money=True),
+        Column(gettext("Price includes tax"), lambda i, _: _yes(i.tax_inclusive)),
+        Column(gettext("Paid with"), lambda i, _: ", ".join(i.payment_method_types or [])),
+        Column(gettext("State"), lambda i, _: _state(i.active)),
+        Column(gettext("Created (%(zone)s)", zone=scope.zone.key), lambda i, _: _local(i.created_at, scope)),
+    ]
+
+
+def coupon_list(scope: Scope, args: Mapping[str, str]) -> tuple[sa.Select, dict[str, str]]:
+    """The merchant's coupons by code and state (active, inactive)."""
+    statement = coupons.coupons_query(scope.tenant_id, _merchant_only(scope), search=like(args.get("q")))
+    return _active_filter(statement, Coupon.active, args), {}
+
+
+def _percent(coupon: Coupon):
+    # Basis points as an exact percentage: 1250 -> Decimal("12.5").
+    return (Decimal(coupon.percent_off_bp) / 100).normalize() if coupon.percent_off_bp is not None else None
+
+
+def _coupon_columns(scope: Scope) -> list[Column]:
+    return [
+        Column(gettext("Code"), lambda c, _: c.code),
+        Column(gettext("Discount"), lambda c, _: c.kind),
+        Column(gettext("Percentage off"), lambda c, _: _percent(c)),
+        Column(gettext("Currency"), lambda c, _: (c.currency or "").upper()),
+        Column(gettext("Amount off"), lambda c, _: c.amount_off, money=True),
+        Column(gettext("Minimum order amount"), lambda c, _: c.min_amount, money=True),
+        Column(gettext("Expires (%(zone)s)", zone=scope.zone.key), lambda c, _: _local(c.expires_at, scope)),
+        Column(gettext("Uses in all"), lambda c, _: c.max_redemptions),
+        Column(gettext("Uses per payer"), lambda c, _: c.max_per_payer),
+        Column(gettext("State"), lambda c, _: _state(c.active)),
+        Column(gettext("Created (%(zone)s)", zone=scope.zone.key), lambda c, _: _local(c.created_at, scope)),
+    ]
+
+
+def payment_links(scope: Scope, args: Mapping[str, str]) -> tuple[sa.Select, dict[str, str]]:
+    """The merchant's payment links of the mode of `args`, by name or id and state."""
+    statement = links.links_query(
+        scope.tenant_id, _merchant_only(scope), livemode=mode_of(args) == "live", search=like(args.get("q"))
+    )
+    return _active_filter(statement, PaymentLink.active, args), {}
+
+
+def _paid_counts(scope: Scope, rows: list) -> dict:
+    return links.paid_counts(scope.tenant_id, [row.id for row in rows])
+
+
+def _payment_link_columns(scope: Scope) -> list[Column]:
+    return [
+        Column(gettext("Payment link"), lambda p, _: p.id),
+        Column(gettext("Name"), lambda p, _: p.name),
+        Column(gettext("Mode"), lambda p, _: "live" if p.livemode else "test"),
+        Column(gettext("Price"), lambda p, _: p.kind),
+        Column(gettext("Currency"), lambda p, _: p.currency.upper()),
+        Column(gettext("Amount"), lambda p, _: p.amount, money=True),
+        Column(gettext("Paid"), lambda p, paid: paid.get(p.id, 0)),
+        Column(gettext("Paid payments at most"), lambda p, _: p.max_payments),
+        Column(gettext("Expires (%(zone)s)", zone=scope.zone.key), lambda p, _: _local(p.expires_at, scope)),
+        Column(gettext("Payers may enter a coupon code"), lambda p, _: _yes(p.allow_coupons)),
+        Column(gettext("State"), lambda p, _: _state(p.active)),
+        Column(gettext("Created (%(zone)s)", zone=scope.zone.key), lambda p, _: _local(p.created_at, scope)),
     ]
 
 
 KINDS: dict[str, ListKind] = {
-    "payments": ListKind("payments", PaymentIntent, PAYMENT_FILTERS, payments, _payment_columns),
-    "settlements": ListKind("settlements", Settlement, SETTLEMENT_FILTERS, settlements, _settlement_columns),
-    "payouts": ListKind("payouts", Payout, PAYOUT_FILTERS, payouts, _payout_columns),
+    "payments": ListKind("payments", PaymentIntent, PAYMENT_FILTERS, payments, _payment_columns, _merchant_names_of),
+    "settlements": ListKind(
+        "settlements", Settlement, SETTLEMENT_FILTERS, settlements, _settlement_columns, _merchant_names_of
+    ),
+    "payouts": ListKind("payouts", Payout, PAYOUT_FILTERS, payouts, _payout_columns, _merchant_names_of),
+    "refunds": ListKind("refunds", Refund, REFUND_FILTERS, refunds, _refund_columns, _merchant_names_of),
+    "audit": ListKind("audit", AuditEvent, AUDIT_FILTERS, audit_events, _audit_columns, _audit_tenants),
+    "merchants": ListKind("merchants", Merchant, MERCHANT_FILTERS, merchants, _merchant_columns),
+    "charge_items": ListKind("charge_items", ChargeItem, CATALOGUE_FILTERS, charge_items, _charge_item_columns),
+    "coupons": ListKind("coupons", Coupon, CATALOGUE_FILTERS, coupon_list, _coupon_columns),
+    "payment_links": ListKind(
+        "payment_links", PaymentLink, LINK_FILTERS, payment_links, _payment_link_columns, _paid_counts
+    ),
 }
 
 

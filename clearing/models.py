@@ -347,7 +347,18 @@ class SuspenseComment(TenantOwned, db.Model):
 
 # --- reports: exports and saved filters ---------------------------------------------------------
 
-EXPORT_KINDS = ("payments", "settlements", "payouts", "report")
+EXPORT_KINDS = (
+    "payments",
+    "settlements",
+    "payouts",
+    "report",
+    "audit",
+    "merchants",
+    "refunds",
+    "charge_items",
+    "coupons",
+    "payment_links",
+)
 EXPORT_FORMATS = ("csv", "xlsx")
 EXPORT_STATUSES = ("queued", "running", "succeeded", "failed", "expired")
 
@@ -369,6 +380,8 @@ class ReportExport(TenantOwned, db.Model):
     kind: Mapped[str] = mapped_column(sa.String(20))
     format: Mapped[str] = mapped_column(sa.String(4))
     filters: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default=sa.text("'{}'"))
+    # The language of the person who asked: the file's column headers are in it (NULL: English).
+    locale: Mapped[str | None] = mapped_column(sa.String(20))
     status: Mapped[str] = mapped_column(sa.String(10), default="queued")
     rows_done: Mapped[int] = mapped_column(default=0)
     rows_total: Mapped[int | None] = mapped_column()

@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from flask_babel import force_locale, gettext, lazy_gettext, ngettext
+from flask_babel import force_locale, get_locale, gettext, lazy_gettext, ngettext
 
-__all__ = ["english", "gettext", "lazy_gettext", "ngettext"]
+__all__ = ["current_locale", "english", "gettext", "lazy_gettext", "ngettext", "speaking"]
 
 
 @contextmanager
@@ -25,4 +25,18 @@ def english() -> Iterator[None]:
     """Messages in English inside the block, whatever the request's language (for text that is
     stored: audit records, database rows, files)."""
     with force_locale("en"):
+        yield
+
+
+def current_locale() -> str:
+    """The language messages are in now (the request's, else English), e.g. "zh" or "en"."""
+    locale = get_locale()
+    return str(locale) if locale is not None else "en"
+
+
+@contextmanager
+def speaking(locale: str | None) -> Iterator[None]:
+    """Messages in `locale` inside the block (None: English), e.g. a job writing a file for the
+    person who asked for it."""
+    with force_locale(locale or "en"):
         yield

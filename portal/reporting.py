@@ -5,7 +5,9 @@ and saved filters. Each audience's blueprint (`portal/merchant/reports.py`,
 
 Every list that can be exported names its page here (`PAGES`), with the filters the page reads:
 the export form sends exactly those, and `clearing.listings` / `clearing.reports` turn them into
-rows for the page and for the file alike.
+rows for the page and for the file alike. A page may be limited to some roles (the console's audit
+log: admins), which then applies to its exports and saved filters too; the platform's audit log is
+`direct_only` (no job, no saved filters: those rows are a tenant's, and it is every tenant's).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sqlalchemy as sa
 from flask import Response, abort, current_app, flash, g, jsonify, redirect, request, send_file, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext
+from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, StringField
 from wtforms.validators import Length
@@ -32,7 +35,6 @@ from portal.forms import EXPIRED, ActionForm, field_error
 from portal.i18n import format_amount
 from portal.pagination import newest_first
 from portal.sites import current_actor
-from tenants import audit
 from tenants.errors import InvalidInput
 
 EXPORTS_PAGE_SIZE = 20
@@ -46,7 +48,11 @@ class Page:
     endpoint: str
     filters: tuple[str, ...]
     kind: str  # the export kind of its rows
+    roles: tuple[str, ...] | None = None  # who may open it, export it and save its filters (None: all)
+    direct_only: bool = False  # exports are direct downloads only (at most EXPORT_DIRECT_MAX_ROWS rows)
 
+
+AUDIT_FILTERS = tuple(name for name in listings.AUDIT_FILTERS if name != "tenant")
 
 PAGES: dict[str, dict[str, Page]] = {
     "merchant": {
@@ -55,6 +61,10 @@ PAGES: dict[str, dict[str, Page]] = {
         ),
         "settlements": Page("merchant.settlements", ("from", "to", "currency", "mode"), "settlements"),
         "payouts": Page("merchant.payouts", ("status", "mode"), "payouts"),
+        "refunds": Page("merchant.refunds_list", ("status", "from", "to", "currency", "mode"), "refunds"),
+        "charge_items": Page("merchant.charge_items", listings.CATALOGUE_FILTERS, "charge_items"),
+        "coupons": Page("merchant.coupons_list", listings.CATALOGUE_FILTERS, "coupons"),
+        "payment_links": Page("merchant.payment_links", listings.LINK_FILTERS, "payment_links"),
         "reports": Page("merchant.reports", ("period", "from", "to", "by", "mode"), "report"),
     },
     "console": {
@@ -62,7 +72,12 @@ PAGES: dict[str, dict[str, Page]] = {
             "console.payments", ("q", "status", "from", "to", "currency", "min", "max", "merchant", "mode"), "payments"
         ),
         "settlements": Page("console.clearing", ("merchant", "from", "to", "currency", "mode"), "settlements"),
+        "merchants": Page("console.merchants", listings.MERCHANT_FILTERS, "merchants"),
+        "audit": Page("console.audit_log", AUDIT_FILTERS, "audit", roles=("admin",)),
         "reports": Page("console.reports", reports.REPORT_FILTERS, "report"),
+    },
+    "platform": {
+        "audit": Page("platform.audit_log", listings.AUDIT_FILTERS, "audit", direct_only=True),
     },
 }
 
@@ -80,11 +95,23 @@ def tenant_zone() -> ZoneInfo:
         return ZoneInfo("UTC")
 
 
+def _may_open(page: Page) -> bool:
+    return page.roles is None or getattr(current_user, "role", None) in page.roles
+
+
 def page_of(audience: str, name: str) -> Page:
+    """The page `name` of the audience; 404 if there is none, 403 if the user's role may not open it."""
     page = PAGES[audience].get(name)
     if page is None:
         abort(404)
+    if not _may_open(page):
+        abort(403)
     return page
+
+
+def _hidden_kinds(audience: str) -> set[str]:
+    """Export kinds of pages the user's role may not open: their exports are not theirs to see."""
+    return {page.kind for page in PAGES[audience].values() if not _may_open(page)}
 
 
 def tools(audience: str, page_name: str, scope: listings.Scope, save_form: SaveFilterForm | None = None) -> dict:
@@ -92,13 +119,17 @@ def tools(audience: str, page_name: str, scope: listings.Scope, save_form: SaveF
     typed), the saved filters of this page, and the form that saves the current ones."""
     page = page_of(audience, page_name)
     filters = listings.typed(request.args, page.filters)
-    saved = saved_filters.list_for(scope.tenant_id, scope.merchant_id, page_name)
+    # Saved filters are a tenant's (or a merchant's) rows: the platform's page has none.
+    saving = not scope.platform
+    saved = saved_filters.list_for(scope.tenant_id, scope.merchant_id, page_name) if saving else []
     return {
         "tools": {
             "audience": audience,
             "page": page_name,
             "endpoint": page.endpoint,
             "filters": filters,
+            "saving": saving,
+            "direct_only": page.direct_only,
             "saved": saved,
             "save_form": save_form or SaveFilterForm(formdata=None, page=page_name),
             "action_form": ActionForm(),
@@ -133,19 +164,23 @@ def start_export(audience: str, scope: listings.Scope):
         return back
     filters = listings.typed(request.form, page.filters)
     rows = exports.count(scope, page.kind, filters)
-    if rows <= current_app.config["EXPORT_DIRECT_MAX_ROWS"]:
+    direct_max = current_app.config["EXPORT_DIRECT_MAX_ROWS"]
+    if rows <= direct_max:
         body = exports.write_now(scope, page.kind, fmt, filters)
-        audit.record(
-            scope.tenant_id,
-            current_actor(),
-            "report.exported",
-            "report_export",
-            page.kind,
-            audit.created(kind=page.kind, format=fmt, filters=filters, rows=rows),
-        )
-        db.session.commit()
+        exports.record_download(scope, page.kind, fmt, filters, rows, current_actor())
         name = exports.download_name(page.kind, fmt, datetime.now(UTC), scope.zone)
         return _attachment(body, name, exports.MIMETYPES[fmt])
+    if page.direct_only:
+        flash(
+            _(
+                "%(rows)s rows match, and this list exports at most %(max)s at once. "
+                "Narrow the filters (a tenant, fewer days, an action) and export again.",
+                rows=f"{rows:,}",
+                max=f"{direct_max:,}",
+            ),
+            "error",
+        )
+        return back
     export = exports.request_export(scope, page.kind, fmt, filters, current_actor())
     flash(
         _("%(rows)s rows are being written to a file: this page shows the progress.", rows=f"{rows:,}"),
@@ -154,9 +189,9 @@ def start_export(audience: str, scope: listings.Scope):
     return redirect(url_for(f"{audience}.export", export_id=export.id))
 
 
-def get_export(scope: listings.Scope, export_id: uuid.UUID) -> ReportExport:
+def get_export(scope: listings.Scope, export_id: uuid.UUID, audience: str) -> ReportExport:
     """An export of exactly this scope; another merchant's, the tenant staff's (for a merchant's
-    user), another tenant's, or none is 404."""
+    user), another tenant's, one of a page the user's role may not open, or none is 404."""
     owner = (
         ReportExport.merchant_id.is_(None)
         if scope.merchant_id is None
@@ -165,7 +200,7 @@ def get_export(scope: listings.Scope, export_id: uuid.UUID) -> ReportExport:
     export = db.session.execute(
         sa.select(ReportExport).where(ReportExport.tenant_id == scope.tenant_id, ReportExport.id == export_id, owner)
     ).scalar_one_or_none()
-    if export is None:
+    if export is None or export.kind in _hidden_kinds(audience):
         abort(404)
     return export
 
@@ -217,8 +252,12 @@ def export_list(audience: str, scope: listings.Scope):
         if scope.merchant_id is None
         else ReportExport.merchant_id == scope.merchant_id
     )
+    statement = sa.select(ReportExport).where(ReportExport.tenant_id == scope.tenant_id, owner)
+    hidden = _hidden_kinds(audience)
+    if hidden:
+        statement = statement.where(ReportExport.kind.not_in(hidden))
     page = newest_first(
-        sa.select(ReportExport).where(ReportExport.tenant_id == scope.tenant_id, owner),
+        statement,
         ReportExport,
         request.args.get("after"),
         EXPORTS_PAGE_SIZE,

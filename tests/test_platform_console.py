@@ -292,7 +292,7 @@ def test_unusable_filters_are_named_next_to_their_field(audited, admin):
     page = body(response)
     assert response.status_code == 200
     assert "No tenant has the slug or id nobody." in page
-    assert "31.12.2026 is not a date" in page
+    assert "&#39;31.12.2026&#39; is not a date" in page
     assert 'value="nobody"' in page  # what was typed stays in the field
 
 

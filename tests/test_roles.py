@@ -96,6 +96,7 @@ ACCESS = {
     "/merchant/team": {"owner"},
     "/merchant/settlements": {"owner", "staff"},
     "/merchant/payouts": {"owner", "staff"},
+    "/merchant/refunds": {"owner", "staff"},
     "/merchant/bank-account": {"owner", "staff"},
     "/merchant/terminals": {"owner", "staff"},
     "/merchant/reports": {"owner", "staff"},

@@ -13,9 +13,10 @@ from flask import Blueprint, abort, current_app, flash, g, redirect, request, ur
 from flask_babel import gettext as _
 from flask_login import current_user
 
+from clearing import listings
 from core.db import db
 from portal import audit_log as audit_filters
-from portal import invitations, sites, theming
+from portal import invitations, reporting, sites, theming
 from portal.access import host_guard, tenant_role_required
 from portal.forms import (
     ActionForm,
@@ -274,19 +275,21 @@ def merchants():
                     "success",
                 )
                 return redirect(url_for("console.merchant", merchant_id=merchant.id))
-    statement = sa.select(Merchant)
-    pattern = search_term(request.args.get("q"))
-    if pattern:
-        statement = statement.where(Merchant.name.ilike(pattern))
+    # The same filters as the list's export (`clearing.listings.merchants`).
+    own = listings.Scope(g.tenant.id, None, audit_filters.zone_of(g.tenant))
+    statement, errors = listings.merchants(own, request.args)
     page = newest_first(statement, Merchant, request.args.get("after"), current_app.config["PAGE_SIZE"])
     status = 422 if form.errors else 200
     return theming.render(
         "console/merchants.html",
         form=form,
         page=page,
-        q=request.args.get("q", ""),
+        filters=listings.typed(request.args, listings.MERCHANT_FILTERS),
+        errors=errors,
+        paged=bool(request.args.get("after")),
         onboarding_labels=ONBOARDING_LABELS,
         can_review=current_user.role in ("admin", "operator"),
+        **reporting.tools("console", "merchants", own),
     ), status
 
 
@@ -322,9 +325,9 @@ def merchant(merchant_id: uuid.UUID):
 @tenant_role_required("admin")
 def audit_log():
     zone = audit_filters.zone_of(g.tenant)
-    found = audit_filters.filtered(request.args, zone, platform=False)
-    statement = found.statement.where(AuditEvent.tenant_id == g.tenant.id)
-    page = newest_first(statement, AuditEvent, request.args.get("after"), current_app.config["PAGE_SIZE"])
+    own = listings.Scope(g.tenant.id, None, zone)
+    found = audit_filters.filtered(request.args, own)
+    page = newest_first(found.statement, AuditEvent, request.args.get("after"), current_app.config["PAGE_SIZE"])
     return theming.render(
         "console/audit.html",
         page=page,
@@ -333,6 +336,7 @@ def audit_log():
         paged=bool(request.args.get("after")),
         zone=zone,
         events_zone=zone,
+        **reporting.tools("console", "audit", own),
     )
 
 

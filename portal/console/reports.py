@@ -96,20 +96,20 @@ def create_export():
 @tenant_role_required(*STAFF)
 def export(export_id: uuid.UUID):
     own = scope()
-    return reporting.export_page(AUDIENCE, own, reporting.get_export(own, export_id))
+    return reporting.export_page(AUDIENCE, own, reporting.get_export(own, export_id, AUDIENCE))
 
 
 @bp.route("/exports/<uuid:export_id>/status")
 @tenant_role_required(*STAFF)
 def export_status(export_id: uuid.UUID):
-    return reporting.export_status(AUDIENCE, reporting.get_export(scope(), export_id))
+    return reporting.export_status(AUDIENCE, reporting.get_export(scope(), export_id, AUDIENCE))
 
 
 @bp.route("/exports/<uuid:export_id>/download")
 @tenant_role_required(*STAFF)
 def download_export(export_id: uuid.UUID):
     own = scope()
-    return reporting.download(own, reporting.get_export(own, export_id))
+    return reporting.download(own, reporting.get_export(own, export_id, AUDIENCE))
 
 
 @bp.route("/saved-filters", methods=["POST"])

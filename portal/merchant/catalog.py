@@ -24,15 +24,16 @@ from billing import catalog, coupons
 from billing.catalog import ChargeItemInput
 from billing.coupons import CouponInput
 from billing.models import ChargeItem, Coupon
+from clearing import listings
 from core.money import to_major
 from payments import orders
 from payments import products as catalogue
-from portal import theming
+from portal import reporting, theming
 from portal.access import merchant_role_required
 from portal.forms import ActionForm, field_error, labelled, note_expired
 from portal.i18n import format_amount
 from portal.merchant import bp
-from portal.pagination import newest_first, search_term
+from portal.pagination import newest_first
 from portal.sites import current_actor
 from tenants.errors import InvalidInput
 from tenants.models import MERCHANT_ROLES
@@ -51,6 +52,10 @@ def tenant_zone() -> ZoneInfo:
 def local_moment(value: datetime | None) -> datetime | None:
     """A `datetime-local` value typed in the tenant's time zone, as an aware moment."""
     return value.replace(tzinfo=tenant_zone()) if value is not None else None
+
+
+def scope() -> listings.Scope:
+    return listings.Scope(current_user.tenant_id, current_user.merchant_id, tenant_zone())
 
 
 def list_args() -> tuple[str, str, bool | None]:
@@ -105,10 +110,10 @@ def _item(item_id: uuid.UUID) -> ChargeItem:
 @bp.route("/charge-items")
 @merchant_role_required(*MERCHANT_ROLES)
 def charge_items():
-    q, state, active = list_args()
-    statement = catalog.items_query(
-        current_user.tenant_id, current_user.merchant_id, search=search_term(q), active=active
-    )
+    q, state, _active = list_args()
+    own = scope()
+    # The same filters as the list's export (`clearing.listings`), so the file has the page's rows.
+    statement, _errors = listings.charge_items(own, request.args)
     page = newest_first(statement, ChargeItem, request.args.get("after"), PAGE_SIZE)
     return theming.render(
         "merchant/charge_items.html",
@@ -118,6 +123,7 @@ def charge_items():
         paged=bool(request.args.get("after")),
         format_amount=format_amount,
         action_form=ActionForm(),
+        **reporting.tools("merchant", "charge_items", own),
     )
 
 
@@ -267,10 +273,9 @@ def _coupon_page(form: CouponForm, coupon: Coupon | None, status: int = 200):
 @bp.route("/coupons")
 @merchant_role_required(*MERCHANT_ROLES)
 def coupons_list():
-    q, state, active = list_args()
-    statement = coupons.coupons_query(
-        current_user.tenant_id, current_user.merchant_id, search=search_term(q), active=active
-    )
+    q, state, _active = list_args()
+    own = scope()
+    statement, _errors = listings.coupon_list(own, request.args)
     page = newest_first(statement, Coupon, request.args.get("after"), PAGE_SIZE)
     return theming.render(
         "merchant/coupons.html",
@@ -283,6 +288,7 @@ def coupons_list():
         format_amount=format_amount,
         zone=tenant_zone(),
         action_form=ActionForm(),
+        **reporting.tools("merchant", "coupons", own),
     )
 
 

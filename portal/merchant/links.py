@@ -21,16 +21,17 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from billing import catalog
+from clearing import listings
 from payments import links
 from payments.links import LinkInput, LinkItemInput
 from payments.order_models import PaymentLink
-from portal import theming
+from portal import reporting, theming
 from portal.access import merchant_role_required
 from portal.forms import ActionForm, field_error, note_expired
 from portal.i18n import format_amount
 from portal.merchant import bp
-from portal.merchant.catalog import list_args, local_moment, tenant_zone
-from portal.pagination import newest_first, search_term
+from portal.merchant.catalog import list_args, local_moment, scope, tenant_zone
+from portal.pagination import newest_first
 from portal.sites import current_actor, tenant_base_url
 from tenants.errors import InvalidInput
 from tenants.models import MERCHANT_ROLES
@@ -146,11 +147,11 @@ def _mode() -> str:
 @bp.route("/payment-links")
 @merchant_role_required(*MERCHANT_ROLES)
 def payment_links():
-    q, state, active = list_args()
+    q, state, _active = list_args()
     mode = _mode()
-    statement = links.links_query(
-        current_user.tenant_id, current_user.merchant_id, livemode=mode == "live", search=search_term(q), active=active
-    )
+    own = scope()
+    # The same filters as the list's export (`clearing.listings`), so the file has the page's rows.
+    statement, _errors = listings.payment_links(own, request.args)
     page = newest_first(statement, PaymentLink, request.args.get("after"), PAGE_SIZE)
     return theming.render(
         "merchant/payment_links.html",
@@ -162,6 +163,7 @@ def payment_links():
         paid=links.paid_counts(current_user.tenant_id, [link.id for link in page.items]),
         format_amount=format_amount,
         zone=tenant_zone(),
+        **reporting.tools("merchant", "payment_links", own),
     )
 
 

@@ -18,6 +18,7 @@ from payments import intents, payer_details, refunds, terminals
 from payments.errors import PaymentError
 from payments.models import (
     INTENT_STATUSES,
+    REFUND_STATUSES,
     BalanceTransaction,
     ChannelAccount,
     ChannelNotification,
@@ -312,3 +313,32 @@ def refund_payment(intent_id: str):
     else:
         flash(_("The refund form expired; try again."), "error")
     return redirect(url_for("merchant.payment", intent_id=pi.id))
+
+
+# --- refunds ---------------------------------------------------------------------------------------
+
+REFUND_FILTERS = ("status", "from", "to", "currency")
+
+
+@bp.route("/refunds")
+@merchant_role_required(*MERCHANT_ROLES)
+def refunds_list():
+    """The merchant's refunds of one mode, newest first, by status, the tenant's calendar days and
+    currency, each linked to its payment; exportable with the same filters."""
+    args = request.args
+    zone = _tenant_zone()
+    scope = listings.Scope(current_user.tenant_id, current_user.merchant_id, zone)
+    statement, errors = listings.refunds(scope, args)
+    page = newest_first(statement, Refund, args.get("after"), PAGE_SIZE)
+    return theming.render(
+        "merchant/refunds.html",
+        page=page,
+        mode=_mode(),
+        filters=listings.typed(args, REFUND_FILTERS),
+        statuses=REFUND_STATUSES,
+        errors=errors,
+        paged=bool(args.get("after")),
+        zone=zone.key,
+        format_amount=format_amount,
+        **reporting.tools("merchant", "refunds", scope),
+    )
