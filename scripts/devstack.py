@@ -203,9 +203,18 @@ def command_run() -> int:
         return run_child([sys.executable, "-m", "honcho", "start", "-f", str(ROOT / "Procfile")])
 
 
+def test_workers() -> int:
+    """How many pytest-xdist workers `make test` runs: PAYPLAT_TEST_WORKERS, else one per CPU (at most
+    4); each has its own database and Redis database (tests/conftest.py)."""
+    given = os.environ.get("PAYPLAT_TEST_WORKERS")
+    return int(given) if given else min(4, os.cpu_count() or 1)
+
+
 def command_test(pytest_args: list[str]) -> int:
+    chosen = any(arg == "-n" or arg.startswith(("-n", "--numprocesses")) for arg in pytest_args)
+    workers = [] if chosen else ["-n", str(test_workers())]
     with Stack():
-        code = run_child([sys.executable, "-m", "pytest", *pytest_args])
+        code = run_child([sys.executable, "-m", "pytest", *workers, *pytest_args])
     return code
 
 

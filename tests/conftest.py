@@ -32,9 +32,13 @@ from tenants.isolation import platform_scope, tenant_context
 from tenants.models import Merchant, Tenant, User
 
 PASSWORD = "correct-horse-battery"
-# Overridable so that two suites can run side by side on one server.
-TEST_DATABASE = os.environ.get("PAYPLAT_TEST_DATABASE", "payplat_test")
-TEST_REDIS_DB = int(os.environ.get("PAYPLAT_TEST_REDIS_DB", "15"))
+# Overridable so that two suites can run side by side on one server. Under pytest-xdist each worker
+# (gw0, gw1, ...) has a database and a Redis database of its own: `payplat_test_gw1`, Redis db 14.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_WORKER_INDEX = int(XDIST_WORKER[2:]) if XDIST_WORKER.startswith("gw") else 0
+TEST_DATABASE = os.environ.get("PAYPLAT_TEST_DATABASE", "payplat_test") + (f"_{XDIST_WORKER}" if XDIST_WORKER else "")
+TEST_REDIS_DB = (int(os.environ.get("PAYPLAT_TEST_REDIS_DB", "15")) - _WORKER_INDEX) % 16
+MIGRATION_LOCK = 7_345_001  # a server-wide advisory lock: workers migrate one at a time (the app role is shared)
 
 
 def _server_url() -> str:
@@ -82,10 +86,16 @@ def app(owner_url, tmp_path_factory):
             "PUBLIC_PORT": "",
         }
     )
-    with application.app_context():
+    admin = make_url(owner_url).set(drivername="postgresql", database="postgres").render_as_string(False)
+    with application.app_context(), psycopg.connect(admin, autocommit=True) as lock:
         from flask_migrate import upgrade
 
-        upgrade()
+        # The first migration creates the server's app role: two workers must not both try.
+        lock.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+        try:
+            upgrade()
+        finally:
+            lock.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
     yield application
     with application.app_context():
         db.engine.dispose()
