@@ -1,7 +1,7 @@
 """Exports of lists and reports to CSV and Excel, directly or as a job on the `exports` queue.
 
 The rows are the page's: `clearing.listings` (payments, settlements, payouts, refunds, the audit
-log, merchants, charge items, coupons, payment links) and
+log, merchants, suspense items, charge items, coupons, payment links) and
 `clearing.reports` (the report's rows) build them from the same filters the page read. A small
 export (at most `EXPORT_DIRECT_MAX_ROWS` rows) is written straight into the response; a larger one
 is a `ReportExport` row and a job (`run_export`) that streams the rows in keyset order (newest
@@ -86,6 +86,7 @@ TITLES = {
     "charge_items": "Charge items",
     "coupons": "Coupons",
     "payment_links": "Payment links",
+    "suspense": "Suspense items",
 }
 
 
@@ -123,16 +124,19 @@ class Source:
 
 def _keyset(statement: sa.Select, listing: listings.ListKind, scope: listings.Scope):
     model = listing.model
+    at = getattr(model, listing.order)
+    key = sa.tuple_(at, model.id)
+    order = (at.asc(), model.id.asc()) if listing.ascending else (at.desc(), model.id.desc())
     position = None
     while True:
         page = statement
         if position is not None:
-            page = page.where(sa.tuple_(model.created_at, model.id) < sa.tuple_(*position))
-        rows = db.session.execute(page.order_by(model.created_at.desc(), model.id.desc()).limit(CHUNK)).scalars().all()
+            page = page.where(key > sa.tuple_(*position) if listing.ascending else key < sa.tuple_(*position))
+        rows = db.session.execute(page.order_by(*order).limit(CHUNK)).scalars().all()
         if not rows:
             return
         names = listing.names(scope, rows) if listing.names else {}
-        position = (rows[-1].created_at, rows[-1].id)
+        position = (getattr(rows[-1], listing.order), rows[-1].id)
         yield rows, names
 
 
@@ -366,7 +370,7 @@ def run_export(tenant_id: str, export_id: str) -> dict:
         done = db.session.get(ReportExport, (tenant, key))
         db.session.rollback()
         return {"status": done.status if done else "missing"}
-    scope = listings.Scope(tenant, export.merchant_id, tenant_zone(tenant))
+    scope = listings.Scope(tenant, export.merchant_id, tenant_zone(tenant), email=export.requested_by)
     fmt, final = export.format, folder() / export.file_name
     part = final.with_name(f"{final.name}.{token}.part")
     filters, kind, locale = dict(export.filters), export.kind, export.locale

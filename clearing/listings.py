@@ -1,5 +1,5 @@
 """The lists people filter and export: payments, settlements, payouts, refunds, the audit log, the
-tenant's merchants, a merchant's charge items, coupons and payment links (and the report's rows, in
+tenant's merchants and suspense items, a merchant's charge items, coupons and payment links (and the report's rows, in
 `clearing.reports`). One place per list turns the query string into a statement, so the page and
 its export (a direct download or a job, `clearing.exports`) select exactly the same rows.
 
@@ -29,12 +29,20 @@ import sqlalchemy as sa
 
 from billing import catalog, coupons
 from billing.models import ChargeItem, Coupon
-from clearing.models import Settlement
+from clearing.models import SUSPENSE_KINDS, Settlement, SuspenseItem
 from core.db import db
 from core.i18n import gettext
 from core.money import MoneyError, normalise_currency, to_major, to_minor
 from payments import links
-from payments.models import INTENT_STATUSES, PAYOUT_STATUSES, REFUND_STATUSES, PaymentIntent, Payout, Refund
+from payments.models import (
+    INTENT_STATUSES,
+    PAYOUT_STATUSES,
+    REFUND_STATUSES,
+    ChannelAccount,
+    PaymentIntent,
+    Payout,
+    Refund,
+)
 from payments.order_models import PaymentLink
 from payments.terminals import Terminal
 from tenants.models import ONBOARDING_STATUSES, AuditEvent, Merchant, Tenant
@@ -48,6 +56,8 @@ class Scope:
     tenant_id: uuid.UUID | None
     merchant_id: uuid.UUID | None
     zone: ZoneInfo
+    # Who is looking (their e-mail): filters such as the suspense list's "assigned to me" read it.
+    email: str | None = None
 
     @property
     def tenant_wide(self) -> bool:
@@ -81,6 +91,9 @@ class ListKind:
     build: Callable[[Scope, Mapping[str, str]], tuple[sa.Select, dict[str, str]]]
     columns: Callable[[Scope], list[Column]]
     names: Callable[[Scope, list], dict] | None = None
+    # The keyset's instant column (with `id`) and direction: the page's order, which the file keeps.
+    order: str = "created_at"
+    ascending: bool = False
 
 
 def parse_day(text: str) -> date:
@@ -611,6 +624,81 @@ def _payment_link_columns(scope: Scope) -> list[Column]:
     ]
 
 
+# --- suspense items (the console's reconciliation) -------------------------------------------
+
+SUSPENSE_FILTERS = ("status", "kind", "currency", "assignee", "mine")
+# The suspense list's status filter: "unresolved" (open or waiting for write-off approval) unless asked.
+SUSPENSE_STATUSES = ("unresolved", "open", "pending_write_off", "resolved", "written_off", "all")
+SUSPENSE_OPEN = ("open", "pending_write_off")
+
+
+def suspense_items(scope: Scope, args: Mapping[str, str]) -> tuple[sa.Select, dict[str, str]]:
+    """The tenant's suspense items by status (unresolved unless asked), kind, currency, assignee and
+    "assigned to me" (`mine`: the scope's `email`). Oldest first, by `opened_at`."""
+    statement = sa.select(SuspenseItem).where(SuspenseItem.tenant_id == scope.tenant_id)
+    errors: dict[str, str] = {}
+    status = (args.get("status") or "").strip() or "unresolved"
+    if status not in SUSPENSE_STATUSES:
+        errors["status"] = gettext("%(status)s is not a suspense status.", status=repr(status))
+        status = "unresolved"
+    if status == "unresolved":
+        statement = statement.where(SuspenseItem.status.in_(SUSPENSE_OPEN))
+    elif status != "all":
+        statement = statement.where(SuspenseItem.status == status)
+    kind = (args.get("kind") or "").strip()
+    if kind and kind not in SUSPENSE_KINDS:
+        errors["kind"] = gettext("%(kind)s is not a kind of suspense item.", kind=repr(kind))
+    elif kind:
+        statement = statement.where(SuspenseItem.kind == kind)
+    statement, _ = _currency_filter(statement, SuspenseItem.currency, args, errors)
+    assignee = (args.get("assignee") or "").strip().lower()
+    if assignee:
+        statement = statement.where(SuspenseItem.assignee == assignee)
+    if args.get("mine") == "1":
+        statement = statement.where(SuspenseItem.assignee == (scope.email or "").lower())
+    return statement, errors
+
+
+def source_name(names: dict, channel_account_id: uuid.UUID | None, livemode: bool) -> str:
+    """Where a statement or an item came from: a channel account's name, or the tenant's bank."""
+    if channel_account_id is None:
+        return gettext("Bank (live)") if livemode else gettext("Bank (test)")
+    return names.get(channel_account_id, str(channel_account_id))
+
+
+def channel_account_names(scope: Scope, rows: list) -> dict:
+    ids = {row.channel_account_id for row in rows if row.channel_account_id}
+    if not ids:
+        return {}
+    return dict(
+        db.session.execute(
+            sa.select(ChannelAccount.id, ChannelAccount.name).where(
+                ChannelAccount.tenant_id == scope.tenant_id, ChannelAccount.id.in_(ids)
+            )
+        ).all()
+    )
+
+
+def _suspense_columns(scope: Scope) -> list[Column]:
+    now = datetime.now(scope.zone)
+    return [
+        Column(gettext("Item"), lambda i, _: str(i.id)),
+        Column(gettext("Opened (%(zone)s)", zone=scope.zone.key), lambda i, _: _local(i.opened_at, scope)),
+        Column(gettext("Age (days)"), lambda i, _: ((i.resolved_at or now) - i.opened_at).days),
+        Column(gettext("Kind"), lambda i, _: i.kind),
+        Column(gettext("Status"), lambda i, _: i.status),
+        Column(gettext("Mode"), lambda i, _: "live" if i.livemode else "test"),
+        Column(gettext("Source"), lambda i, names: source_name(names, i.channel_account_id, i.livemode)),
+        Column(gettext("Currency"), lambda i, _: i.currency.upper()),
+        # What the item put on suspense is debit-positive; the statement less the platform is its negative.
+        Column(gettext("Statement less platform"), lambda i, _: -i.amount, money=True),
+        Column(gettext("Description"), lambda i, _: i.description or ""),
+        Column(gettext("Assignee"), lambda i, _: i.assignee or ""),
+        Column(gettext("Resolution"), lambda i, _: i.resolution or ""),
+        Column(gettext("Resolved (%(zone)s)", zone=scope.zone.key), lambda i, _: _local(i.resolved_at, scope)),
+    ]
+
+
 KINDS: dict[str, ListKind] = {
     "payments": ListKind("payments", PaymentIntent, PAYMENT_FILTERS, payments, _payment_columns, _merchant_names_of),
     "settlements": ListKind(
@@ -624,6 +712,16 @@ KINDS: dict[str, ListKind] = {
     "coupons": ListKind("coupons", Coupon, CATALOGUE_FILTERS, coupon_list, _coupon_columns),
     "payment_links": ListKind(
         "payment_links", PaymentLink, LINK_FILTERS, payment_links, _payment_link_columns, _paid_counts
+    ),
+    "suspense": ListKind(
+        "suspense",
+        SuspenseItem,
+        SUSPENSE_FILTERS,
+        suspense_items,
+        _suspense_columns,
+        channel_account_names,
+        order="opened_at",
+        ascending=True,
     ),
 }
 

@@ -358,6 +358,7 @@ EXPORT_KINDS = (
     "charge_items",
     "coupons",
     "payment_links",
+    "suspense",
 )
 EXPORT_FORMATS = ("csv", "xlsx")
 EXPORT_STATUSES = ("queued", "running", "succeeded", "failed", "expired")

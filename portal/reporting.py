@@ -74,6 +74,9 @@ PAGES: dict[str, dict[str, Page]] = {
         "settlements": Page("console.clearing", ("merchant", "from", "to", "currency", "mode"), "settlements"),
         "merchants": Page("console.merchants", listings.MERCHANT_FILTERS, "merchants"),
         "audit": Page("console.audit_log", AUDIT_FILTERS, "audit", roles=("admin",)),
+        "suspense": Page(
+            "console.suspense", listings.SUSPENSE_FILTERS, "suspense", roles=("admin", "operator", "finance")
+        ),
         "reports": Page("console.reports", reports.REPORT_FILTERS, "report"),
     },
     "platform": {

@@ -30,12 +30,11 @@ from flask_wtf.file import FileField, FileRequired
 from wtforms import SelectField, StringField, TextAreaField
 from wtforms.validators import Length
 
-from clearing import jobs
+from clearing import jobs, listings
 from clearing import reconciliation as clearing_reconciliation
 from clearing import suspense as clearing_suspense
 from clearing.models import (
     LINE_STATUSES,
-    SUSPENSE_KINDS,
     ClearingRun,
     StatementImport,
     StatementLine,
@@ -47,7 +46,7 @@ from core.money import MoneyError, normalise_currency
 from payments.channels import ADAPTERS
 from payments.channels.base import ChannelError
 from payments.models import ChannelAccount
-from portal import theming
+from portal import reporting, theming
 from portal.access import tenant_role_required
 from portal.console import bp
 from portal.console.fees import _zone
@@ -83,7 +82,7 @@ ADJUSTMENT_ACCOUNTS = {
     "tenant_revenue": _l("Tenant revenue"),
 }
 RECORD_TYPES = {"payment": _l("Payment (pi_…)"), "refund": _l("Refund (re_…)"), "payout": _l("Payout (po_…)")}
-SUSPENSE_FILTERS = ("status", "kind", "currency", "assignee", "mine")
+SUSPENSE_FILTERS = listings.SUSPENSE_FILTERS
 # The suspense list's status filter: the unresolved ones unless asked otherwise.
 STATUS_CHOICES = {
     "unresolved": _l("Unresolved (open or waiting for write-off approval)"),
@@ -694,49 +693,19 @@ def statement_mappings():
 # --- suspense: the list and the report ------------------------------------------------------
 
 
-def _suspense_filter(args) -> tuple[sa.Select, dict[str, str], dict[str, str]]:
-    """The items narrowed by the list's filters; the filters that could be used and the problems
-    of those that could not (at their fields)."""
-    statement = sa.select(SuspenseItem).where(SuspenseItem.tenant_id == g.tenant.id)
-    errors: dict[str, str] = {}
-    used: dict[str, str] = {}
-    status = (args.get("status") or "").strip() or "unresolved"
-    if status not in STATUS_CHOICES:
-        errors["status"] = _("%(status)s is not a suspense status.", status=repr(status))
-        status = "unresolved"
-    if status == "unresolved":
-        statement = statement.where(SuspenseItem.status.in_(clearing_suspense.OPEN))
-    elif status != "all":
-        statement = statement.where(SuspenseItem.status == status)
-    if status != "unresolved":
-        used["status"] = status
-    kind = (args.get("kind") or "").strip()
-    if kind and kind not in SUSPENSE_KINDS:
-        errors["kind"] = _("%(kind)s is not a kind of suspense item.", kind=repr(kind))
-    elif kind:
-        statement = statement.where(SuspenseItem.kind == kind)
-        used["kind"] = kind
-    currency = (args.get("currency") or "").strip()
-    if currency:
-        try:
-            statement = statement.where(SuspenseItem.currency == normalise_currency(currency))
-            used["currency"] = currency
-        except MoneyError as exc:
-            errors["currency"] = str(exc)
-    assignee = (args.get("assignee") or "").strip().lower()
-    if assignee:
-        statement = statement.where(SuspenseItem.assignee == assignee)
-        used["assignee"] = assignee
-    if args.get("mine") == "1":
-        statement = statement.where(SuspenseItem.assignee == (current_user.email or "").lower())
-        used["mine"] = "1"
-    return statement, used, errors
+def _suspense_scope() -> listings.Scope:
+    return listings.Scope(g.tenant.id, None, _zone(), email=current_user.email)
 
 
 @bp.route("/suspense")
 @tenant_role_required(*RECONCILIATION_READERS)
 def suspense():
-    statement, filters, errors = _suspense_filter(request.args)
+    own = _suspense_scope()
+    statement, errors = listings.suspense_items(own, request.args)
+    # The filters that could be used, for the pager's links ("unresolved" is the default).
+    filters = {key: value for key, value in listings.typed(request.args, SUSPENSE_FILTERS).items() if key not in errors}
+    if filters.get("status") == "unresolved":
+        del filters["status"]
     page = oldest_first(statement, SuspenseItem, SuspenseItem.opened_at, request.args.get("after"), PAGE_SIZE)
     now = datetime.now(UTC)
     names = _source_names()
@@ -764,6 +733,7 @@ def suspense():
         paged=bool(request.args.get("after")),
         zone=_zone().key,
         format_amount=format_amount,
+        **reporting.tools("console", "suspense", own),
     )
 
 

@@ -12,6 +12,7 @@ import uuid
 
 import sqlalchemy as sa
 from flask import g, request
+from flask_login import current_user
 
 from clearing import listings
 from core.db import db
@@ -29,7 +30,7 @@ MERCHANTS_LISTED = 1000
 
 
 def scope() -> listings.Scope:
-    return listings.Scope(g.tenant.id, None, reporting.tenant_zone())
+    return listings.Scope(g.tenant.id, None, reporting.tenant_zone(), email=getattr(current_user, "email", None))
 
 
 def _merchants() -> list[tuple[uuid.UUID, str]]:
