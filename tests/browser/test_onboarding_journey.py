@@ -124,7 +124,8 @@ def test_sign_up_review_with_changes_approval_and_a_live_key(
     expect(admin.locator("#review-profile")).to_contain_text("HRB 12345")
     expect(admin.locator("#review-documents img")).to_have_count(2)
     for image in admin.locator("#review-documents img").all():
-        assert image.evaluate("img => img.complete && img.naturalWidth") == 320  # shown, from the protected URL
+        # Shown, from the protected URL: decode() waits for the image to load (and fails if it cannot).
+        assert image.evaluate("img => img.decode().then(() => img.naturalWidth)") == 320
     expect(admin.get_by_role("link", name="Download the PDF")).to_be_visible()
     screenshot(admin, "review-page")
     admin.locator("#changes-message").fill(CHANGES)
