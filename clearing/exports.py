@@ -1,7 +1,7 @@
 """Exports of lists and reports to CSV and Excel, directly or as a job on the `exports` queue.
 
 The rows are the page's: `clearing.listings` (payments, settlements, payouts, refunds, the audit
-log, merchants, suspense items, charge items, coupons, payment links) and
+log, merchants, suspense items, statement imports, payout batches, charge items, coupons, payment links) and
 `clearing.reports` (the report's rows) build them from the same filters the page read. A small
 export (at most `EXPORT_DIRECT_MAX_ROWS` rows) is written straight into the response; a larger one
 is a `ReportExport` row and a job (`run_export`) that streams the rows in keyset order (newest
@@ -87,6 +87,8 @@ TITLES = {
     "coupons": "Coupons",
     "payment_links": "Payment links",
     "suspense": "Suspense items",
+    "statement_imports": "Statement imports",
+    "payout_batches": "Payout batches",
 }
 
 

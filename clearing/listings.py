@@ -1,7 +1,8 @@
 """The lists people filter and export: payments, settlements, payouts, refunds, the audit log, the
-tenant's merchants and suspense items, a merchant's charge items, coupons and payment links (and the report's rows, in
-`clearing.reports`). One place per list turns the query string into a statement, so the page and
-its export (a direct download or a job, `clearing.exports`) select exactly the same rows.
+tenant's merchants, suspense items, statement imports and payout batches, a merchant's charge
+items, coupons and payment links (and the report's rows, in `clearing.reports`). One place per
+list turns the query string into a statement, so the page and its export (a direct download or a
+job, `clearing.exports`) select exactly the same rows.
 
 Each `build` takes the filters as typed (a mapping of query-string values) and returns the
 narrowed statement and a message per filter that cannot be used (that filter is then ignored,
@@ -29,7 +30,8 @@ import sqlalchemy as sa
 
 from billing import catalog, coupons
 from billing.models import ChargeItem, Coupon
-from clearing.models import SUSPENSE_KINDS, Settlement, SuspenseItem
+from clearing.models import IMPORT_STATUSES, SUSPENSE_KINDS, PayoutBatch, Settlement, StatementImport, SuspenseItem
+from clearing.statement_formats import FORMATS as STATEMENT_FORMATS
 from core.db import db
 from core.i18n import gettext
 from core.money import MoneyError, normalise_currency, to_major, to_minor
@@ -699,6 +701,89 @@ def _suspense_columns(scope: Scope) -> list[Column]:
     ]
 
 
+# --- statement imports (the console's reconciliation page) -----------------------------------
+
+# `file_format`, not `format`: the export form posts the file's format as `format`.
+IMPORT_FILTERS = ("status", "file_format", "from", "to")
+
+
+def statement_imports(scope: Scope, args: Mapping[str, str]) -> tuple[sa.Select, dict[str, str]]:
+    """The tenant's statement imports by status, format and the tenant's calendar days of their creation."""
+    statement = sa.select(StatementImport).where(StatementImport.tenant_id == scope.tenant_id)
+    errors: dict[str, str] = {}
+    status = (args.get("status") or "").strip()
+    if status and status not in IMPORT_STATUSES:
+        errors["status"] = gettext("%(status)s is not an import status.", status=repr(status))
+    elif status:
+        statement = statement.where(StatementImport.status == status)
+    fmt = (args.get("file_format") or "").strip()
+    if fmt and fmt not in STATEMENT_FORMATS:
+        errors["file_format"] = gettext("%(format)s is not a statement format.", format=repr(fmt))
+    elif fmt:
+        statement = statement.where(StatementImport.format == fmt)
+    days, day_errors = day_range(args)
+    errors.update(day_errors)
+    return _created_in(statement, StatementImport.created_at, days, scope.zone), errors
+
+
+def _import_columns(scope: Scope) -> list[Column]:
+    def count(name: str):
+        return lambda i, _: (i.counts or {}).get(name, "")
+
+    return [
+        Column(gettext("Import"), lambda i, _: str(i.id)),
+        Column(gettext("Created (%(zone)s)", zone=scope.zone.key), lambda i, _: _local(i.created_at, scope)),
+        Column(gettext("Source"), lambda i, names: source_name(names, i.channel_account_id, i.livemode)),
+        Column(gettext("Mode"), lambda i, _: "live" if i.livemode else "test"),
+        Column(gettext("File"), lambda i, _: i.filename),
+        Column(gettext("Format"), lambda i, _: i.format),
+        Column(gettext("Status"), lambda i, _: i.status),
+        Column(gettext("Lines"), count("lines")),
+        Column(gettext("Already imported"), count("duplicates")),
+        Column(gettext("Matched"), count("matched")),
+        Column(gettext("Statement only"), count("long")),
+        Column(gettext("Amounts differ"), count("mismatch")),
+        Column(gettext("Platform only"), count("short")),
+        Column(gettext("Error"), lambda i, _: (f"line {i.error_line}: {i.error}" if i.error_line else i.error) or ""),
+        Column(gettext("Who"), lambda i, _: i.uploaded_by or ""),
+    ]
+
+
+# --- payout batches (the console's payouts page) -----------------------------------------------
+
+BATCH_FILTERS = ("currency", "mode", "from", "to")
+BATCH_MODES = ("live", "test")
+
+
+def payout_batches(scope: Scope, args: Mapping[str, str]) -> tuple[sa.Select, dict[str, str]]:
+    """The tenant's payout batches by currency, mode (both unless asked) and the tenant's calendar days."""
+    statement = sa.select(PayoutBatch).where(PayoutBatch.tenant_id == scope.tenant_id)
+    errors: dict[str, str] = {}
+    statement, _ = _currency_filter(statement, PayoutBatch.currency, args, errors)
+    mode = (args.get("mode") or "").strip()
+    if mode and mode not in BATCH_MODES:
+        errors["mode"] = gettext("%(mode)s is not a mode: live or test.", mode=repr(mode))
+    elif mode:
+        statement = statement.where(PayoutBatch.livemode == (mode == "live"))
+    days, day_errors = day_range(args)
+    errors.update(day_errors)
+    return _created_in(statement, PayoutBatch.created_at, days, scope.zone), errors
+
+
+def _batch_columns(scope: Scope) -> list[Column]:
+    return [
+        Column(gettext("Reference"), lambda b, _: b.reference),
+        Column(gettext("Created (%(zone)s)", zone=scope.zone.key), lambda b, _: _local(b.created_at, scope)),
+        Column(gettext("Mode"), lambda b, _: "live" if b.livemode else "test"),
+        Column(gettext("Currency"), lambda b, _: b.currency.upper()),
+        Column(gettext("Payouts"), lambda b, _: b.count),
+        Column(gettext("Total"), lambda b, _: b.total, money=True),
+        Column(gettext("Paid"), lambda b, _: b.paid_count),
+        Column(gettext("Failed"), lambda b, _: b.failed_count),
+        Column(gettext("Created by"), lambda b, _: b.created_by or ""),
+    ]
+
+
 KINDS: dict[str, ListKind] = {
     "payments": ListKind("payments", PaymentIntent, PAYMENT_FILTERS, payments, _payment_columns, _merchant_names_of),
     "settlements": ListKind(
@@ -723,6 +808,15 @@ KINDS: dict[str, ListKind] = {
         order="opened_at",
         ascending=True,
     ),
+    "statement_imports": ListKind(
+        "statement_imports",
+        StatementImport,
+        IMPORT_FILTERS,
+        statement_imports,
+        _import_columns,
+        channel_account_names,
+    ),
+    "payout_batches": ListKind("payout_batches", PayoutBatch, BATCH_FILTERS, payout_batches, _batch_columns),
 }
 
 

@@ -359,6 +359,8 @@ EXPORT_KINDS = (
     "coupons",
     "payment_links",
     "suspense",
+    "statement_imports",
+    "payout_batches",
 )
 EXPORT_FORMATS = ("csv", "xlsx")
 EXPORT_STATUSES = ("queued", "running", "succeeded", "failed", "expired")

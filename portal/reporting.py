@@ -77,6 +77,15 @@ PAGES: dict[str, dict[str, Page]] = {
         "suspense": Page(
             "console.suspense", listings.SUSPENSE_FILTERS, "suspense", roles=("admin", "operator", "finance")
         ),
+        "statement_imports": Page(
+            "console.reconciliation",
+            listings.IMPORT_FILTERS,
+            "statement_imports",
+            roles=("admin", "operator", "finance"),
+        ),
+        "payout_batches": Page(
+            "console.payouts", listings.BATCH_FILTERS, "payout_batches", roles=("admin", "operator", "finance")
+        ),
         "reports": Page("console.reports", reports.REPORT_FILTERS, "report"),
     },
     "platform": {

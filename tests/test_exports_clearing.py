@@ -16,7 +16,7 @@ import openpyxl
 import pytest
 from pages import body, signed_in
 
-from clearing.models import SuspenseItem
+from clearing.models import PayoutBatch, StatementImport, SuspenseItem
 from core.db import db
 from tenants.isolation import tenant_context
 
@@ -179,5 +179,160 @@ def test_only_the_roles_that_read_suspense_export_it(acme, site):
     merchant = signed_in(site, acme, OWNER)
     assert merchant.get("/console/suspense").status_code in (302, 403)
     response = merchant.post("/console/exports", data={"page": "suspense", "format": "csv"})
+    assert response.status_code in (302, 400, 403)
+    assert not response.headers.get("Content-Disposition")
+
+
+# --- statement imports and payout batches -------------------------------------------------------
+
+IMPORT_LINK = r'<a href="/console/reconciliation/imports/([0-9a-f-]+)">'
+BATCH_LINK = r'<a href="/console/payouts/batches/([0-9a-f-]+)">([^<]+)</a>'
+
+
+def _import(tenant_id, channel, fmt, status, days, filename, **fields) -> StatementImport:
+    return StatementImport(
+        tenant_id=tenant_id,
+        id=uuid.uuid4(),
+        channel_account_id=channel,
+        livemode=False,
+        format=fmt,
+        filename=filename,
+        fingerprint=uuid.uuid4().hex,
+        storage_path=f"statements/{uuid.uuid4()}",
+        status=status,
+        created_at=datetime.now(UTC) - timedelta(days=days),
+        **fields,
+    )
+
+
+def _batch(tenant_id, reference, currency, livemode, total, days) -> PayoutBatch:
+    return PayoutBatch(
+        tenant_id=tenant_id,
+        id=uuid.uuid4(),
+        reference=reference,
+        currency=currency,
+        livemode=livemode,
+        count=2,
+        total=total,
+        paid_count=1,
+        failed_count=0,
+        created_by=FINANCE,
+        created_at=datetime.now(UTC) - timedelta(days=days),
+    )
+
+
+@pytest.fixture
+def books(app, make):
+    tenant = make.tenant("acme")
+    make.merchant(tenant, "Coffee", OWNER)
+    make.user(tenant, OPERATOR, "operator")
+    make.user(tenant, FINANCE, "finance")
+    channel = make.channel_account(tenant.id)
+    other = make.tenant("globex")
+    counts = {"lines": 3, "duplicates": 0, "matched": 2, "long": 1, "mismatch": 0, "short": 0}
+    with app.app_context():
+        with tenant_context(db.session, tenant.id):
+            db.session.add_all(
+                [
+                    _import(tenant.id, channel, "csv", "succeeded", 30, "march.csv", counts=counts),
+                    _import(tenant.id, None, "mt940", "failed", 20, "bank.sta", error_line=4, error="bad amount"),
+                    _import(tenant.id, None, "camt053", "succeeded", 3, "camt.xml", counts=counts),
+                    _batch(tenant.id, "PB-USD-OLD", "USD", False, 123_456, 40),
+                    _batch(tenant.id, "PB-EUR", "EUR", True, 1_250, 5),
+                    _batch(tenant.id, "PB-JPY", "JPY", False, 7_000, 2),
+                ]
+            )
+            db.session.commit()
+        with tenant_context(db.session, other.id):
+            db.session.add_all(
+                [
+                    _import(other.id, None, "csv", "succeeded", 1, "globex.csv"),
+                    _batch(other.id, "PB-GLOBEX", "USD", False, 999, 1),
+                ]
+            )
+            db.session.commit()
+        db.session.remove()
+    return tenant
+
+
+def _day(days_ago: int) -> str:
+    return (datetime.now(UTC) - timedelta(days=days_ago)).date().isoformat()
+
+
+def test_statement_imports_export_with_the_filters_of_the_page(books, site):
+    client = signed_in(site, books, OPERATOR)
+    html, form, rows, sheet = _both(client, "/console/reconciliation", "statement_imports")
+    assert form == {"page": "statement_imports"}
+    shown = re.findall(IMPORT_LINK, html)
+    assert len(shown) == 3  # newest first, the tenant's only
+    assert rows[0][:7] == ["Import", "Created (UTC)", "Source", "Mode", "File", "Format", "Status"]
+    assert [row[0] for row in rows[1:]] == shown
+    assert [row[0] for row in sheet[1:]] == shown
+    assert [row[4] for row in rows[1:]] == ["camt.xml", "bank.sta", "march.csv"]
+    assert [row[2] for row in rows[1:]] == ["Bank (test)", "Bank (test)", "Sandbox"]
+    assert rows[2][13] == "line 4: bad amount"
+    assert rows[3][7:13] == ["3", "0", "2", "1", "0", "0"]
+    for url, expected, files in (
+        ("/console/reconciliation?status=succeeded", {"status": "succeeded"}, ["camt.xml", "march.csv"]),
+        ("/console/reconciliation?file_format=mt940", {"file_format": "mt940"}, ["bank.sta"]),
+        (f"/console/reconciliation?from={_day(25)}", {"from": _day(25)}, ["camt.xml", "bank.sta"]),
+    ):
+        html, form, rows, sheet = _both(client, url, "statement_imports")
+        assert form == {"page": "statement_imports", **expected}, url
+        shown = re.findall(IMPORT_LINK, html)
+        assert [row[0] for row in rows[1:]] == shown, url
+        assert [row[0] for row in sheet[1:]] == shown, url
+        assert [row[4] for row in rows[1:]] == files, url
+    # A filter the page cannot use is ignored by the file too.
+    html, _, rows, _ = _both(client, "/console/reconciliation?status=lost", "statement_imports")
+    assert "is not an import status" in html
+    assert len(rows) == 4 and "globex.csv" not in {row[4] for row in rows}
+
+
+def test_payout_batches_export_with_the_filters_of_the_page(books, site):
+    client = signed_in(site, books, FINANCE)
+    html, form, rows, sheet = _both(client, "/console/payouts", "payout_batches")
+    assert form == {"page": "payout_batches"}
+    shown = [reference for _, reference in re.findall(BATCH_LINK, html)]
+    assert shown == ["PB-JPY", "PB-EUR", "PB-USD-OLD"]
+    assert rows[0] == [
+        "Reference",
+        "Created (UTC)",
+        "Mode",
+        "Currency",
+        "Payouts",
+        "Total",
+        "Paid",
+        "Failed",
+        "Created by",
+    ]
+    assert [row[0] for row in rows[1:]] == shown
+    assert [row[2:6] for row in rows[1:]] == [
+        ["test", "JPY", "2", "7000"],
+        ["live", "EUR", "2", "12.50"],
+        ["test", "USD", "2", "1234.56"],
+    ]
+    # Excel holds numbers (read back as floats): the exact major units, written as text here.
+    assert [Decimal(str(row[5])) for row in sheet[1:]] == [Decimal("7000"), Decimal("12.5"), Decimal("1234.56")]
+    for url, expected, references in (
+        ("/console/payouts?currency=usd", {"currency": "usd"}, ["PB-USD-OLD"]),
+        ("/console/payouts?mode=live", {"mode": "live"}, ["PB-EUR"]),
+        (f"/console/payouts?from={_day(10)}&mode=test", {"from": _day(10), "mode": "test"}, ["PB-JPY"]),
+    ):
+        html, form, rows, sheet = _both(client, url, "payout_batches")
+        assert form == {"page": "payout_batches", **expected}, url
+        shown = [reference for _, reference in re.findall(BATCH_LINK, html)]
+        assert shown == references, url
+        assert [row[0] for row in rows[1:]] == shown, url
+        assert [row[0] for row in sheet[1:]] == shown, url
+    html, _, rows, _ = _both(client, "/console/payouts?currency=EURO", "payout_batches")
+    assert "is not an ISO 4217 currency code" in html
+    assert len(rows) == 4 and "PB-GLOBEX" not in {row[0] for row in rows}
+
+
+@pytest.mark.parametrize("page", ["statement_imports", "payout_batches"])
+def test_a_merchant_user_gets_no_import_or_batch_file(books, site, page):
+    merchant = signed_in(site, books, OWNER)
+    response = merchant.post("/console/exports", data={"page": page, "format": "csv"})
     assert response.status_code in (302, 400, 403)
     assert not response.headers.get("Content-Disposition")

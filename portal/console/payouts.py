@@ -24,13 +24,13 @@ from flask_wtf.file import FileField, FileRequired
 from wtforms import StringField
 from wtforms.validators import Length
 
-from clearing import jobs
+from clearing import jobs, listings
 from clearing import payouts as clearing_payouts
 from clearing.models import ClearingRun, ClearingSettings, MerchantBankAccount, PayoutBatch
 from core import crypto
 from core.db import db
 from payments.models import Payout
-from portal import theming
+from portal import reporting, theming
 from portal.access import tenant_role_required
 from portal.console import bp
 from portal.console.fees import _zone
@@ -127,12 +127,10 @@ def _get_batch(batch_id: uuid.UUID) -> PayoutBatch:
 
 def _page(upload_form: ResultFileForm | None = None, problems: list[tuple[int, str]] | None = None, status: int = 200):
     runs = _batch_runs()
-    page = newest_first(
-        sa.select(PayoutBatch).where(PayoutBatch.tenant_id == g.tenant.id),
-        PayoutBatch,
-        request.args.get("after"),
-        PAGE_SIZE,
-    )
+    own = listings.Scope(g.tenant.id, None, _zone(), email=current_user.email)
+    statement, errors = listings.payout_batches(own, request.args)
+    page = newest_first(statement, PayoutBatch, request.args.get("after"), PAGE_SIZE)
+    typed = listings.typed(request.args, listings.BATCH_FILTERS)
     return theming.render(
         "console/payouts.html",
         pending=clearing_payouts.pending_summary(g.tenant.id),
@@ -147,6 +145,10 @@ def _page(upload_form: ResultFileForm | None = None, problems: list[tuple[int, s
         debtor=_debtor(),
         zone=_zone().key,
         format_amount=format_amount,
+        errors=errors,
+        typed=typed,
+        filters={key: value for key, value in typed.items() if key not in errors},
+        **reporting.tools("console", "payout_batches", own),
     ), status
 
 

@@ -34,12 +34,14 @@ from clearing import jobs, listings
 from clearing import reconciliation as clearing_reconciliation
 from clearing import suspense as clearing_suspense
 from clearing.models import (
+    IMPORT_STATUSES,
     LINE_STATUSES,
     ClearingRun,
     StatementImport,
     StatementLine,
     SuspenseItem,
 )
+from clearing.statement_formats import FORMATS as STATEMENT_FORMATS
 from clearing.statement_formats import ColumnMapping
 from core.db import db
 from core.money import MoneyError, normalise_currency
@@ -369,12 +371,9 @@ def _fetch_form(fresh: bool = False) -> FetchForm:
 
 
 def _page(upload_form: UploadForm | None = None, fetch_form: FetchForm | None = None, status: int = 200):
-    page = newest_first(
-        sa.select(StatementImport).where(StatementImport.tenant_id == g.tenant.id),
-        StatementImport,
-        request.args.get("after"),
-        PAGE_SIZE,
-    )
+    own = listings.Scope(g.tenant.id, None, _zone(), email=current_user.email)
+    statement, errors = listings.statement_imports(own, request.args)
+    page = newest_first(statement, StatementImport, request.args.get("after"), PAGE_SIZE)
     runs = _runs(row.run_id for row in page.items)
     names = _source_names()
     rows = [
@@ -396,6 +395,16 @@ def _page(upload_form: UploadForm | None = None, fetch_form: FetchForm | None = 
         refresh=REFRESH_SECONDS if _active_imports() else None,
         can_manage=_can_manage(),
         zone=_zone().key,
+        errors=errors,
+        typed=listings.typed(request.args, listings.IMPORT_FILTERS),
+        filters={
+            key: value
+            for key, value in listings.typed(request.args, listings.IMPORT_FILTERS).items()
+            if key not in errors
+        },
+        statuses=IMPORT_STATUSES,
+        formats=STATEMENT_FORMATS,
+        **reporting.tools("console", "statement_imports", own),
     ), status
 
 
