@@ -230,7 +230,7 @@ def links_query(
         PaymentLink.tenant_id == tenant_id, PaymentLink.merchant_id == merchant_id, PaymentLink.livemode == livemode
     )
     if search:
-        statement = statement.where(sa.or_(PaymentLink.name.ilike(search), PaymentLink.id == search.strip("%")))
+        statement = statement.where(sa.or_(PaymentLink.name.ilike(search), PaymentLink.id.ilike(search)))
     if active is not None:
         statement = statement.where(PaymentLink.active == active)
     return statement

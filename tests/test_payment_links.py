@@ -319,3 +319,19 @@ def test_a_link_sends_the_payer_back_to_the_merchants_page_after_paying(app, sit
     assert paying.status_code == 303
     with app.app_context(), tenant_context(db.session, tenant.id):
         assert db.session.scalar(sa.select(PaymentIntent.return_url)) == "https://lotus.example.com/thanks"
+
+
+def test_the_links_list_finds_a_link_by_its_id_or_name(app, site, studio):
+    tenant, merchant, _ = studio
+    pass_id = _link(app, tenant, merchant, name="Class pass", amount="25", currency="usd")
+    gift_id = _link(app, tenant, merchant, name="Gift card", amount="10", currency="usd")
+    owner = signed_in(site, tenant, OWNER)
+
+    def found(query: str) -> set[str]:
+        html = body(owner.get("/merchant/payment-links", query_string={"q": query}))
+        return {ident for ident in (pass_id, gift_id) if ident in html}
+
+    assert found(pass_id) == {pass_id}
+    assert found(gift_id[-8:]) == {gift_id}
+    assert found("gift") == {gift_id}
+    assert found("plink_") == {pass_id, gift_id}
