@@ -161,6 +161,33 @@ def _created_in(statement: sa.Select, column, days: dict[str, date], zone: ZoneI
     return statement
 
 
+def _days_filter(statement: sa.Select, column, args: Mapping[str, str], scope: Scope, errors: dict[str, str]):
+    """`statement` narrowed to the tenant's calendar days `from`..`to` of `args` (of `column`); a bound
+    that cannot be read goes into `errors` and is ignored."""
+    days, day_errors = day_range(args)
+    errors.update(day_errors)
+    return _created_in(statement, column, days, scope.zone)
+
+
+def _one_of(
+    statement: sa.Select,
+    args: Mapping[str, str],
+    name: str,
+    column,
+    allowed,
+    refusal: Callable[[str], str],
+    errors: dict[str, str],
+) -> sa.Select:
+    """`statement` narrowed to `column == args[name]` when that value is one of `allowed`; another
+    value goes into `errors` (`refusal(repr(value))`, a translated sentence) and is ignored."""
+    value = (args.get(name) or "").strip()
+    if value and value not in allowed:
+        errors[name] = refusal(repr(value))
+    elif value:
+        statement = statement.where(column == value)
+    return statement
+
+
 def _currency_filter(statement: sa.Select, column, args: Mapping[str, str], errors: dict[str, str]):
     if not (args.get("currency") or "").strip():
         return statement, None
@@ -245,15 +272,17 @@ def payments(scope: Scope, args: Mapping[str, str]) -> tuple[sa.Select, dict[str
         errors["terminal"] = gettext("%(terminal)s is not one of your terminals.", terminal=repr(terminal))
     elif terminal:
         statement = statement.where(PaymentIntent.terminal_id == terminal)
-    status = (args.get("status") or "").strip()
-    if status and status not in INTENT_STATUSES:
-        errors["status"] = gettext("%(status)s is not a payment status.", status=repr(status))
-    elif status:
-        statement = statement.where(PaymentIntent.status == status)
-    days, day_errors = day_range(args)
-    errors.update(day_errors)
+    statement = _one_of(
+        statement,
+        args,
+        "status",
+        PaymentIntent.status,
+        INTENT_STATUSES,
+        lambda v: gettext("%(status)s is not a payment status.", status=v),
+        errors,
+    )
     # Calendar days of the tenant: midnight to midnight in its zone, not in UTC.
-    statement = _created_in(statement, PaymentIntent.created_at, days, scope.zone)
+    statement = _days_filter(statement, PaymentIntent.created_at, args, scope, errors)
     statement, currency = _currency_filter(statement, PaymentIntent.currency, args, errors)
     amounts = {}
     for bound in ("min", "max"):
@@ -342,11 +371,15 @@ PAYOUT_FILTERS = ("status", "merchant")
 def payouts(scope: Scope, args: Mapping[str, str]) -> tuple[sa.Select, dict[str, str]]:
     statement = _scoped(Payout, scope, args)
     errors: dict[str, str] = {}
-    status = (args.get("status") or "").strip()
-    if status and status not in PAYOUT_STATUSES:
-        errors["status"] = gettext("%(status)s is not a payout status.", status=repr(status))
-    elif status:
-        statement = statement.where(Payout.status == status)
+    statement = _one_of(
+        statement,
+        args,
+        "status",
+        Payout.status,
+        PAYOUT_STATUSES,
+        lambda v: gettext("%(status)s is not a payout status.", status=v),
+        errors,
+    )
     return statement, errors
 
 
@@ -373,14 +406,16 @@ def refunds(scope: Scope, args: Mapping[str, str]) -> tuple[sa.Select, dict[str,
     refund's creation) and currency."""
     statement = _scoped(Refund, scope, args)
     errors: dict[str, str] = {}
-    status = (args.get("status") or "").strip()
-    if status and status not in REFUND_STATUSES:
-        errors["status"] = gettext("%(status)s is not a refund status.", status=repr(status))
-    elif status:
-        statement = statement.where(Refund.status == status)
-    days, day_errors = day_range(args)
-    errors.update(day_errors)
-    statement = _created_in(statement, Refund.created_at, days, scope.zone)
+    statement = _one_of(
+        statement,
+        args,
+        "status",
+        Refund.status,
+        REFUND_STATUSES,
+        lambda v: gettext("%(status)s is not a refund status.", status=v),
+        errors,
+    )
+    statement = _days_filter(statement, Refund.created_at, args, scope, errors)
     statement, _ = _currency_filter(statement, Refund.currency, args, errors)
     return statement, errors
 
@@ -461,10 +496,7 @@ def audit_events(scope: Scope, args: Mapping[str, str]) -> tuple[sa.Select, dict
         statement = statement.where(AuditEvent.object_type == values["object_type"])
     if values.get("object_id"):
         statement = statement.where(AuditEvent.object_id == values["object_id"])
-    days, day_errors = day_range(values)
-    errors.update(day_errors)
-    statement = _created_in(statement, AuditEvent.created_at, days, scope.zone)
-    return statement, errors
+    return _days_filter(statement, AuditEvent.created_at, values, scope, errors), errors
 
 
 def _audit_tenants(scope: Scope, rows: list) -> dict:
@@ -520,11 +552,15 @@ def merchants(scope: Scope, args: Mapping[str, str]) -> tuple[sa.Select, dict[st
     pattern = like(args.get("q"))
     if pattern:
         statement = statement.where(Merchant.name.ilike(pattern))
-    state = (args.get("onboarding") or "").strip()
-    if state and state not in ONBOARDING_STATUSES:
-        errors["onboarding"] = gettext("%(state)s is not an onboarding state.", state=repr(state))
-    elif state:
-        statement = statement.where(Merchant.onboarding_status == state)
+    statement = _one_of(
+        statement,
+        args,
+        "onboarding",
+        Merchant.onboarding_status,
+        ONBOARDING_STATUSES,
+        lambda v: gettext("%(state)s is not an onboarding state.", state=v),
+        errors,
+    )
     return statement, errors
 
 
@@ -711,19 +747,25 @@ def statement_imports(scope: Scope, args: Mapping[str, str]) -> tuple[sa.Select,
     """The tenant's statement imports by status, format and the tenant's calendar days of their creation."""
     statement = sa.select(StatementImport).where(StatementImport.tenant_id == scope.tenant_id)
     errors: dict[str, str] = {}
-    status = (args.get("status") or "").strip()
-    if status and status not in IMPORT_STATUSES:
-        errors["status"] = gettext("%(status)s is not an import status.", status=repr(status))
-    elif status:
-        statement = statement.where(StatementImport.status == status)
-    fmt = (args.get("file_format") or "").strip()
-    if fmt and fmt not in STATEMENT_FORMATS:
-        errors["file_format"] = gettext("%(format)s is not a statement format.", format=repr(fmt))
-    elif fmt:
-        statement = statement.where(StatementImport.format == fmt)
-    days, day_errors = day_range(args)
-    errors.update(day_errors)
-    return _created_in(statement, StatementImport.created_at, days, scope.zone), errors
+    statement = _one_of(
+        statement,
+        args,
+        "status",
+        StatementImport.status,
+        IMPORT_STATUSES,
+        lambda v: gettext("%(status)s is not an import status.", status=v),
+        errors,
+    )
+    statement = _one_of(
+        statement,
+        args,
+        "file_format",
+        StatementImport.format,
+        STATEMENT_FORMATS,
+        lambda v: gettext("%(format)s is not a statement format.", format=v),
+        errors,
+    )
+    return _days_filter(statement, StatementImport.created_at, args, scope, errors), errors
 
 
 def _import_columns(scope: Scope) -> list[Column]:
@@ -765,9 +807,7 @@ def payout_batches(scope: Scope, args: Mapping[str, str]) -> tuple[sa.Select, di
         errors["mode"] = gettext("%(mode)s is not a mode: live or test.", mode=repr(mode))
     elif mode:
         statement = statement.where(PayoutBatch.livemode == (mode == "live"))
-    days, day_errors = day_range(args)
-    errors.update(day_errors)
-    return _created_in(statement, PayoutBatch.created_at, days, scope.zone), errors
+    return _days_filter(statement, PayoutBatch.created_at, args, scope, errors), errors
 
 
 def _batch_columns(scope: Scope) -> list[Column]:
