@@ -73,6 +73,7 @@ class Side:
     rule: uuid.UUID  # a routing rule of `merchant` on `channel`
     api_key: uuid.UUID  # a test-mode API key of `merchant`, created by its owner
     terminal: str  # an active test-mode terminal of `merchant`
+    terminal_key: str  # its device key: what the terminal calls the API with
     payment: str  # a succeeded PaymentIntent of `merchant`
     owner_email: str  # `owner`'s e-mail: signs in to the merchant dashboard
     api_secret: str  # the secret of `api_key`: the merchant's backend calls the API with it
@@ -838,7 +839,7 @@ def _side(app, make, slug: str, color) -> Side:
             db.session.commit()
             owner = Actor(kind="user", id=ids[owner_email], email=owner_email)
             api_key, api_secret = api_keys.create_key(tenant.id, merchant, "test", f"{slug} backend", owner)
-            terminal, _ = terminals.register(
+            terminal, terminal_key = terminals.register(
                 tenant.id,
                 merchant,
                 name=f"{slug} till",
@@ -931,6 +932,7 @@ def _side(app, make, slug: str, color) -> Side:
         rule=rule.id,
         api_key=api_key.id,
         terminal=terminal.id,
+        terminal_key=terminal_key,
         payment=payment.id,
         owner_email=owner_email,
         api_secret=api_secret,

@@ -15,10 +15,12 @@ action it also takes by GET (requeue all failed jobs of a queue) is refused unle
 from __future__ import annotations
 
 import rq_dashboard
-from flask import Flask, abort, g, request
+from flask import Flask, abort, current_app, g, request
 from flask_login import current_user
 from flask_wtf.csrf import generate_csrf
+from rq.exceptions import NoSuchJobError
 from rq_dashboard.web import setup_rq_connection
+from werkzeug.exceptions import NotFound
 
 from portal.extensions import login_manager
 
@@ -37,6 +39,7 @@ def init_app(app: Flask) -> None:
     # module-level one, shared by every app, so nothing is added to it.
     app.before_request(_guard)
     app.after_request(_csrf_cookie)
+    app.register_error_handler(NoSuchJobError, _unknown_job)
 
 
 def _guard():
@@ -52,6 +55,11 @@ def _guard():
     if request.endpoint == f"{BLUEPRINT}.requeue_all" and request.method != "POST":
         abort(405)
     return None
+
+
+def _unknown_job(error: NoSuchJobError):
+    """A job id Redis does not have (finished jobs expire): the dashboard's page for it does not exist."""
+    return current_app.handle_http_exception(NotFound())
 
 
 def _csrf_cookie(response):
