@@ -565,3 +565,17 @@ def test_a_channel_that_never_answers_is_cut_off_by_the_timeout_and_the_payment_
         db.session.remove()
     assert state()["captured"] == 1 and hanging_stripe.queries() == 1
     assert _ledger_problems(app) == []
+
+
+# --- a fresh process's first connection ------------------------------------------------------------------
+
+
+def test_the_ledger_check_runs_on_a_connection_that_was_just_checked(other_app, make):
+    """`flask ledger check` asks for a REPEATABLE READ snapshot on the connection it checks out. A new process's
+    first checkout (and one after an idle spell) is checked with a round trip first (`core.db`), which must
+    leave the connection outside a transaction, or the isolation level cannot be set."""
+    make.tenant("checked")
+    fresh = other_app(DB_PING_IDLE_SECONDS=0)  # every checkout is checked
+    result = fresh.test_cli_runner().invoke(args=["ledger", "check"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert result.output.startswith("ledger: ok")
