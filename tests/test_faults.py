@@ -38,7 +38,7 @@ from rq import SimpleWorker
 from test_channels_stripe import HANG, StandIn
 from test_webhooks import Receiver, age
 from test_worker_kill import _payment_intent
-from workers import wait_for
+from workers import Workers, wait_for
 
 import ledger
 from core.db import db
@@ -579,3 +579,44 @@ def test_the_ledger_check_runs_on_a_connection_that_was_just_checked(other_app, 
     result = fresh.test_cli_runner().invoke(args=["ledger", "check"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert result.output.startswith("ledger: ok")
+
+
+# --- Redis back without its data ---------------------------------------------------------------------------
+
+SWEEP_CHAINS = ("webhooks-sweep-", "clearing-sweep-", "exports-sweep-")
+
+
+def _scheduled_sweeps(app) -> list[str]:
+    with app.app_context():
+        ids = [job_id for name in jobs.QUEUES for job_id in jobs.queue(name).scheduled_job_registry.get_job_ids()]
+    return sorted(prefix for prefix in SWEEP_CHAINS if any(job_id.startswith(prefix) for job_id in ids))
+
+
+def test_a_worker_schedules_the_sweeps_again_when_redis_came_back_empty(app, owner_url, tmp_path):
+    # A real `flask worker` (not a burst) schedules the three sweep chains when it starts...
+    group = Workers(app, owner_url, tmp_path)
+    try:
+        worker = group.start("keeper", "--without-scheduler", queue="default")
+        wait_for(
+            lambda: worker.poll() is None and _scheduled_sweeps(app) == sorted(SWEEP_CHAINS),
+            30,
+            f"the worker to schedule the sweeps\n{group.logs()}",
+        )
+    finally:
+        group.stop_all()
+    # ...and so does each of its periodic maintenance runs (every 10 minutes), so a Redis that lost
+    # everything (restarted without persistence, a failover) gets the chains back without a restart.
+    Redis.from_url(app.config["REDIS_URL"]).flushdb()
+    assert _scheduled_sweeps(app) == []
+    with app.app_context():
+        names = [jobs.queue(name) for name in jobs.QUEUES]
+        keeper = jobs.AppWorker(names, connection=jobs.redis_connection(), job_class=jobs.AppJob, keeps_sweeps=True)
+        keeper.run_maintenance_tasks()
+        db.session.remove()
+    assert _scheduled_sweeps(app) == sorted(SWEEP_CHAINS)
+    # A burst worker (tests, one-off runs) leaves the chains to the long-running ones.
+    Redis.from_url(app.config["REDIS_URL"]).flushdb()
+    with app.app_context():
+        burst = jobs.AppWorker(names, connection=jobs.redis_connection(), job_class=jobs.AppJob)
+        burst.run_maintenance_tasks()
+    assert _scheduled_sweeps(app) == []
