@@ -350,6 +350,7 @@ class StripeAnswers:
         self.server = StandIn()
         self.server.on("POST", "/v1/payment_intents", self._charge)
         self.server.on("GET", "/v1/payment_intents", self._list)
+        self.server.on("POST", "/v1/refunds", self._refund)
         self.url = self.server.url
 
     def _charge(self, seen):
@@ -362,6 +363,17 @@ class StripeAnswers:
         with self.lock:
             data = list(reversed(self.intents))
         return 200, {"object": "list", "url": "/v1/payment_intents", "has_more": False, "data": data}
+
+    def _refund(self, seen):
+        form = {key: values[0] for key, values in seen.form.items()}
+        return 200, {
+            "id": f"re_{uuid.uuid4().hex[:20]}",
+            "object": "refund",
+            "amount": int(form["amount"]),
+            "currency": "usd",
+            "payment_intent": form["payment_intent"],
+            "status": "succeeded",
+        }
 
     def charges(self) -> int:
         return len(self.server.requests("POST", "/v1/payment_intents"))
@@ -460,6 +472,16 @@ def test_with_redis_down_pages_sign_in_and_payments_work_and_the_webhooks_follow
         assert paid.status_code == 200, paid.get_data(as_text=True)
         payment = paid.get_json()
         assert (payment["status"], payment["amount_received"]) == ("succeeded", 2500)
+        refunded = _api(
+            client,
+            shop.tenant.host,
+            shop.secret,
+            "POST",
+            "/v1/refunds",
+            {"payment_intent": payment["id"], "amount": "700"},
+        )
+        assert refunded.status_code == 200, refunded.get_data(as_text=True)
+        assert (refunded.get_json()["status"], refunded.get_json()["amount"]) == ("succeeded", 700)
         listed = _api(client, shop.tenant.host, shop.secret, "GET", "/v1/payment_intents")
         assert [p["id"] for p in listed.get_json()["data"]] == [payment["id"]]
         page = browser.get("/merchant/payments")
@@ -469,9 +491,15 @@ def test_with_redis_down_pages_sign_in_and_payments_work_and_the_webhooks_follow
         # Its events wait in PostgreSQL, undispatched: nothing was lost with the queue.
         with owner_engine.connect() as conn:
             waiting = conn.execute(
-                sa.select(Event.type).where(Event.object_id == payment["id"], Event.dispatched_at.is_(None))
+                sa.select(Event.type).where(Event.tenant_id == shop.tenant.id, Event.dispatched_at.is_(None))
             ).scalars()
-            assert sorted(waiting) == ["payment_intent.created", "payment_intent.succeeded"]
+            assert sorted(waiting) == [
+                "charge.refunded",
+                "payment_intent.created",
+                "payment_intent.succeeded",
+                "refund.created",
+                "refund.updated",
+            ]
         assert receiver.requests == []
 
         # Redis is back (empty: what it held is lost too). The per-minute sweep finds the events older than
@@ -481,14 +509,20 @@ def test_with_redis_down_pages_sign_in_and_payments_work_and_the_webhooks_follow
         with web.app_context():
             assert webhooks.sweep()["tenants"] == 1
             db.session.remove()
-        wait_for(lambda: _work(web) == 0 and len(receiver.at("/hooks")) >= 2, 30, "the deliveries")
+        wait_for(lambda: _work(web) == 0 and len(receiver.at("/hooks")) >= 5, 30, "the deliveries")
         delivered = sorted(json.loads(r.body)["type"] for r in receiver.at("/hooks"))
-        assert delivered == ["payment_intent.created", "payment_intent.succeeded"]
+        assert delivered == [
+            "charge.refunded",
+            "payment_intent.created",
+            "payment_intent.succeeded",
+            "refund.created",
+            "refund.updated",
+        ]
         with owner_engine.connect() as conn:
             statuses = conn.execute(
                 sa.text("SELECT status, attempts FROM webhook_deliveries WHERE endpoint_id = :e"), {"e": endpoint.id}
             ).all()
-        assert sorted(tuple(s) for s in statuses) == [("succeeded", 1), ("succeeded", 1)]
+        assert sorted(tuple(s) for s in statuses) == [("succeeded", 1)] * 5
     finally:
         receiver.close()
     assert stripe_answers.charges() == 1
