@@ -142,8 +142,9 @@ def _held(owner_engine, statement: str):
             conn.rollback()
 
 
-def _terminate_the_waiting_request(owner_engine, pending) -> int:
-    """Wait until the request in flight (`pending`, a future) waits for the held lock, and drop its connection."""
+def _terminate_the_waiting_request(owner_engine, pending) -> set[str]:
+    """Wait until the request in flight (`pending`, a future) waits for the held lock, and drop its connection.
+    Returns the tables its open transaction had written to by then (those it holds a RowExclusiveLock on)."""
 
     def waiting():
         assert not pending.done(), f"the request ended before it reached the lock: {pending.result()!r}"
@@ -151,8 +152,16 @@ def _terminate_the_waiting_request(owner_engine, pending) -> int:
 
     pid = wait_for(waiting, 30, "the request to wait for the test's lock")
     with owner_engine.connect() as conn:
+        written = conn.execute(
+            sa.text(
+                "SELECT c.relname FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+                " WHERE l.pid = :pid AND l.granted AND l.mode = 'RowExclusiveLock' AND c.relkind = 'r'"
+            ),
+            {"pid": pid},
+        ).scalars()
+        written = set(written)
         assert conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
-    return pid
+    return written
 
 
 # --- PostgreSQL: a connection dropped mid-request ----------------------------------------------------
@@ -221,8 +230,11 @@ def test_a_transfer_whose_connection_drops_mid_request_writes_nothing_and_the_re
     # entry and both balance transactions), waits there for the test's lock, and loses its connection.
     with ThreadPoolExecutor(1) as pool, _held(owner_engine, "LOCK TABLE events IN SHARE MODE"):
         pending = pool.submit(_api, client, host, pair.secret, "POST", "/v1/transfers", body, headers)
-        _terminate_the_waiting_request(owner_engine, pending)
+        written = _terminate_the_waiting_request(owner_engine, pending)
         answer = pending.result(timeout=30)
+    # By then its transaction had written the transfer, the journal entry and lines, the balances and the
+    # merchants' balance transactions: all of it is gone with the connection.
+    assert {"transfers", "journal_entries", "journal_lines", "ledger_accounts", "balance_transactions"} <= written
 
     assert answer.status_code == 500
     assert answer.mimetype == "application/json"
