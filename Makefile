@@ -11,7 +11,7 @@ PYBABEL := $(VENV)/bin/pybabel
 # The gettext keywords beyond pybabel's defaults (_, gettext, ngettext, pgettext, ...).
 BABEL_KEYWORDS := -k _l -k lazy_gettext -k lazy_pgettext:1c,2 -k lazy_ngettext:1,2
 
-.PHONY: help run test bench lint format install clean-instance translations
+.PHONY: help run test bench soak lint format install clean-instance translations
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ test: $(STAMP) $(COMPILED) ## Run the whole test suite against real PostgreSQL a
 
 bench: $(STAMP) ## Payments benchmark (needs DATABASE_URL/REDIS_URL, or runs on the embedded servers)
 	$(PY) scripts/devstack.py bench -- $(BENCH_ARGS)
+
+soak: $(STAMP) ## Mixed API traffic for a while, then the ledger and audit checks (SOAK_ARGS="--seconds 60 -c 8")
+	$(PY) scripts/devstack.py soak -- $(SOAK_ARGS)
 
 lint: $(STAMP) ## ruff check and format check
 	$(VENV)/bin/ruff check .

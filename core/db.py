@@ -50,6 +50,10 @@ def ping_idle_connections(engine: Engine, idle_seconds: float) -> None:
                 cursor.execute("SELECT 1")
             finally:
                 cursor.close()
+            # The driver opened a transaction for the ping: end it, so the connection is handed out
+            # idle as the pool's reset left it (a caller may set its isolation level, which only an
+            # idle connection accepts).
+            dbapi_connection.rollback()
         except engine.dialect.loaded_dbapi.Error as error:
             # The pool discards this connection and checks out (or opens) another.
             raise exc.DisconnectionError(f"pooled connection unusable: {error}") from error

@@ -124,19 +124,15 @@ def load_demo():
 @click.option("--with-scheduler/--without-scheduler", default=True, show_default=True)
 def worker(queues, burst, with_scheduler):
     """Run an RQ worker inside the app context."""
-    from rq import SimpleWorker
-
     names = queues or jobs.QUEUES
-    w = SimpleWorker([jobs.queue(name) for name in names], connection=jobs.redis_connection(), job_class=jobs.AppJob)
-    if not burst:
-        from clearing import exports
-        from clearing import jobs as clearing_jobs
-        from payments import webhooks
-
-        # The sweep chains start with the first worker, not with the first payment.
-        webhooks.schedule_sweep()
-        clearing_jobs.schedule_sweep()
-        exports.schedule_sweep()
+    # The sweep chains start with the first worker, not with the first payment, and every worker that
+    # is not a burst keeps them scheduled (`AppWorker`).
+    w = jobs.AppWorker(
+        [jobs.queue(name) for name in names],
+        connection=jobs.redis_connection(),
+        job_class=jobs.AppJob,
+        keeps_sweeps=not burst,
+    )
     current_app.logger.info("worker on queues %s", ", ".join(names))
     w.work(burst=burst, with_scheduler=with_scheduler)
 

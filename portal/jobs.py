@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import current_app
 from redis import Redis
-from rq import Queue
+from rq import Queue, SimpleWorker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
@@ -86,3 +86,33 @@ class AppJob(Job):
         finally:
             db.session.remove()
             isolation.reset()
+
+
+def schedule_sweeps() -> None:
+    """Make sure each sweep chain (webhooks, clearing, exports) has its next run scheduled; best effort,
+    and one job per slot whoever asks (`core.queue.schedule_next`)."""
+    from clearing import exports
+    from clearing import jobs as clearing_jobs
+    from payments import webhooks
+
+    webhooks.schedule_sweep()
+    clearing_jobs.schedule_sweep()
+    exports.schedule_sweep()
+
+
+class AppWorker(SimpleWorker):
+    """The worker `flask worker` runs: RQ's `SimpleWorker` which, when `keeps_sweeps`, also makes sure the
+    sweep chains are scheduled with each of RQ's maintenance runs (at start-up and every
+    `maintenance_interval`, 10 minutes). The sweeps re-queue what waits in PostgreSQL (undispatched events,
+    overdue deliveries, unknown channel outcomes, stale runs); their chain lives in Redis, so a Redis that
+    comes back without its data (restarted without persistence, a failover) would otherwise stop them
+    until a worker restarts. RQ's own worker outlives a Redis outage (it retries the connection)."""
+
+    def __init__(self, *args: Any, keeps_sweeps: bool = False, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.keeps_sweeps = keeps_sweeps
+
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()
+        if self.keeps_sweeps:
+            schedule_sweeps()

@@ -8,6 +8,7 @@ loopback port. Whatever this script started it stops again when the command ends
     python scripts/devstack.py run     # migrate, load demo data, run web + worker (honcho)
     python scripts/devstack.py test -- [pytest args]
     python scripts/devstack.py bench -- [bench/payments.py args]
+    python scripts/devstack.py soak -- [bench/soak.py args]
 """
 
 from __future__ import annotations
@@ -218,13 +219,13 @@ def command_test(pytest_args: list[str]) -> int:
     return code
 
 
-def command_bench(args: list[str]) -> int:
+def command_bench(script: str, args: list[str]) -> int:
     with Stack():
-        return run_child([sys.executable, str(ROOT / "bench" / "payments.py"), *args])
+        return run_child([sys.executable, str(ROOT / "bench" / script), *args])
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("run", "test", "bench"):
+    if not argv or argv[0] not in ("run", "test", "bench", "soak"):
         print(__doc__)
         return 2
     os.chdir(ROOT)
@@ -234,7 +235,9 @@ def main(argv: list[str]) -> int:
     if rest and rest[0] == "--":
         rest = rest[1:]
     if argv[0] == "bench":
-        return command_bench(rest)
+        return command_bench("payments.py", rest)
+    if argv[0] == "soak":
+        return command_bench("soak.py", rest)
     return command_test(rest)
 
 
