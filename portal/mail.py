@@ -2,7 +2,8 @@
 
 `send()` renders `email/<name>.subject.txt`, `.txt` and `.html` through the brand's theme, in
 the recipient's language (`locale`: their own choice, else the tenant's default; see
-`portal.i18n.recipient_locale`), and queues delivery on the `mail` queue. The From name is the
+`portal.i18n.recipient_locale`), and queues delivery on the `mail` queue (when Redis is away,
+it delivers at once instead). The From name is the
 tenant's display name and the address is on the tenant's own domain, so no e-mail carries the platform's brand.
 Backends: `file` (development: one .eml per message under instance/mail/), `console` (log),
 `smtp` (when PAYPLAT_SMTP_HOST is set).
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import current_app, g
+from redis.exceptions import RedisError
 from rq import Retry
 
 from portal import i18n, jobs, theming
@@ -48,7 +50,12 @@ def send(to: str, name: str, brand, sender_domain: str, locale: str = "en", **co
         "reply_to": brand.support_email,
         "message_id": make_msgid(domain=sender_domain),
     }
-    jobs.enqueue("mail", deliver, message, retry=Retry(max=5, interval=[10, 30, 60, 300, 900]))
+    try:
+        jobs.enqueue("mail", deliver, message, retry=Retry(max=5, interval=[10, 30, 60, 300, 900]))
+    except RedisError:
+        # The queue is away: hand the message over now rather than lose it (or fail the page that sends it).
+        log.warning("the mail queue is unavailable: delivering %s now", message["message_id"])
+        deliver(message)
     return message
 
 

@@ -351,6 +351,22 @@ def redis_server(tmp_path):
     server.stop()
 
 
+def test_with_redis_down_a_password_reset_mail_is_still_sent(make, other_app, redis_server, tmp_path, caplog):
+    tenant = make.tenant("mailer", name="Mailer")
+    web = other_app(REDIS_URL=redis_server.url, MAIL_DIR=tmp_path / "mail")
+    redis_server.stop()
+    caplog.set_level(logging.WARNING)
+
+    browser = SiteClient(web, tenant.host)
+    response = browser.submit("/password/forgot", {"email": tenant.admin_email})
+
+    assert response.status_code == 302
+    mails = list((tmp_path / "mail").glob("*.eml"))
+    assert len(mails) == 1 and tenant.admin_email in mails[0].read_text()
+    assert "/password/reset/" in mails[0].read_text()
+    assert any("mail queue is unavailable" in record.getMessage() for record in caplog.records)
+
+
 class StripeAnswers:
     """A Stripe-compatible stand-in that takes charges (or leaves them hanging) and answers queries from what it
     took: `hang_charges` makes a charge's answer never come, though the charge is made."""
