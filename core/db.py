@@ -50,6 +50,9 @@ def ping_idle_connections(engine: Engine, idle_seconds: float) -> None:
                 cursor.execute("SELECT 1")
             finally:
                 cursor.close()
+            # End the transaction the ping opened: the connection is handed out idle, so that
+            # a caller may still choose its isolation level (`flask ledger check`, `audit verify`).
+            dbapi_connection.rollback()
         except engine.dialect.loaded_dbapi.Error as error:
             # The pool discards this connection and checks out (or opens) another.
             raise exc.DisconnectionError(f"pooled connection unusable: {error}") from error
