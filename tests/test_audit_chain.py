@@ -4,16 +4,21 @@ actions taken through the API appear in the tenant's log with the key, the IP an
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 
+import psycopg
 import pytest
 import sqlalchemy as sa
+from flask_migrate import upgrade
 from pages import body, signed_in, table, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 
 from core.db import db
 from payments.channel_accounts import ChannelAccountInput, create_channel_account
+from portal import create_app
 from tenants import api_keys, audit
 from tenants.audit import GENESIS, Actor
 from tenants.isolation import tenant_context
@@ -309,3 +314,93 @@ def test_a_refund_through_the_api_shows_in_the_tenants_audit_log(app, make, site
     by_ip = text(table(body(console.get("/console/audit?q=203.0.113")), "audit-events"))
     assert "payment.refunded" in by_ip
     assert _verify(app)[0] == 0
+
+
+# --- events recorded before the chain ------------------------------------------------------
+
+
+@pytest.fixture
+def scratch(app, owner_url):
+    """An app on an empty database of its own (dropped afterwards), and that database's owner URL."""
+    server = make_url(owner_url)
+    admin = server.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    name = f"{server.database}_chain"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = server.set(database=name).render_as_string(hide_password=False)
+    other = create_app({"TESTING": True, "DATABASE_URL": url, "REDIS_URL": app.config["REDIS_URL"]})
+    yield other, url
+    with other.app_context():
+        db.engine.dispose()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_the_migration_chains_events_recorded_before_it_in_time_order(scratch):
+    other, url = scratch
+    with other.app_context():
+        upgrade(revision="0027")
+    tenants = {"one": uuid.uuid4(), "two": uuid.uuid4()}
+    # Inserted out of order: the chain follows (created_at, id), not the insertion order.
+    events = [
+        ("one", 3, "merchant.created", {"name": {"after": "Café ☕"}}),
+        ("one", 1, "tenant.provisioned", {}),
+        ("two", 5, "api_key.created", {"mode": {"after": "test"}, "amount": {"before": 1, "after": 2}}),
+        ("one", 2, "user.invited", {"role": {"after": "admin"}}),
+    ]
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("SELECT set_config('app.scope', 'platform', true)")
+            for slug, tenant_id in tenants.items():
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO tenants (id, slug, name, status, time_zone, default_locale)"
+                        " VALUES (:id, :slug, :slug, 'active', 'UTC', 'en')"
+                    ),
+                    {"id": tenant_id, "slug": slug},
+                )
+            for slug, minute, action, changes in events:
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO audit_events (tenant_id, id, actor_kind, actor_email, action, object_type,"
+                        " object_id, changes, ip, created_at) VALUES (:t, :id, 'user', 'ann@example.com', :action,"
+                        " 'tenant', 'x', CAST(:changes AS jsonb), '192.0.2.1',"
+                        " '2026-11-01 10:00:00.123456+00'::timestamptz + make_interval(mins => :minute))"
+                    ),
+                    {
+                        "t": tenants[slug],
+                        "id": uuid.uuid4(),
+                        "action": action,
+                        "changes": json.dumps(changes),
+                        "minute": minute,
+                    },
+                )
+        with other.app_context():
+            upgrade()
+        with engine.connect() as conn:
+            chained = conn.execute(
+                sa.text(
+                    "SELECT t.slug, e.seq, e.action FROM audit_events e JOIN tenants t ON t.id = e.tenant_id"
+                    " ORDER BY t.slug, e.seq"
+                )
+            ).all()
+        assert [tuple(row) for row in chained] == [
+            ("one", 1, "tenant.provisioned"),
+            ("one", 2, "user.invited"),
+            ("one", 3, "merchant.created"),
+            ("two", 1, "api_key.created"),
+        ]
+        with other.app_context():
+            report = audit.verify()
+            assert report.ok, [str(p) for p in report.problems]
+            assert (report.records, report.chains) == (4, 2)
+            # New events continue the chains.
+            with tenant_context(db.session, tenants["one"]):
+                assert audit.record(tenants["one"], ANN, "merchant.created", "merchant", "m").seq == 4
+                db.session.commit()
+            assert audit.verify().ok
+            db.session.remove()
+    finally:
+        engine.dispose()
