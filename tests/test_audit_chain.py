@@ -313,6 +313,13 @@ def test_a_refund_through_the_api_shows_in_the_tenants_audit_log(app, make, site
     assert f"{event.seq} " in log  # its place in the chain
     by_ip = text(table(body(console.get("/console/audit?q=203.0.113")), "audit-events"))
     assert "payment.refunded" in by_ip
+
+    # The platform's log of every tenant shows it too, with the tenant and the chain position.
+    platform = site("localhost")
+    assert platform.login(make.platform_admin()).status_code == 302
+    listed = text(table(body(platform.get("/platform/audit?tenant=alpha&actor=api_key")), "audit-events"))
+    assert listed.startswith("# When Tenant Who") and f"{event.seq} " in listed
+    assert "Alpha Corp" in listed and "payment.refunded" in listed and "203.0.113.7" in listed
     assert _verify(app)[0] == 0
 
 
