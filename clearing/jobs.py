@@ -32,7 +32,7 @@ from core import queue, sweeps
 from core.db import db
 from payments.channels import ADAPTERS
 from payments.models import ChannelAccount
-from tenants import isolation
+from tenants import audit, isolation
 from tenants.audit import Actor
 from tenants.models import Tenant
 
@@ -62,9 +62,15 @@ def active_run(tenant_id: uuid.UUID, kind: str = "settlement") -> ClearingRun | 
 
 
 def start_run(
-    tenant_id: uuid.UUID, kind: str, *, trigger: str = "manual", requested_by: str | None = None
+    tenant_id: uuid.UUID,
+    kind: str,
+    *,
+    trigger: str = "manual",
+    requested_by: str | None = None,
+    actor: Actor | None = None,
 ) -> ClearingRun:
-    """Record a run of `kind` and queue it (commits); a run of that kind in progress is returned instead."""
+    """Record a run of `kind` and queue it (commits); a run of that kind in progress is returned
+    instead. The audit log names `actor` (the system when None) as who started it."""
     if kind not in _RUNNERS:
         raise ValueError(f"unknown clearing run kind {kind!r}")
     # One run of a kind at a time per tenant: serialise the check on the tenant's row.
@@ -75,17 +81,29 @@ def start_run(
         return active_run(tenant_id, kind) or existing
     run = ClearingRun(tenant_id=tenant_id, id=uuid.uuid4(), kind=kind, trigger=trigger, requested_by=requested_by)
     db.session.add(run)
+    audit.record(
+        tenant_id,
+        actor or Actor.system(),
+        "clearing_run.started",
+        "clearing_run",
+        run.id,
+        audit.created(kind=kind, trigger=trigger),
+    )
     db.session.commit()
     _enqueue(tenant_id, run.id)
     return run
 
 
-def start_settlement(tenant_id: uuid.UUID, *, trigger: str = "manual", requested_by: str | None = None) -> ClearingRun:
-    return start_run(tenant_id, "settlement", trigger=trigger, requested_by=requested_by)
+def start_settlement(
+    tenant_id: uuid.UUID, *, trigger: str = "manual", requested_by: str | None = None, actor: Actor | None = None
+) -> ClearingRun:
+    return start_run(tenant_id, "settlement", trigger=trigger, requested_by=requested_by, actor=actor)
 
 
-def start_payout_batch(tenant_id: uuid.UUID, *, requested_by: str | None = None) -> ClearingRun:
-    return start_run(tenant_id, "payout_batch", trigger="manual", requested_by=requested_by)
+def start_payout_batch(
+    tenant_id: uuid.UUID, *, requested_by: str | None = None, actor: Actor | None = None
+) -> ClearingRun:
+    return start_run(tenant_id, "payout_batch", trigger="manual", requested_by=requested_by, actor=actor)
 
 
 def start_import(tenant_id: uuid.UUID, import_id: uuid.UUID, *, requested_by: str | None = None) -> ClearingRun:

@@ -480,11 +480,14 @@ def audit_events(scope: Scope, args: Mapping[str, str]) -> tuple[sa.Select, dict
                 email.ilike(pattern),
                 AuditEvent.object_type.ilike(pattern),
                 AuditEvent.object_id.ilike(pattern),
+                AuditEvent.ip.ilike(pattern),
             )
         )
     actor = values.get("actor")
     if actor:
-        kinds = {"system": "system", "platform": "platform"} if scope.platform else {"system": "system"}
+        kinds = {"system": "system", "api_key": "api_key", "api key": "api_key"}
+        if scope.platform:
+            kinds["platform"] = "platform"
         if actor.lower() in kinds:
             statement = statement.where(AuditEvent.actor_kind == kinds[actor.lower()])
         else:
@@ -511,6 +514,8 @@ def _actor(scope: Scope, event: AuditEvent) -> str:
         return event.actor_email or ""
     if event.actor_kind == "platform":
         return event.actor_email or "platform" if scope.platform else gettext("Platform operator")
+    if event.actor_kind == "api_key":
+        return gettext("API key %(id)s", id=event.actor_id) if event.actor_id else gettext("API key")
     return gettext("System")
 
 
@@ -537,6 +542,9 @@ def _audit_columns(scope: Scope) -> list[Column]:
             lambda e, _: json.dumps(e.changes or {}, ensure_ascii=False, sort_keys=True, default=str),
         ),
         Column(gettext("Event"), lambda e, _: str(e.id)),
+        Column(gettext("IP address"), lambda e, _: e.ip or ""),
+        Column(gettext("Chain position"), lambda e, _: e.seq),
+        Column(gettext("Hash"), lambda e, _: e.hash),
     ]
 
 

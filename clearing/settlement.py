@@ -269,6 +269,23 @@ def settle_group(tenant_id: uuid.UUID, group: Group, now: datetime, run_id: uuid
             group.livemode,
             description=f"settlement of {group.day.isoformat()}",
         )
+    audit.record(
+        tenant_id,
+        Actor.system(),
+        "settlement.created",
+        "settlement",
+        settlement_id,
+        audit.created(
+            merchant=str(group.merchant_id),
+            currency=group.currency,
+            livemode=group.livemode,
+            business_day=group.day.isoformat(),
+            charges_amount=settlement.charges_amount,
+            refunds_amount=settlement.refunds_amount,
+            fees=settlement.fees,
+            net=net,
+        ),
+    )
     return settlement
 
 

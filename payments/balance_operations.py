@@ -74,6 +74,7 @@ from payments.intents import (
 )
 from payments.models import BalanceTransaction, Payout, Topup, Transfer
 from payments.route_planning import RoutingInputs
+from tenants import audit
 from tenants.models import Merchant
 
 log = logging.getLogger(__name__)
@@ -201,7 +202,9 @@ def create_topup(
     description: Any = None,
     metadata: Any = None,
     statement_descriptor: Any = None,
+    actor: audit.Actor | None = None,
 ) -> Topup:
+    """`actor`: who asks (the API key, a signed-in user); the audit log names it (the system when None)."""
     amount = clean_amount(amount)
     currency = clean_currency(currency)
     description = _description(description)
@@ -221,14 +224,33 @@ def create_topup(
         statement_descriptor=descriptor,
         charge_log=[],
     )
+    actor = actor or audit.Actor.system()
     if product is None:
-        return _test_topup(ctx, topup)
+        return _test_topup(ctx, topup, actor)
     topup.source = str(source) if source not in (None, "") else None
     topup.product = product
-    return _routed_topup(ctx, topup)
+    return _routed_topup(ctx, topup, actor)
 
 
-def _test_topup(ctx: MerchantContext, topup: Topup) -> Topup:
+def _audit_topup(ctx: MerchantContext, topup: Topup, actor: audit.Actor) -> None:
+    audit.record(
+        ctx.tenant_id,
+        actor,
+        "topup.created",
+        "topup",
+        topup.id,
+        audit.created(
+            merchant=str(ctx.merchant_id),
+            amount=topup.amount,
+            currency=topup.currency,
+            livemode=topup.livemode,
+            source=topup.source,
+            status=topup.status,
+        ),
+    )
+
+
+def _test_topup(ctx: MerchantContext, topup: Topup, actor: audit.Actor) -> Topup:
     """Test mode without a source: nothing to charge, the money is there at once (so even the
     `topup.created` event shows it succeeded, as it always has)."""
     topup.status = "succeeded"
@@ -236,6 +258,7 @@ def _test_topup(ctx: MerchantContext, topup: Topup) -> Topup:
     db.session.flush()  # (the object's `created` comes from the database)
     events.record(ctx.tenant_id, ctx.merchant_id, ctx.livemode, "topup.created", topup_object(topup))
     _succeed_topup(topup, None)
+    _audit_topup(ctx, topup, actor)
     db.session.commit()
     return topup
 
@@ -297,7 +320,7 @@ def _no_route(ctx: MerchantContext, topup: Topup, inputs: RoutingInputs, decisio
     return InvalidRequest(message, code=code, param="source")
 
 
-def _routed_topup(ctx: MerchantContext, topup: Topup) -> Topup:
+def _routed_topup(ctx: MerchantContext, topup: Topup, actor: audit.Actor) -> Topup:
     """Charge the top-up through the route, as a payment is charged (`payments.intents._confirm`):
     the pending top-up and its first channel call are committed before the channel is called,
     the answer is applied once under the top-up's lock, a channel that certainly did not take the
@@ -318,6 +341,7 @@ def _routed_topup(ctx: MerchantContext, topup: Topup) -> Topup:
     db.session.add(topup)
     db.session.flush()  # (the object's `created` comes from the database)
     events.record(ctx.tenant_id, ctx.merchant_id, ctx.livemode, "topup.created", topup_object(topup))
+    _audit_topup(ctx, topup, actor)
     topup_id = topup.id
     needed = catalogue.product(topup.product).required_elements
     payment_method = topup.source if topup.product == "card" else None
@@ -566,6 +590,7 @@ def create_transfer(
     destination: Any,
     description: Any = None,
     metadata: Any = None,
+    actor: audit.Actor | None = None,
 ) -> Transfer:
     amount = clean_amount(amount)
     currency = clean_currency(currency)
@@ -609,6 +634,20 @@ def create_transfer(
         )
     db.session.flush()
     events.record(ctx.tenant_id, ctx.merchant_id, ctx.livemode, "transfer.created", transfer_object(transfer))
+    audit.record(
+        ctx.tenant_id,
+        actor or audit.Actor.system(),
+        "transfer.created",
+        "transfer",
+        transfer.id,
+        audit.created(
+            merchant=str(ctx.merchant_id),
+            destination=str(destination_id),
+            amount=amount,
+            currency=currency,
+            livemode=ctx.livemode,
+        ),
+    )
     db.session.commit()
     return transfer
 
@@ -649,7 +688,13 @@ def _require_payouts_allowed(ctx: MerchantContext) -> None:
 
 
 def create_payout(
-    ctx: MerchantContext, *, amount: Any, currency: Any, description: Any = None, metadata: Any = None
+    ctx: MerchantContext,
+    *,
+    amount: Any,
+    currency: Any,
+    description: Any = None,
+    metadata: Any = None,
+    actor: audit.Actor | None = None,
 ) -> Payout:
     amount = clean_amount(amount)
     currency = clean_currency(currency)
@@ -690,11 +735,19 @@ def create_payout(
     )
     db.session.flush()
     events.record(ctx.tenant_id, ctx.merchant_id, ctx.livemode, "payout.created", payout_object(payout))
+    audit.record(
+        ctx.tenant_id,
+        actor or audit.Actor.system(),
+        "payout.requested",
+        "payout",
+        payout.id,
+        audit.created(merchant=str(ctx.merchant_id), amount=amount, currency=currency, livemode=ctx.livemode),
+    )
     db.session.commit()
     return payout
 
 
-def cancel_payout(ctx: MerchantContext, payout_id: str) -> Payout:
+def cancel_payout(ctx: MerchantContext, payout_id: str, actor: audit.Actor | None = None) -> Payout:
     payout = get_payout(ctx, payout_id, lock=True)
     if payout.status != "pending":
         db.session.rollback()
@@ -725,6 +778,14 @@ def cancel_payout(ctx: MerchantContext, payout_id: str) -> Payout:
         description=f"Cancellation of {payout.id}",
     )
     events.record(ctx.tenant_id, ctx.merchant_id, ctx.livemode, "payout.canceled", payout_object(payout))
+    audit.record(
+        ctx.tenant_id,
+        actor or audit.Actor.system(),
+        "payout.canceled",
+        "payout",
+        payout.id,
+        audit.changes({"status": "pending"}, {"status": payout.status}),
+    )
     db.session.commit()
     return payout
 

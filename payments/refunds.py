@@ -38,6 +38,7 @@ from payments.intents import (
     owned,
 )
 from payments.models import PaymentIntent, Refund
+from tenants import audit
 
 REASONS = ("duplicate", "fraudulent", "requested_by_customer")
 
@@ -53,7 +54,9 @@ def create(
     amount: Any = None,
     reason: str | None = None,
     metadata: Any = None,
+    actor: audit.Actor | None = None,
 ) -> Refund:
+    """`actor`: who asks (the API key, a signed-in user); the audit log names it (the system when None)."""
     if not payment_intent:
         raise InvalidRequest("Pass the payment_intent to refund.", code="parameter_missing", param="payment_intent")
     if reason is not None and reason not in REASONS:
@@ -93,12 +96,27 @@ def create(
         metadata_=merge_metadata({}, metadata),
     )
     db.session.add(refund)
+    refunded_before = pi.amount_refunded
     pi.amount_refunded += value
     db.session.flush()
     events.record(pi.tenant_id, pi.merchant_id, pi.livemode, "refund.created", objects.refund(refund))
     account = _account(ctx.tenant_id, pi.channel_account_id)
     request = RefundRequest(reference=pi.channel_reference, amount=value, idempotency_key=refund.id)
     refund_id = refund.id
+    audit.record(
+        ctx.tenant_id,
+        actor or audit.Actor.system(),
+        "payment.refunded",
+        "payment_intent",
+        pi.id,
+        {
+            "refund": {"after": refund.id},
+            "amount": {"after": value},
+            "currency": {"after": refund.currency},
+            "reason": {"after": reason},
+            "amount_refunded": {"before": refunded_before, "after": pi.amount_refunded},
+        },
+    )
     db.session.commit()
     return _call_channel(ctx, refund_id, account, request)
 

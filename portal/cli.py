@@ -137,6 +137,27 @@ def worker(queues, burst, with_scheduler):
     w.work(burst=burst, with_scheduler=with_scheduler)
 
 
+# --- audit log (`flask audit verify`) --------------------------------------------------------
+
+audit_cli = AppGroup("audit", help="The tamper-evident audit log.")
+
+
+@audit_cli.command("verify")
+def verify_audit():
+    """Walk every tenant's audit chain; name each edited or deleted record (exit 1 if any)."""
+    from tenants import audit
+
+    report = audit.verify(db.session)
+    for problem in report.problems:
+        click.echo(str(problem))
+    click.echo(report.summary())
+    if not report.ok:
+        raise SystemExit(1)
+
+
+# --- end of the audit log's commands ---------------------------------------------------------
+
+
 def init_app(app: Flask) -> None:
-    for command in (tenants_cli, platform_cli, ledger_cli, demo_cli, worker):
+    for command in (tenants_cli, platform_cli, ledger_cli, demo_cli, worker, audit_cli):
         app.cli.add_command(command)

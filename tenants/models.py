@@ -275,11 +275,15 @@ class AuditEvent(TenantOwned, db.Model):
     """Who did what to which object of a tenant, with the changed fields before and after.
 
     Platform actions on a tenant (provisioning, suspension) are recorded under that tenant.
+    Each tenant's events form a hash chain (`tenants.audit`): `seq` counts from 1 without gaps,
+    `prev_hash` is the previous event's `hash`, and `hash` covers this event's fields and
+    `prev_hash`, so an edited or deleted event is found by `flask audit verify`.
     """
 
     __tablename__ = "audit_events"
 
     id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    seq: Mapped[int] = mapped_column(sa.BigInteger)
     actor_kind: Mapped[str] = mapped_column(sa.String(20))
     actor_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
     actor_email: Mapped[str | None] = mapped_column(sa.String(254))
@@ -289,10 +293,24 @@ class AuditEvent(TenantOwned, db.Model):
     changes: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     ip: Mapped[str | None] = mapped_column(sa.String(45))
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=_now())
+    prev_hash: Mapped[str] = mapped_column(sa.String(64))
+    hash: Mapped[str] = mapped_column(sa.String(64))
 
     __table_args__ = (
-        sa.CheckConstraint("actor_kind IN ('platform', 'user', 'system')", name="actor_kind"),
+        sa.CheckConstraint("actor_kind IN ('platform', 'user', 'system', 'api_key')", name="actor_kind"),
+        sa.UniqueConstraint("tenant_id", "seq"),
         sa.Index("ix_audit_events_tenant_id_created_at_id", "tenant_id", "created_at", "id"),
         # The audit log filtered to one object's history.
         sa.Index("ix_audit_events_tenant_id_object_type_object_id", "tenant_id", "object_type", "object_id"),
     )
+
+
+class AuditChainHead(TenantOwned, db.Model):
+    """The end of a tenant's audit chain: the last event's `seq` and `hash`. Appending locks this
+    row (so two transactions cannot both extend the chain from the same event), and `flask audit
+    verify` compares it with the last event it finds (so deleting the newest events shows too)."""
+
+    __tablename__ = "audit_chain_heads"
+
+    seq: Mapped[int] = mapped_column(sa.BigInteger)
+    hash: Mapped[str] = mapped_column(sa.String(64))

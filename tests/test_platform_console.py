@@ -219,7 +219,9 @@ def test_health_shows_redis_down_without_an_error_page(app, make):
 
 
 def _events(app, owner_engine, tenant, *specs) -> None:
-    """Record audit events for `tenant`: (actor e-mail or None for the platform, action, type, id, days ago)."""
+    """Record audit events for `tenant`: (actor e-mail or None for the platform, action, type, id, days ago).
+    (The app may only append to the log: the owner moves the older ones back in time.)"""
+    aged = []
     with app.app_context(), platform_scope(db.session):
         for actor_email, action, object_type, object_id, days_ago in specs:
             actor = (
@@ -230,11 +232,13 @@ def _events(app, owner_engine, tenant, *specs) -> None:
             event = audit.record(
                 tenant.id, actor, action, object_type, object_id, {"name": {"before": "Old", "after": "New"}}
             )
-            db.session.flush()
             if days_ago:
-                event.created_at = datetime.now(UTC) - timedelta(days=days_ago)
+                aged.append({"id": event.id, "at": datetime.now(UTC) - timedelta(days=days_ago)})
         db.session.commit()
         db.session.remove()
+    if aged:
+        with owner_engine.begin() as conn:
+            conn.execute(sa.text("UPDATE audit_events SET created_at = :at WHERE id = :id"), aged)
 
 
 @pytest.fixture

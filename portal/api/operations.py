@@ -271,6 +271,7 @@ def create_refund(ctx: MerchantContext, p: dict[str, Any]) -> dict[str, Any]:
         amount=p.get("amount"),
         reason=p.get("reason"),
         metadata=p.get("metadata"),
+        actor=_key_actor(),
     )
     return objects.refund(refund)
 
@@ -345,6 +346,7 @@ def create_topup(ctx: MerchantContext, p: dict[str, Any]) -> dict[str, Any]:
         description=p.get("description"),
         metadata=p.get("metadata"),
         statement_descriptor=p.get("statement_descriptor"),
+        actor=_key_actor(),
     )
     return balance_operations.topup_object(topup)
 
@@ -365,6 +367,7 @@ def create_transfer(ctx: MerchantContext, p: dict[str, Any]) -> dict[str, Any]:
         destination=p["destination"],
         description=p.get("description"),
         metadata=p.get("metadata"),
+        actor=_key_actor(),
     )
     return balance_operations.transfer_object(transfer)
 
@@ -379,7 +382,12 @@ def retrieve_transfer(ctx: MerchantContext, p: dict[str, Any], transfer: str) ->
 
 def create_payout(ctx: MerchantContext, p: dict[str, Any]) -> dict[str, Any]:
     payout = balance_operations.create_payout(
-        ctx, amount=p["amount"], currency=p["currency"], description=p.get("description"), metadata=p.get("metadata")
+        ctx,
+        amount=p["amount"],
+        currency=p["currency"],
+        description=p.get("description"),
+        metadata=p.get("metadata"),
+        actor=_key_actor(),
     )
     return balance_operations.payout_object(payout)
 
@@ -393,17 +401,17 @@ def retrieve_payout(ctx: MerchantContext, p: dict[str, Any], payout: str) -> dic
 
 
 def cancel_payout(ctx: MerchantContext, p: dict[str, Any], payout: str) -> dict[str, Any]:
-    return balance_operations.payout_object(balance_operations.cancel_payout(ctx, payout))
+    return balance_operations.payout_object(balance_operations.cancel_payout(ctx, payout, _key_actor()))
 
 
 # --- webhook endpoints --------------------------------------------------------------------------
 
 
 def _key_actor() -> Actor:
-    """Who the audit log names for an API call: the API key (its id), as the system acts for a
-    backend, not a person. (`user` is for people who signed in; the key's creator did not make
-    this call.)"""
-    return Actor(kind="system", id=g.get("api_key_id"), ip=request.remote_addr)
+    """Who the audit log names for an API call: the API key (its id; none for a terminal's device
+    key), not a person. (`user` is for people who signed in; the key's creator did not make this
+    call.)"""
+    return Actor.api_key(g.get("api_key_id"), ip=request.remote_addr)
 
 
 def _allow_private() -> bool:

@@ -299,7 +299,8 @@ def run_settlement():
         flash(_("The form expired; try again."), "error")
         return redirect(url_for("console.clearing"))
     before = jobs.active_run(g.tenant.id)
-    run = jobs.start_settlement(g.tenant.id, trigger="manual", requested_by=current_actor().email)
+    actor = current_actor()
+    run = jobs.start_settlement(g.tenant.id, trigger="manual", requested_by=actor.email, actor=actor)
     if before is not None and run.id == before.id:
         flash(_("A settlement run is already in progress: it settles everything that is due."), "error")
     else:

@@ -174,7 +174,8 @@ def create_payout_batches():
     ):
         flash(_("Nothing to send: no merchant with a bank account has a pending payout."), "error")
         return back
-    run = jobs.start_payout_batch(g.tenant.id, requested_by=current_actor().email)
+    actor = current_actor()
+    run = jobs.start_payout_batch(g.tenant.id, requested_by=actor.email, actor=actor)
     if before is not None and run.id == before.id:
         flash(_("A batch run is already in progress: it takes every payout that can be sent."), "error")
     else:

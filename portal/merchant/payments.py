@@ -36,7 +36,6 @@ from portal.i18n import format_amount, status_label
 from portal.merchant import bp
 from portal.pagination import newest_first
 from portal.sites import current_actor
-from tenants import audit
 from tenants.models import MERCHANT_ROLES
 
 PAGE_SIZE = 25
@@ -287,21 +286,14 @@ def refund_payment(intent_id: str):
         ctx = intents.MerchantContext(pi.tenant_id, pi.merchant_id, pi.livemode)
         try:
             amount = to_minor(form.amount.data, pi.currency) if (form.amount.data or "").strip() else None
-            refund = refunds.create(ctx, payment_intent=pi.id, amount=amount, reason=form.reason.data or None)
+            refund = refunds.create(
+                ctx, payment_intent=pi.id, amount=amount, reason=form.reason.data or None, actor=current_actor()
+            )
         except MoneyError as exc:
             flash(str(exc), "error")
         except PaymentError as exc:
             flash(exc.message, "error")
         else:
-            audit.record(
-                pi.tenant_id,
-                current_actor(),
-                "payment.refunded",
-                "payment_intent",
-                pi.id,
-                audit.created(refund=refund.id, amount=refund.amount, currency=refund.currency, status=refund.status),
-            )
-            db.session.commit()
             flash(
                 _(
                     "Refund of %(amount)s: %(status)s.",

@@ -36,7 +36,6 @@ from portal.merchant import bp
 from portal.merchant.payments import _mode, _tenant_zone
 from portal.pagination import newest_first
 from portal.sites import current_actor
-from tenants import audit
 from tenants.errors import InvalidInput
 from tenants.models import MERCHANT_ROLES
 
@@ -214,7 +213,11 @@ def _request_payout(form: PayoutForm, mode: str) -> Payout | None:
     ctx = _ctx(mode == "live")
     try:
         payout = balance_operations.create_payout(
-            ctx, amount=amount, currency=currency, description=(form.description.data or "").strip() or None
+            ctx,
+            amount=amount,
+            currency=currency,
+            description=(form.description.data or "").strip() or None,
+            actor=current_actor(),
         )
     except PaymentError as exc:
         db.session.rollback()
@@ -238,15 +241,6 @@ def _request_payout(form: PayoutForm, mode: str) -> Payout | None:
             else:
                 form.form_errors.append(exc.message)
         return None
-    audit.record(
-        ctx.tenant_id,
-        current_actor(),
-        "payout.requested",
-        "payout",
-        payout.id,
-        audit.created(amount=payout.amount, currency=payout.currency, livemode=payout.livemode),
-    )
-    db.session.commit()
     return payout
 
 
@@ -294,19 +288,10 @@ def cancel_payout(payout_id: str):
         return back
     ctx = _ctx(payout.livemode)
     try:
-        canceled = balance_operations.cancel_payout(ctx, payout.id)
+        canceled = balance_operations.cancel_payout(ctx, payout.id, current_actor())
     except PaymentError as exc:
         flash(_("The payout %(id)s was not canceled: %(message)s", id=payout.id, message=exc.message), "error")
         return back
-    audit.record(
-        ctx.tenant_id,
-        current_actor(),
-        "payout.canceled",
-        "payout",
-        canceled.id,
-        audit.changes({"status": "pending"}, {"status": canceled.status}),
-    )
-    db.session.commit()
     flash(
         _(
             "Payout %(id)s is canceled: %(amount)s is back in your available balance.",

@@ -169,7 +169,7 @@ def test_the_audit_log_names_the_api_key_and_never_the_secret(app, stripe_client
         "webhook_endpoint.updated",
         "webhook_endpoint.deleted",
     ]
-    assert {(r.actor_kind, r.actor_id, r.actor_email) for r in rows} == {("system", key_id, None)}
+    assert {(r.actor_kind, r.actor_id, r.actor_email) for r in rows} == {("api_key", key_id, None)}
     assert all(endpoint.secret not in r.changes for r in rows)
 
 
