@@ -42,7 +42,7 @@ from portal.api.errors import (
     unrecognized_url,
 )
 from portal.api.operations import BY_ENDPOINT, OPERATIONS, Operation, recovery_for
-from portal.api.params import malformed, parse_pairs, validate
+from portal.api.params import checked_text, malformed, parse_pairs, validate
 from portal.extensions import csrf
 from tenants import api_keys
 
@@ -154,6 +154,8 @@ def request_params() -> dict[str, Any]:
             body = json.loads(raw)
         except ValueError as exc:
             raise malformed(f"Invalid JSON body: {exc}.") from None
+        except RecursionError:
+            raise malformed("Invalid JSON body: it is nested too deeply.") from None
         if not isinstance(body, dict):
             raise malformed("Invalid JSON body: it must be an object of parameters.")
         return {**params, **body}
@@ -192,6 +194,8 @@ def _run(operation: Operation, ctx: MerchantContext | None, params: dict[str, An
 
 def _view(operation: Operation):
     def view(**values: str) -> Response:
+        for name, value in values.items():  # an id in the URL is looked up in text columns
+            checked_text(value, name)
         params = validate(operation.params, request_params())
         _checked_expand(params)
         ctx = g.api_ctx

@@ -77,6 +77,7 @@ from payments.errors import PaymentError
 from payments.intents import MerchantContext
 from payments.models import IdempotencyKey
 from portal.api.errors import ApiError, error_body
+from portal.api.params import unstorable
 
 LIFETIME = timedelta(hours=24)
 LEASE_SECONDS = 300  # default of PAYPLAT_IDEMPOTENCY_LEASE_SECONDS
@@ -110,6 +111,9 @@ def fingerprint(method: str, path: str, params: dict[str, Any]) -> str:
 def check_key(key: str) -> str:
     if not key.strip():
         raise ApiError("The Idempotency-Key header is empty; send a unique key or leave the header out.")
+    problem = unstorable(key)
+    if problem:
+        raise ApiError(f"The Idempotency-Key header {problem}.")
     if len(key) > MAX_KEY_LENGTH:
         raise ApiError(
             f"Idempotency key length is {len(key)} characters, which exceeds the maximum of {MAX_KEY_LENGTH}.",

@@ -1,6 +1,7 @@
 """The OpenAPI 3.0 document of the merchant API, generated from the operations table, so that it
 lists exactly what is implemented: each operation's path, URL values, parameters (query string
-for GET; for POST a body, form-encoded with deepObject nesting or JSON), the object it returns
+for GET; for POST a body, form-encoded or JSON; objects nest as deepObject, `metadata[key]=…`,
+lists repeat their name, `expand=a&expand=b`, or take Stripe's `expand[]=a`), the object it returns
 and Stripe's error object. The object schemas below are checked against real answers by the
 tests (every property the API returns is described, and nothing else).
 """
@@ -350,8 +351,8 @@ def _operation(op) -> dict[str, Any]:
             entry = {"name": name, "in": "query", "required": param.required, "schema": param.type.schema()}
             if param.description:
                 entry["description"] = param.description
-            if param.type.deep:
-                entry.update(style="deepObject", explode=True)
+            if param.type.style:
+                entry.update(style=param.type.style, explode=True)
             parameters.append(entry)
     else:
         parameters.append(
@@ -364,7 +365,7 @@ def _operation(op) -> dict[str, Any]:
             }
         )
         schema = object_schema(op.params)
-        encoding = {name: {"style": "deepObject", "explode": True} for name, p in op.params.items() if p.type.deep}
+        encoding = {name: {"style": p.type.style, "explode": True} for name, p in op.params.items() if p.type.style}
         form: dict[str, Any] = {"schema": schema}
         if encoding:
             form["encoding"] = encoding

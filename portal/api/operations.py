@@ -53,13 +53,16 @@ from tenants.audit import Actor
 
 EXPAND = Param(StringList(), description="Fields to expand. No field of these objects is expandable yet.")
 LIST_PARAMS = {
-    "limit": Param(Integer(), description="How many objects to return, between 1 and 100 (default 10)."),
+    "limit": Param(
+        Integer(minimum=1, maximum=100), description="How many objects to return, between 1 and 100 (default 10)."
+    ),
     "starting_after": Param(String(), description="An object id: the page of objects older than it."),
     "ending_before": Param(String(), description="An object id: the page of objects newer than it."),
     "created": Param(Range(), description="Only objects created at (or gt/gte/lt/lte) this Unix time."),
     "expand": EXPAND,
 }
 METADATA = Param(Metadata(), description="Key-value pairs to store on the object (merged on update).")
+AMOUNT = Integer(minimum=1, maximum=intents.MAX_AMOUNT)
 CAPTURE_METHODS = ("automatic", "automatic_async", "manual")
 CANCELLATION_REASONS = ("abandoned", "duplicate", "fraudulent", "requested_by_customer")
 
@@ -492,11 +495,15 @@ RETURN_URL = Param(
     "('' removes it).",
 )
 INTENT_UPDATE = {
-    "amount": Param(Integer(), description="Amount in the currency's smallest unit (e.g. 100 cents for $1.00)."),
-    "currency": Param(String(max_length=3), description="Three-letter ISO currency code, lower case."),
+    "amount": Param(
+        AMOUNT, description="Amount in the currency's smallest unit (e.g. 100 cents for $1.00).", example=2000
+    ),
+    "currency": Param(String(max_length=3), description="Three-letter ISO currency code, lower case.", example="usd"),
     "description": Param(String(max_length=1000), description="An arbitrary string shown to the merchant."),
     "metadata": METADATA,
-    "payment_method": Param(String(max_length=120), description="A payment method (e.g. pm_card_visa)."),
+    "payment_method": Param(
+        String(max_length=120), description="A payment method (e.g. pm_card_visa).", example="pm_card_visa"
+    ),
     "return_url": RETURN_URL,
     "expand": EXPAND,
 }
@@ -594,8 +601,10 @@ WEBHOOK_FIELDS = {
 }
 
 MOVEMENT_FIELDS = {
-    "amount": Param(Integer(), required=True, description="Amount in the currency's smallest unit."),
-    "currency": Param(String(max_length=3), required=True, description="Three-letter ISO currency code."),
+    "amount": Param(AMOUNT, required=True, description="Amount in the currency's smallest unit.", example=1000),
+    "currency": Param(
+        String(max_length=3), required=True, description="Three-letter ISO currency code.", example="usd"
+    ),
     "description": Param(String(max_length=1000), description="An arbitrary string shown to the merchant."),
     "metadata": METADATA,
     "expand": EXPAND,
@@ -632,15 +641,17 @@ OPERATIONS: list[Operation] = [
         {
             **INTENT_UPDATE,
             "amount": Param(
-                Integer(),
+                AMOUNT,
                 description=INTENT_UPDATE["amount"].description
                 + " Required unless line_items are given; with line_items, it may be left out (it is computed), "
                 "and if given it must equal their total.",
+                example=2000,
             ),
             "currency": Param(
                 String(max_length=3),
                 description="Three-letter ISO currency code. Required unless line_items are given (then it is the "
                 "charge items' currency, and if given it must equal it).",
+                example="usd",
             ),
             "line_items": Param(
                 ObjectList(
@@ -648,7 +659,7 @@ OPERATIONS: list[Operation] = [
                         "charge_item": Param(
                             String(max_length=40), required=True, description="The id of one of your charge items."
                         ),
-                        "quantity": Param(Integer(), description="How many units (default 1)."),
+                        "quantity": Param(Integer(minimum=1), description="How many units (default 1)."),
                     }
                 ),
                 description="The order: charge items and quantities, priced at the items' current unit prices. The "
@@ -721,7 +732,7 @@ OPERATIONS: list[Operation] = [
         capture_payment_intent,
         "payment_intent",
         {
-            "amount_to_capture": Param(Integer(), description="At most amount_capturable; default all of it."),
+            "amount_to_capture": Param(AMOUNT, description="At most amount_capturable; default all of it."),
             "expand": EXPAND,
         },
         path_params=INTENT,
@@ -745,7 +756,7 @@ OPERATIONS: list[Operation] = [
         "refund",
         {
             "payment_intent": Param(String(max_length=40), required=True, description="The PaymentIntent to refund."),
-            "amount": Param(Integer(), description="At most what is not refunded yet; default all of it."),
+            "amount": Param(AMOUNT, description="At most what is not refunded yet; default all of it."),
             "reason": Param(String(enum=REASONS)),
             "metadata": METADATA,
             "expand": EXPAND,
