@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from core.db import db
 from tenants import passwords, two_factor
 from tenants.audit import Actor
+from tenants.errors import InvalidInput
 from tenants.isolation import platform_scope
 from tenants.models import LoginAttempt, PlatformLoginAttempt, PlatformUser, Tenant, User
 
@@ -166,7 +167,7 @@ def enrol_and_sign_in(
 ) -> tuple[SignIn, list[str]]:
     """The enrolment a person who must use 2FA completes right after their password: a right
     code switches 2FA on (audited) and signs in. Returns the sign-in and the recovery codes
-    (empty unless it succeeded). Raises InvalidInput for a wrong code. Commits."""
+    (empty unless it succeeded). Raises InvalidInput for a wrong code, logged as `bad_code`. Commits."""
     model, filters, attempt = _attempts_of(account)
     if _is_locked(model, filters, lockout) or not account.is_active:
         outcome = "locked" if account.is_active else "inactive"
@@ -174,7 +175,12 @@ def enrol_and_sign_in(
         db.session.commit()
         return SignIn(None, outcome), []
     actor = Actor(kind=_actor_kind(account), id=account.id, email=account.email, ip=ip)
-    codes = two_factor.confirm_enrolment(account, code, actor, commit=False)
+    try:
+        codes = two_factor.confirm_enrolment(account, code, actor, commit=False)
+    except InvalidInput:
+        db.session.add(attempt(two_factor.BAD_CODE, ip))  # counts towards the lockout like any wrong code
+        db.session.commit()
+        raise
     db.session.add(attempt("success", ip))
     account.last_login_at = _now()
     db.session.commit()

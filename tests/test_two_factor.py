@@ -313,6 +313,11 @@ def test_a_tenant_requiring_it_sends_its_staff_to_enrol_before_anything_else(mak
     response = client.submit("/login/enrol", {"code": pyotp.TOTP(secret).now()})
     assert response.status_code == 200 and len(recovery_codes_on(body(response))) == 10
     assert client.get("/console/").status_code == 200
+    with owner_engine.connect() as conn:
+        outcomes = conn.execute(
+            sa.text("SELECT outcome FROM login_attempts WHERE email = :e ORDER BY created_at"), {"e": operator}
+        ).scalars()
+        assert list(outcomes) == ["password_ok", "bad_code", "success"]
 
     # Merchants' users are not required: the owner signs in with the password alone.
     owner = site(acme.host)
