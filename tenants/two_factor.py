@@ -20,6 +20,7 @@ import secrets
 from datetime import UTC, datetime
 
 import pyotp
+import sqlalchemy as sa
 from pyotp.utils import strings_equal
 
 from core import crypto
@@ -118,11 +119,20 @@ def _use_recovery_code(account: Account, code: str) -> bool:
     return False
 
 
+def _lock(account: Account) -> None:
+    """Lock the account's row (until the transaction ends) and read its 2FA columns afresh."""
+    model = PlatformUser if account.scope == "platform" else User
+    db.session.execute(sa.select(model.id).where(model.id == account.id).with_for_update())
+    db.session.refresh(account, ["totp_secret", "totp_enabled_at", "totp_last_step", "recovery_code_hashes"])
+
+
 def check_code(account: Account, code: str, allow_recovery: bool = True, now: datetime | None = None) -> str:
     """Check a code of an enrolled account: CODE_OK, RECOVERY_OK, BAD_CODE or REPLAYED_CODE.
 
     An accepted code is used up (its step remembered, a recovery code's hash removed); the
-    caller commits."""
+    caller commits. The account's row stays locked until then, so two requests with one code
+    cannot both pass."""
+    _lock(account)
     secret = secret_of(account)
     if secret is None or not account.has_two_factor:
         return BAD_CODE

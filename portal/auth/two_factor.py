@@ -180,13 +180,18 @@ def two_factor_enrol():
 # --- the signed-in person's own page -----------------------------------------------------------
 
 
+def _me():
+    """The signed-in account itself (use cases lock and refresh it; a proxy cannot be)."""
+    return current_user._get_current_object()
+
+
 def _required() -> bool:
     return two_factor.is_required(current_user, getattr(g, "tenant", None))
 
 
 def _account_page(enable_form=None, disable_form=None, codes_form=None, status: int = 200):
     enabled = current_user.has_two_factor
-    setup = {} if enabled else _setup(current_user)
+    setup = {} if enabled else _setup(_me())
     return render(
         "auth/two_factor.html",
         enabled=enabled,
@@ -211,7 +216,7 @@ def two_factor_enable():
     form = CodeForm()
     if form.validate_on_submit():
         try:
-            codes = two_factor.confirm_enrolment(current_user, form.code.data, current_actor())
+            codes = two_factor.confirm_enrolment(_me(), form.code.data, current_actor())
         except InvalidInput as exc:
             field_error(form, exc)
         else:
@@ -227,7 +232,7 @@ def two_factor_disable():
     form = DisableForm()
     if form.validate_on_submit():
         try:
-            two_factor.disable(current_user, form.password.data, form.code.data, current_actor(), _required())
+            two_factor.disable(_me(), form.password.data, form.code.data, current_actor(), _required())
         except InvalidInput as exc:
             field_error(form, exc)
         else:
@@ -242,7 +247,7 @@ def two_factor_recovery_codes():
     form = RenewCodesForm()
     if form.validate_on_submit():
         try:
-            codes = two_factor.regenerate_recovery_codes(current_user, form.current_code.data, current_actor())
+            codes = two_factor.regenerate_recovery_codes(_me(), form.current_code.data, current_actor())
         except InvalidInput as exc:
             field_error(form, InvalidInput(exc.message, "current_code" if exc.field else None))
         else:
