@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import html
 import re
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pyotp
@@ -410,3 +412,21 @@ def test_new_recovery_codes_replace_the_old_and_switching_off_needs_password_and
     AUTHENTICATORS.pop(acme.admin_email)
     response = site(acme.host).login(acme.admin_email)
     assert response.status_code == 302 and path_of(response) == "/console/"
+
+
+def test_one_code_typed_in_two_places_at_once_signs_in_only_one(make, site, acme):
+    secret = enrolled(make, acme, acme.admin_email)
+    clients = [site(acme.host), site(acme.host)]
+    for client in clients:
+        password_step(client, acme.admin_email)
+    tokens = [client.csrf_token("/login") for client in clients]
+    code = code_at(secret, steady_step())
+    start = threading.Barrier(len(clients))
+
+    def type_code(client, token):
+        start.wait(timeout=10)
+        return client.post("/login/code", data={"code": code, "csrf_token": token}).status_code
+
+    with ThreadPoolExecutor(max_workers=len(clients)) as pool:
+        statuses = sorted(pool.map(type_code, clients, tokens))
+    assert statuses == [302, 401]
