@@ -1,7 +1,11 @@
 """Demo data for `make run`: a platform admin, two tenants in different themes, two merchants
 each, every account with a known password; the first merchant of each has test payments, charge
 items, a coupon, a payment link and a terminal; each tenant has an applicant waiting in the KYC
-review queue. Loading twice changes nothing."""
+review queue. Loading twice changes nothing.
+
+The platform requires two-factor sign-in of platform admins: the demo's admin is enrolled with a
+fixed, published secret (`PLATFORM_ADMIN_TOTP_SECRET`, printed with the logins), so anyone can add
+it to an authenticator app or compute a code with `pyotp`. Demo data only: it is no secret."""
 
 from __future__ import annotations
 
@@ -26,13 +30,14 @@ from payments.errors import PaymentError
 from payments.models import ChannelAccount, PaymentIntent
 from portal import theming
 from portal.sites import platform_base_url, tenant_base_url
-from tenants import accounts, provisioning
+from tenants import accounts, provisioning, two_factor
 from tenants.audit import Actor
 from tenants.isolation import platform_scope, tenant_context
-from tenants.models import Tenant, TenantBrand, User
+from tenants.models import PlatformUser, Tenant, TenantBrand, User
 
 PASSWORD = "demo-password-1"
 PLATFORM_ADMIN = "admin@platform.example.com"
+PLATFORM_ADMIN_TOTP_SECRET = "DEMOPLATFORMADMINTOTPSECRETKEY23"  # base32; demo data only
 TENANTS = [
     {
         "spec": provisioning.TenantSpec(
@@ -97,7 +102,11 @@ TENANTS = [
 
 
 def load() -> None:
-    accounts.create_platform_admin(PLATFORM_ADMIN, PASSWORD, "Platform Admin")
+    admin = accounts.create_platform_admin(PLATFORM_ADMIN, PASSWORD, "Platform Admin")
+    with platform_scope(db.session):
+        admin = db.session.get(PlatformUser, admin.id)
+        if not admin.has_two_factor:
+            two_factor.enrol_with_secret(admin, PLATFORM_ADMIN_TOTP_SECRET, Actor.system())
     colors = {name: theme.colors for name, theme in theming.themes().items()}
     for entry in TENANTS:
         spec = entry["spec"]
@@ -302,7 +311,12 @@ def _ensure_password(tenant_id, email: str) -> None:
 
 def print_logins() -> None:
     with platform_scope(db.session):
-        lines = [f"  platform console  {platform_base_url()}/login   {PLATFORM_ADMIN} / {PASSWORD}"]
+        lines = [
+            f"  platform console  {platform_base_url()}/login   {PLATFORM_ADMIN} / {PASSWORD}",
+            f"  {'':<16}  two-factor code: add the key {PLATFORM_ADMIN_TOTP_SECRET} to an authenticator app, or run",
+            f"  {'':<16}  .venv/bin/python -c "
+            f"\"import pyotp; print(pyotp.TOTP('{PLATFORM_ADMIN_TOTP_SECRET}').now())\"",
+        ]
         for entry in TENANTS:
             spec = entry["spec"]
             tenant = db.session.execute(sa.select(Tenant).where(Tenant.slug == spec.slug)).scalar_one()

@@ -41,6 +41,9 @@ class Tenant(db.Model):
     status: Mapped[str] = mapped_column(sa.String(20), default="active")
     time_zone: Mapped[str] = mapped_column(sa.String(64), default="UTC")
     default_locale: Mapped[str] = mapped_column(sa.String(10), default="en")
+    # Two-factor sign-in required of the tenant's staff / of its merchants' users (`tenants.two_factor`).
+    require_2fa_staff: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    require_2fa_merchants: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=_now())
     suspended_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
 
@@ -172,6 +175,14 @@ class PasswordAccount:
     password_changed_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
     # The language the person chose ('en', 'zh'); NULL follows the tenant's default.
     locale: Mapped[str | None] = mapped_column(sa.String(10))
+    # Two-factor sign-in (`tenants.two_factor`): the TOTP secret, encrypted (`core.crypto`); it is
+    # pending until `totp_enabled_at` is set by a confirmed code. `totp_last_step` is the time step
+    # of the last accepted code (a code is never accepted twice); recovery codes are argon2 hashes,
+    # each removed when used.
+    totp_secret: Mapped[str | None] = mapped_column(sa.String(300))
+    totp_enabled_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    totp_last_step: Mapped[int | None] = mapped_column(sa.BigInteger)
+    recovery_code_hashes: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default=sa.text("'[]'::jsonb"))
 
     # Flask-Login's protocol.
     is_authenticated = True
@@ -180,6 +191,10 @@ class PasswordAccount:
     @property
     def has_password(self) -> bool:
         return self.password_hash is not None
+
+    @property
+    def has_two_factor(self) -> bool:
+        return self.totp_enabled_at is not None
 
 
 class User(PasswordAccount, TenantOwned, db.Model):

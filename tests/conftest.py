@@ -15,9 +15,12 @@ import re
 import shutil
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
+import pyotp
 import pytest
 import sqlalchemy as sa
 from redis import Redis
@@ -26,10 +29,10 @@ from sqlalchemy.engine import make_url
 from core.db import db
 from portal import create_app, i18n, jobs, theming
 from portal.config import sqlalchemy_url
-from tenants import accounts, provisioning
+from tenants import accounts, provisioning, two_factor
 from tenants.audit import Actor
 from tenants.isolation import platform_scope, tenant_context
-from tenants.models import Merchant, Tenant, User
+from tenants.models import Merchant, PlatformUser, Tenant, User
 
 PASSWORD = "correct-horse-battery"
 # Overridable so that two suites can run side by side on one server. Under pytest-xdist each worker
@@ -122,7 +125,42 @@ def clean_state(request, app, owner_engine):
         conn.exec_driver_sql(f"TRUNCATE {tables} CASCADE")
     Redis.from_url(app.config["REDIS_URL"]).flushdb()
     shutil.rmtree(app.config["MAIL_DIR"], ignore_errors=True)
+    AUTHENTICATORS.clear()
     yield
+
+
+# --- two-factor sign-in ------------------------------------------------------------------
+
+
+@dataclass
+class Authenticator:
+    """The authenticator app of a person the factory enrolled: their secret and recovery codes.
+    The sign-in helpers (`SiteClient.login`, the browser tests' `sign_in`) type its codes."""
+
+    secret: str
+    recovery_codes: list[str]
+    last_step: int | None = None
+
+    def next_code(self) -> str:
+        """A code the server has not seen: the current step's, else the next step's (both stay
+        valid across a step boundary), else a recovery code (a person signing in a third time
+        within one step)."""
+        totp = pyotp.TOTP(self.secret)
+        current = totp.timecode(datetime.now(UTC))
+        for step in (current, current + 1):
+            if self.last_step is None or step > self.last_step:
+                self.last_step = step
+                return totp.generate_otp(step)
+        return self.recovery_codes.pop()
+
+
+AUTHENTICATORS: dict[str, Authenticator] = {}  # by e-mail; emptied before each test
+
+
+def second_factor_code(email_: str) -> str | None:
+    """The code `email_`'s authenticator would give now (None: the factory did not enrol them)."""
+    authenticator = AUTHENTICATORS.get(email_.strip().lower())
+    return authenticator.next_code() if authenticator else None
 
 
 @pytest.fixture
@@ -209,11 +247,34 @@ class Factory:
             db.session.remove()
         return merchant_id
 
-    def platform_admin(self, email_: str = "root@platform.example.com") -> str:
+    def platform_admin(self, email_: str = "root@platform.example.com", enrolled: bool = True) -> str:
+        """A platform admin. The platform requires two-factor sign-in of them: unless `enrolled`
+        is False, they are enrolled with an authenticator the sign-in helpers use."""
         with self.app.app_context():
-            accounts.create_platform_admin(email_, PASSWORD)
+            admin = accounts.create_platform_admin(email_, PASSWORD)
+            if enrolled:
+                with platform_scope(db.session):
+                    admin = db.session.get(PlatformUser, admin.id)
+                    self._enrol(admin)
             db.session.remove()
         return email_
+
+    def enrol(self, tenant: TenantInfo, email_: str) -> Authenticator:
+        """Enrol a tenant user in two-factor sign-in (the sign-in helpers then type its codes)."""
+        with self.app.app_context(), tenant_context(db.session, tenant.id):
+            user = db.session.execute(
+                sa.select(User).where(User.tenant_id == tenant.id, User.email == email_)
+            ).scalar_one()
+            authenticator = self._enrol(user)
+            db.session.remove()
+        return authenticator
+
+    @staticmethod
+    def _enrol(account) -> Authenticator:
+        secret = pyotp.random_base32()
+        codes = two_factor.enrol_with_secret(account, secret, Actor.system())
+        authenticator = AUTHENTICATORS[account.email] = Authenticator(secret, codes)
+        return authenticator
 
     def get_tenant(self, slug: str) -> Tenant:
         with self.app.app_context(), platform_scope(db.session):
@@ -263,7 +324,13 @@ class SiteClient:
         return self.post(path, data=payload, **kwargs)
 
     def login(self, email_: str, password: str = PASSWORD):
-        return self.submit("/login", {"email": email_, "password": password})
+        """Sign in; for someone the factory enrolled in two-factor sign-in, type the code too."""
+        response = self.submit("/login", {"email": email_, "password": password})
+        if response.status_code == 302 and urlsplit(response.headers["Location"]).path == "/login/code":
+            code = second_factor_code(email_)
+            if code is not None:
+                return self.submit("/login/code", {"code": code})
+        return response
 
 
 @pytest.fixture

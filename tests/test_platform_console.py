@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import sqlalchemy as sa
+from conftest import second_factor_code
 from pages import body, signed_in, table, text
 from rq import SimpleWorker
 from rq.job import Job
@@ -200,6 +201,12 @@ def test_health_shows_redis_down_without_an_error_page(app, make):
             "/login",
             base_url="http://localhost",
             data={"email": email, "password": "correct-horse-battery", "csrf_token": token},
+        )
+        assert signed.status_code == 302 and signed.headers["Location"].endswith("/login/code")
+        signed = client.post(
+            "/login/code",
+            base_url="http://localhost",
+            data={"code": second_factor_code(email), "csrf_token": token},
         )
         assert signed.status_code == 302
         response = client.get("/platform/health", base_url="http://localhost")

@@ -1,7 +1,9 @@
 """Signing in and out, invitations and password resets, on the platform host and tenant hosts.
 
 On a tenant's host only that tenant's users can sign in; on the platform host only platform
-admins. The same e-mail under two tenants is two accounts with two passwords.
+admins. An account with two-factor sign-in (or one that must have it) is not signed in by its
+password alone: `portal.auth.two_factor` asks for the code (or the enrolment) first.
+The same e-mail under two tenants is two accounts with two passwords.
 """
 
 from __future__ import annotations
@@ -100,8 +102,14 @@ def login():
                 g.tenant, form.email.data, form.password.data, request.remote_addr, _lockout()
             )
         if result.ok:
+            two_factor.clear_pending()
             login_user(result.account)
             return redirect(_safe_next(request.args.get("next")) or home_for(result.account))
+        if result.password_ok:
+            # Not signed in yet: the code (or the enrolment) comes first.
+            return redirect(
+                two_factor.start_pending(result.account, result.next_step, _safe_next(request.args.get("next")))
+            )
         message = OUTCOME_MESSAGES.get(result.outcome, GENERIC_FAILURE)
         error = str(message) % {"minutes": current_app.config["LOGIN_LOCKOUT_MINUTES"]}
     status = 200 if error is None else 401
@@ -112,6 +120,7 @@ def login():
 def logout():
     form = ActionForm()
     if form.validate_on_submit():
+        two_factor.clear_pending()
         logout_user()
         flash(_("You are signed out."), "info")
     return redirect(url_for("auth.login"))
@@ -182,5 +191,5 @@ def accept_invitation(token: str):
     )
 
 
-# Register the sign-up views on bp.
-from portal.auth import signup  # noqa: E402, F401
+# Register the sign-up and two-factor views on bp.
+from portal.auth import signup, two_factor  # noqa: E402, F401
