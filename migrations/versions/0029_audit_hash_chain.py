@@ -1,7 +1,7 @@
 """audit log: a hash chain per tenant (seq, prev_hash, hash; chain heads), API keys as actors
 
 Revision ID: 0029
-Revises: 0027
+Revises: 0028
 Create Date: 2026-12-01 00:00:00.000000
 
 """
@@ -16,7 +16,7 @@ from flask import current_app
 
 # revision identifiers, used by Alembic.
 revision = "0029"
-down_revision = "0027"
+down_revision = "0028"
 branch_labels = None
 depends_on = None
 
