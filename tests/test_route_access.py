@@ -61,7 +61,8 @@ class Access:
     """Who may use a route.
 
     `scope`: "platform" (the platform console), "console" (tenant staff), "merchant" (the merchant
-    dashboard), "api" (the merchant API), "public" (anyone). `hosts`: the kinds of host it exists on.
+    dashboard), "account" (anyone signed in), "api" (the merchant API), "public" (anyone).
+    `hosts`: the kinds of host it exists on.
     `roles`: who may open it (GET); `changes`: who may POST or DELETE to it (default: `roles`).
     `ok`: what an allowed GET answers. `overrides`: principal -> what GET answers where the route
     answers otherwise than its scope implies; `refusals`: the same for every method, where the route
@@ -105,6 +106,11 @@ def platform(**kwargs) -> Access:
 
 def public(hosts=("tenant",), **kwargs) -> Access:
     return Access("public", frozenset(PRINCIPALS), hosts=frozenset(hosts), **kwargs)
+
+
+def account() -> Access:
+    """A signed-in person's own account (any scope, any role), on both kinds of host."""
+    return Access("account", frozenset(SESSION_USERS), hosts=frozenset(BOTH_HOSTS))
 
 
 def api(*, terminal: bool = False, **kwargs) -> Access:
@@ -177,6 +183,7 @@ ACCESS: dict[str, Access] = {
     "console.test_route": console("admin", "operator"),
     "console.update_clearing_terms": console("admin", "finance"),
     "console.upload_statement": console("admin", "finance"),
+    "console.security": console("admin"),  # whether staff and merchant users must use two-factor sign-in
     "console.user": console("admin"),
     "console.users": console("admin"),
     # --- the merchant dashboard: the merchant's users by role ("owner" includes the applicant) ---
@@ -314,6 +321,14 @@ ACCESS: dict[str, Access] = {
     "auth.signup_sent": public(),
     "auth.verify_signup": public(),
     "i18n.switch_language": public(BOTH_HOSTS),
+    # The second step of signing in: without a password step just passed, back to the sign-in page.
+    "auth.two_factor_code": public(BOTH_HOSTS, ok=302),
+    "auth.two_factor_enrol": public(BOTH_HOSTS, ok=302),
+    # One's own two-factor settings.
+    "auth.two_factor_page": account(),
+    "auth.two_factor_enable": account(),
+    "auth.two_factor_disable": account(),
+    "auth.two_factor_recovery_codes": account(),
     # --- payers, channels, shared files ---
     "checkout.page": public(),
     "checkout.pay": public(),
