@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from flask import Flask
@@ -44,8 +43,11 @@ def configure_settings(app: Flask, test_config: dict[str, Any] | None) -> None:
 
 
 def configure_logging(app: Flask) -> None:
-    if not app.debug and not app.testing:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """JSON lines with the request id, the tenant and the job (`portal.logs`); first, so that its
+    request hooks run before any other."""
+    from portal import logs
+
+    logs.configure(app)
 
 
 def configure_extensions(app: Flask) -> None:

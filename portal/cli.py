@@ -124,10 +124,8 @@ def load_demo():
 @click.option("--with-scheduler/--without-scheduler", default=True, show_default=True)
 def worker(queues, burst, with_scheduler):
     """Run an RQ worker inside the app context."""
-    from rq import SimpleWorker
-
     names = queues or jobs.QUEUES
-    w = SimpleWorker([jobs.queue(name) for name in names], connection=jobs.redis_connection(), job_class=jobs.AppJob)
+    w = jobs.AppWorker([jobs.queue(name) for name in names], connection=jobs.redis_connection())
     if not burst:
         from clearing import exports
         from clearing import jobs as clearing_jobs

@@ -12,11 +12,12 @@ from typing import Any
 
 from flask import current_app
 from redis import Redis
-from rq import Queue
+from rq import Queue, SimpleWorker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
 from core.db import db
+from portal import logs
 from tenants import isolation
 
 QUEUES = ("default", "mail", "channels", "webhooks", "clearing", "exports")
@@ -71,10 +72,11 @@ def enqueue(
 
 
 class AppJob(Job):
-    """Runs in the worker's app context with the job's tenant restored."""
+    """Runs in the worker's app context with the job's tenant restored; its log lines carry its id."""
 
     def perform(self) -> Any:
         tenant = self.meta.get("tenant_id")
+        bound = logs.bind_job(self.id)
         try:
             if tenant:
                 isolation.activate_tenant(db.session, uuid.UUID(tenant))
@@ -86,3 +88,23 @@ class AppJob(Job):
         finally:
             db.session.remove()
             isolation.reset()
+            logs.unbind_job(bound)
+
+
+class AppWorker(SimpleWorker):
+    """The worker of `flask worker`: runs jobs in its own process (no fork per job). Its log lines
+    name a job by id only, never by its arguments (an e-mail job's carry the message, links with
+    tokens included), and the lines RQ writes about a job (its failure, its traceback) carry the
+    job's id."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("log_job_description", False)
+        kwargs.setdefault("job_class", AppJob)
+        super().__init__(*args, **kwargs)
+
+    def perform_job(self, job: Job, queue: Queue) -> bool:
+        bound = logs.bind_job(job.id)
+        try:
+            return super().perform_job(job, queue)
+        finally:
+            logs.unbind_job(bound)
