@@ -18,6 +18,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = ThemedFlask(__name__)
     configure_settings(app, test_config)
     configure_logging(app)
+    configure_probes(app)
     configure_extensions(app)
     configure_sites(app)
     configure_theming(app)
@@ -48,6 +49,13 @@ def configure_logging(app: Flask) -> None:
     from portal import logs
 
     logs.configure(app)
+
+
+def configure_probes(app: Flask) -> None:
+    """/healthz and /readyz, answered in front of the app on every host (`portal.health`)."""
+    from portal import health
+
+    health.init_app(app)
 
 
 def configure_extensions(app: Flask) -> None:
