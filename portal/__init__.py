@@ -18,6 +18,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = ThemedFlask(__name__)
     configure_settings(app, test_config)
     configure_logging(app)
+    configure_metrics(app)
     configure_probes(app)
     configure_extensions(app)
     configure_sites(app)
@@ -49,6 +50,13 @@ def configure_logging(app: Flask) -> None:
     from portal import logs
 
     logs.configure(app)
+
+
+def configure_metrics(app: Flask) -> None:
+    """Prometheus metrics at /metrics on the platform host, and every request's latency."""
+    from portal import metrics
+
+    metrics.init_app(app)
 
 
 def configure_probes(app: Flask) -> None:

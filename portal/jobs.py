@@ -6,6 +6,7 @@ Jobs themselves live beside the code they run (`portal/mail.py`, later `clearing
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime
 from typing import Any
@@ -17,7 +18,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
 from core.db import db
-from portal import logs
+from portal import logs, metrics
 from tenants import isolation
 
 QUEUES = ("default", "mail", "channels", "webhooks", "clearing", "exports")
@@ -72,10 +73,13 @@ def enqueue(
 
 
 class AppJob(Job):
-    """Runs in the worker's app context with the job's tenant restored; its log lines carry its id."""
+    """Runs in the worker's app context with the job's tenant restored; its log lines carry its id
+    and its duration is observed (`portal.metrics.JOB_DURATION`)."""
 
     def perform(self) -> Any:
         tenant = self.meta.get("tenant_id")
+        started = time.perf_counter()
+        outcome = "failed"
         bound = logs.bind_job(self.id)
         try:
             if tenant:
@@ -84,10 +88,13 @@ class AppJob(Job):
                 isolation.activate_platform_scope(db.session)
             else:
                 isolation.reset(db.session)
-            return super().perform()
+            result = super().perform()
+            outcome = "finished"
+            return result
         finally:
             db.session.remove()
             isolation.reset()
+            metrics.JOB_DURATION.labels(self.origin, self.func_name, outcome).observe(time.perf_counter() - started)
             logs.unbind_job(bound)
 
 
