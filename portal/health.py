@@ -160,6 +160,7 @@ class ProbeMiddleware:
             ("Content-Type", "application/json"),
             ("Content-Length", str(len(payload))),
             ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
         ]
         if allow:
             headers.append(("Allow", allow))

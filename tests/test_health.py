@@ -78,6 +78,7 @@ def test_healthz_answers_on_every_host_without_a_cookie(app, host):
     assert response.get_json() == {"status": "ok"}
     assert "Set-Cookie" not in response.headers
     assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
 def test_healthz_needs_nothing_but_the_process(app_with):
