@@ -185,14 +185,15 @@ def _finish_request(response):
         request_id = uuid.uuid4().hex
     response.headers[REQUEST_ID_HEADER] = request_id
     started = getattr(g, "request_started", None)
+    path = loggable_path()
     request_log.info(
         "%s %s %s",
         request.method,
-        loggable_path(),
+        path,
         response.status_code,
         extra={
             "method": request.method,
-            "path": loggable_path(),
+            "path": path,
             "endpoint": request.endpoint,
             "status": response.status_code,
             "duration_ms": round((time.perf_counter() - started) * 1000, 1) if started is not None else None,
