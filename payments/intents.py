@@ -39,7 +39,7 @@ from billing.schedules import CaptureFees
 from core import queue
 from core.db import db
 from core.money import MoneyError, format_amount, normalise_currency
-from payments import balance_transactions, channel_health, events, objects
+from payments import balance_transactions, channel_health, events, metrics, objects
 from payments import products as catalogue
 from payments.channel_adapters import adapter_of
 from payments.channels.base import (
@@ -623,6 +623,7 @@ def _confirm(
         channel_health.record_success(account.id, inputs.health.get(account.id))
         return apply_charge_result(ctx.tenant_id, attempt_id, result, intent_id=intent_id)
     pi = get(ctx, intent_id, lock=True)
+    before = pi.status
     _fail(
         pi,
         {
@@ -631,7 +632,9 @@ def _confirm(
             "message": "No payment channel could take the payment; nothing was charged. Try again later.",
         },
     )
+    counted = metrics.payment_outcome(pi, before)
     db.session.commit()
+    metrics.count_payment(counted)
     raise ChannelError(
         "No payment channel could take the payment; nothing was charged. Try again later.",
         code="channel_unavailable",
@@ -734,9 +737,12 @@ def _fail_attempt(
     if attempt.status not in ("started", "unknown"):
         db.session.rollback()
         return get(ctx, intent_id)
+    before = pi.status
     _set_attempt(attempt.tenant_id, attempt.id, status, error=detail, response=response)
     _fail(pi, error)
+    counted = metrics.payment_outcome(pi, before)
     db.session.commit()
+    metrics.count_payment(counted)
     return pi
 
 
@@ -908,6 +914,7 @@ def apply_charge_result(
         db.session.rollback()
         return pi
     hot: HotWork = []
+    before = pi.status
     with db.session.no_autoflush:
         applied = _apply(pi, attempt, result, hot)
     if not applied:
@@ -916,7 +923,9 @@ def apply_charge_result(
     db.session.flush()
     for work in hot:
         work()
+    counted = metrics.payment_outcome(pi, before)
     db.session.commit()
+    metrics.count_payment(counted)
     return pi
 
 
@@ -972,6 +981,7 @@ def apply_not_taken(tenant_id: uuid.UUID, attempt_id: uuid.UUID, reason: str) ->
     if attempt.status not in ("started", "unknown"):
         db.session.rollback()
         return pi
+    before = pi.status
     _set_attempt(tenant_id, attempt_id, "unavailable", error=reason)
     if pi.status == "processing" and attempt.kind == "charge":
         _fail(
@@ -982,7 +992,9 @@ def apply_not_taken(tenant_id: uuid.UUID, attempt_id: uuid.UUID, reason: str) ->
                 "message": "The payment channel never received the payment; nothing was charged.",
             },
         )
+    counted = metrics.payment_outcome(pi, before)
     db.session.commit()
+    metrics.count_payment(counted)
     return pi
 
 

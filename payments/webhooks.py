@@ -47,7 +47,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core import crypto, queue, sweeps
 from core.db import db
-from payments import objects
+from payments import metrics, objects
 from payments.channels.base import Secret, sign_payload
 from payments.errors import InvalidRequest, NotFound
 from payments.models import Event
@@ -843,6 +843,8 @@ def _deliver(tenant_id: uuid.UUID, delivery_id: uuid.UUID, attempt: int | None, 
             row.next_attempt_at = next_at = retry_at
     status = row.status
     db.session.commit()
+    if not outcome.ok:
+        metrics.count_webhook_failure(answered=outcome.status is not None)
     if next_at is not None:
         _queue_attempt(tenant_id, delivery_id, attempt + 1, at=next_at)
     log.info("webhook delivery %s attempt %s: %s", delivery_id, attempt, outcome.status or outcome.error)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from flask import Flask
@@ -19,6 +18,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = ThemedFlask(__name__)
     configure_settings(app, test_config)
     configure_logging(app)
+    configure_metrics(app)
+    configure_probes(app)
     configure_extensions(app)
     configure_sites(app)
     configure_theming(app)
@@ -44,8 +45,25 @@ def configure_settings(app: Flask, test_config: dict[str, Any] | None) -> None:
 
 
 def configure_logging(app: Flask) -> None:
-    if not app.debug and not app.testing:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """JSON lines with the request id, the tenant and the job (`portal.logs`); first, so that its
+    request hooks run before any other."""
+    from portal import logs
+
+    logs.configure(app)
+
+
+def configure_metrics(app: Flask) -> None:
+    """Prometheus metrics at /metrics on the platform host, and every request's latency."""
+    from portal import metrics
+
+    metrics.init_app(app)
+
+
+def configure_probes(app: Flask) -> None:
+    """/healthz and /readyz, answered in front of the app on every host (`portal.health`)."""
+    from portal import health
+
+    health.init_app(app)
 
 
 def configure_extensions(app: Flask) -> None:

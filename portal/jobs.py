@@ -6,6 +6,7 @@ Jobs themselves live beside the code they run (`portal/mail.py`, later `clearing
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime
 from typing import Any
@@ -17,6 +18,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
 from core.db import db
+from portal import logs, metrics
 from tenants import isolation
 
 QUEUES = ("default", "mail", "channels", "webhooks", "clearing", "exports")
@@ -71,10 +73,14 @@ def enqueue(
 
 
 class AppJob(Job):
-    """Runs in the worker's app context with the job's tenant restored."""
+    """Runs in the worker's app context with the job's tenant restored; its log lines carry its id
+    and its duration is observed (`portal.metrics.JOB_DURATION`)."""
 
     def perform(self) -> Any:
         tenant = self.meta.get("tenant_id")
+        started = time.perf_counter()
+        outcome = "failed"
+        bound = logs.bind_job(self.id)
         try:
             if tenant:
                 isolation.activate_tenant(db.session, uuid.UUID(tenant))
@@ -82,10 +88,14 @@ class AppJob(Job):
                 isolation.activate_platform_scope(db.session)
             else:
                 isolation.reset(db.session)
-            return super().perform()
+            result = super().perform()
+            outcome = "finished"
+            return result
         finally:
             db.session.remove()
             isolation.reset()
+            metrics.JOB_DURATION.labels(self.origin, self.func_name, outcome).observe(time.perf_counter() - started)
+            logs.unbind_job(bound)
 
 
 def schedule_sweeps() -> None:
@@ -101,16 +111,30 @@ def schedule_sweeps() -> None:
 
 
 class AppWorker(SimpleWorker):
-    """The worker `flask worker` runs: RQ's `SimpleWorker` which, when `keeps_sweeps`, also makes sure the
-    sweep chains are scheduled with each of RQ's maintenance runs (at start-up and every
-    `maintenance_interval`, 10 minutes). The sweeps re-queue what waits in PostgreSQL (undispatched events,
-    overdue deliveries, unknown channel outcomes, stale runs); their chain lives in Redis, so a Redis that
-    comes back without its data (restarted without persistence, a failover) would otherwise stop them
-    until a worker restarts. RQ's own worker outlives a Redis outage (it retries the connection)."""
+    """The worker of `flask worker`: RQ's `SimpleWorker` (jobs run in its own process, no fork per job).
 
-    def __init__(self, *args: Any, keeps_sweeps: bool = False, **kwargs: Any):
+    Its log lines name a job by id only, never by its arguments (an e-mail job's carry the message, links
+    with tokens included), and the lines RQ writes about a job (its failure, its traceback) carry the job's id.
+
+    When `keeps_sweeps`, it also makes sure the sweep chains are scheduled with each of RQ's maintenance runs
+    (at start-up and every `maintenance_interval`, 10 minutes). The sweeps re-queue what waits in PostgreSQL
+    (undispatched events, overdue deliveries, unknown channel outcomes, stale runs); their chain lives in
+    Redis, so a Redis that comes back without its data (restarted without persistence, a failover) would
+    otherwise stop them until a worker restarts. RQ's own worker outlives a Redis outage (it retries the
+    connection)."""
+
+    def __init__(self, *args: Any, keeps_sweeps: bool = False, **kwargs: Any) -> None:
+        kwargs.setdefault("log_job_description", False)
+        kwargs.setdefault("job_class", AppJob)
         super().__init__(*args, **kwargs)
         self.keeps_sweeps = keeps_sweeps
+
+    def perform_job(self, job: Job, queue: Queue) -> bool:
+        bound = logs.bind_job(job.id)
+        try:
+            return super().perform_job(job, queue)
+        finally:
+            logs.unbind_job(bound)
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()

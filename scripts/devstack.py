@@ -193,6 +193,17 @@ def flask(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "flask", *args], cwd=ROOT, check=True)
 
 
+def metrics_dir() -> None:
+    """One empty folder for the Prometheus values of every process the Procfile starts (web and
+    workers), so the web's /metrics counts the workers' jobs and payments too (portal/metrics.py)."""
+    folder = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or INSTANCE / "metrics")
+    if folder.exists():
+        for old in folder.glob("*.db"):
+            old.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+
+
 def command_run() -> int:
     port = os.environ.setdefault("PORT", "5000")
     with Stack():
@@ -200,6 +211,7 @@ def command_run() -> int:
         flask("demo", "load")
         domain = os.environ.get("PAYPLAT_PLATFORM_DOMAIN", "localhost")
         log(f"platform console: http://{domain}:{port}/   tenants: http://<slug>.{domain}:{port}/")
+        metrics_dir()
         log("starting web and worker (Ctrl-C stops everything)")
         return run_child([sys.executable, "-m", "honcho", "start", "-f", str(ROOT / "Procfile")])
 
