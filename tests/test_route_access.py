@@ -337,6 +337,9 @@ ACCESS: dict[str, Access] = {
     "notifications.receive": public(),  # a payment channel's signed notification
     "brand_logo": public(),
     "theme_static": public(BOTH_HOSTS),
+    # Prometheus metrics: on the platform's host, to a loopback client (the test's) or one with the
+    # PAYPLAT_METRICS_TOKEN bearer token (tests/test_metrics.py).
+    "metrics": public(("platform",)),
     "static": public(BOTH_HOSTS, ok=404),  # the portal has no static folder of its own: themes carry the files
 }
 
