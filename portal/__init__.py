@@ -24,6 +24,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     configure_theming(app)
     configure_languages(app)
     register_blueprints(app)
+    configure_rate_limits(app)
     register_error_handlers(app)
     register_cli(app)
     return app
@@ -101,6 +102,13 @@ def register_blueprints(app: Flask) -> None:
     from portal.platform import jobs_dashboard
 
     jobs_dashboard.init_app(app)
+
+
+def configure_rate_limits(app: Flask) -> None:
+    # After the blueprints: the limited views are wrapped where they are registered.
+    from portal import limits
+
+    limits.init_app(app)
 
 
 def register_error_handlers(app: Flask) -> None:

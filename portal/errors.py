@@ -18,6 +18,8 @@ MESSAGES = {
     404: (_l("Page not found"), _l("There is no page at this address.")),
     405: (_l("Not allowed"), _l("This page does not accept that kind of request.")),
     413: (_l("Too large"), _l("The upload is larger than allowed.")),
+    # With `Retry-After` (`portal.limits`).
+    429: (_l("Too many attempts"), _l("There were too many attempts in a short time. Wait a minute and try again.")),
     500: (_l("Something went wrong"), _l("We could not complete the request. Please try again.")),
 }
 
