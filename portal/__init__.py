@@ -25,6 +25,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     configure_languages(app)
     register_blueprints(app)
     configure_rate_limits(app)
+    configure_security_headers(app)
     register_error_handlers(app)
     register_cli(app)
     return app
@@ -109,6 +110,12 @@ def configure_rate_limits(app: Flask) -> None:
     from portal import limits
 
     limits.init_app(app)
+
+
+def configure_security_headers(app: Flask) -> None:
+    from portal import security
+
+    security.init_app(app)
 
 
 def register_error_handlers(app: Flask) -> None:

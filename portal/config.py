@@ -156,6 +156,8 @@ def load(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         # each process counts in memory until Redis answers again (`portal.limits`).
         "RATELIMIT_STORAGE_URI": _env("RATELIMIT_STORAGE_URI"),
         "RATELIMIT_STRATEGY": _env("RATELIMIT_STRATEGY", "fixed-window"),
+        # The security headers (`portal.security`): how long browsers keep to HTTPS once told over HTTPS.
+        "HSTS_MAX_AGE": _env_int("HSTS_MAX_AGE", 365 * 24 * 3600),
     }
     config.update(overrides)
     config["DATABASE_URL"] = sqlalchemy_url(config["DATABASE_URL"])

@@ -1,4 +1,4 @@
-"""Error pages and the headers every response carries.
+"""Error pages.
 
 An unknown host gets a plain page that names no tenant and no platform. Error pages on a
 tenant's host wear the tenant's brand; a suspended tenant's host shows only the notice.
@@ -49,12 +49,3 @@ def init_app(app: Flask) -> None:
             _l("Form expired"),
             _l("The form was missing its security token or it expired. Go back, reload the page and submit again."),
         )
-
-    @app.after_request
-    def _security_headers(response):
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        if app.config["HTTPS"]:
-            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
-        return response

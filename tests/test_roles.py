@@ -108,6 +108,7 @@ ACCESS = {
     "/merchant/payment-links": {"owner", "staff"},
     "/merchant/payment-links/new": {"owner"},
     "/merchant/onboarding": {"owner", "staff"},
+    "/merchant/settings": {"owner"},
 }
 
 
