@@ -12,7 +12,7 @@ from pages import body, signed_in
 
 from core.db import db
 from payments import intents
-from tenants import api_keys
+from tenants import api_keys, frame_domains
 from tenants.audit import Actor
 from tenants.isolation import tenant_context
 
@@ -178,3 +178,48 @@ def test_only_the_owner_edits_the_frame_sites(site, shop, make):
     make.user(shop["tenant"], "staff@corner.example.com", "staff", merchant_id=shop["merchant"])
     staff = signed_in(site, shop["tenant"], "staff@corner.example.com")
     assert staff.get("/merchant/settings").status_code == 403
+
+
+def test_a_payment_link_page_is_framed_by_its_merchants_sites(app, site, shop):
+    from payments import links
+    from payments.links import LinkInput
+
+    tenant = shop["tenant"]
+    with app.app_context():
+        with tenant_context(db.session, tenant.id):
+            frame_domains.set_allowed(tenant.id, shop["merchant"], "shop.example.com", Actor.system())
+            corner = links.create_link(
+                tenant.id, shop["merchant"], LinkInput(name="Coffee", amount="4.50", currency="usd"), Actor.system()
+            ).id
+            kiosk = links.create_link(
+                tenant.id, shop["kiosk"], LinkInput(name="Tea", amount="3.00", currency="usd"), Actor.system()
+            ).id
+        db.session.remove()
+    payer = site(tenant.host)
+    page = payer.get(f"/checkout/link/{corner}")
+    assert page.status_code == 200
+    assert csp(page)["frame-ancestors"] == "https://shop.example.com"
+    assert "X-Frame-Options" not in page.headers
+    assert_framed_nowhere(payer.get(f"/checkout/link/{kiosk}"))
+
+
+def test_the_stripe_checkout_admits_stripe_js_and_nothing_else_does(app, make, site):
+    tenant = make.tenant("stripeco", name="Stripe Co")
+    merchant = make.merchant(tenant, "Bakery", "owner@bakery.example.com")
+    make.channel_account(
+        tenant.id,
+        name="Stripe",
+        type="stripe",
+        base_url="https://api.stripe.com",
+        credentials={"secret_key": "sk_test_headers0123456789abcdef"},
+        settings={"publishable_key": "pk_test_headers0123456789abcdef"},
+    )
+    payer = site(tenant.host)
+    checkout = payer.get(new_intent(app, tenant.id, merchant))
+    assert '<script src="https://js.stripe.com/v3/">' in body(checkout)
+    policy = csp(checkout)
+    assert policy["script-src"].split() == ["'self'", "https://js.stripe.com"]
+    assert "https://api.stripe.com" in policy["connect-src"].split()
+    assert "https://js.stripe.com" in policy["frame-src"].split()
+    # The next page (the sign-in page) admits no Stripe script.
+    assert "stripe" not in payer.get("/login").headers["Content-Security-Policy"]
