@@ -25,6 +25,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     configure_theming(app)
     configure_languages(app)
     register_blueprints(app)
+    configure_rate_limits(app)
+    configure_security_headers(app)
     register_error_handlers(app)
     register_cli(app)
     return app
@@ -119,6 +121,19 @@ def register_blueprints(app: Flask) -> None:
     from portal.platform import jobs_dashboard
 
     jobs_dashboard.init_app(app)
+
+
+def configure_rate_limits(app: Flask) -> None:
+    # After the blueprints: the limited views are wrapped where they are registered.
+    from portal import limits
+
+    limits.init_app(app)
+
+
+def configure_security_headers(app: Flask) -> None:
+    from portal import security
+
+    security.init_app(app)
 
 
 def register_error_handlers(app: Flask) -> None:

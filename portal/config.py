@@ -43,6 +43,35 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigError(f"{PREFIX}{name}={value!r} is not a whole number") from exc
 
 
+# Rate limits (`portal.limits`), in the notation of the `limits` library ("10/minute", several
+# separated by ";"), each overridable by `PAYPLAT_RATELIMIT_<NAME>`: sign-in forms per client IP
+# (the password step and any later step of signing in, such as a one-time code) and per account
+# e-mail, password reset requests, sign-ups, the merchant API per key (Stripe allows 100 requests a
+# second) and per client IP for requests without a valid key.
+RATE_LIMITS = {
+    "SIGN_IN_IP": "10/minute",
+    "SIGN_IN_EMAIL": "5/minute",
+    "PASSWORD_RESET_IP": "5/minute",
+    "PASSWORD_RESET_EMAIL": "3/hour",
+    "SIGNUP_IP": "5/minute;30/hour",
+    "API_KEY": "100/second",
+    "API_IP": "20/second;300/minute",
+}
+
+
+def _check_rate_limits(limits: dict[str, str]) -> None:
+    from limits import parse_many
+
+    for name in RATE_LIMITS:
+        value = limits.get(name)
+        try:
+            parse_many(value or "")
+        except ValueError:
+            raise ConfigError(
+                f"{PREFIX}RATELIMIT_{name}={value!r} is not a rate limit: write e.g. '10/minute' or '5/minute;30/hour'"
+            ) from None
+
+
 def sqlalchemy_url(url: str) -> str:
     """Use the psycopg 3 driver whatever scheme the URL was written with."""
     parsed = make_url(url.replace("postgres://", "postgresql://", 1))
@@ -122,6 +151,13 @@ def load(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "EXPORT_DIRECT_MAX_ROWS": _env_int("EXPORT_DIRECT_MAX_ROWS", 5000),
         "EXPORT_TTL_HOURS": _env_int("EXPORT_TTL_HOURS", 24),
         "ENCRYPTION_KEYS": [k for k in (_env("ENCRYPTION_KEYS") or "").split(",") if k.strip()],
+        "RATE_LIMITS": {name: _env(f"RATELIMIT_{name}", default) for name, default in RATE_LIMITS.items()},
+        # Where the counts live (the app's Redis unless set) and how they are counted; without Redis
+        # each process counts in memory until Redis answers again (`portal.limits`).
+        "RATELIMIT_STORAGE_URI": _env("RATELIMIT_STORAGE_URI"),
+        "RATELIMIT_STRATEGY": _env("RATELIMIT_STRATEGY", "fixed-window"),
+        # The security headers (`portal.security`): how long browsers keep to HTTPS once told over HTTPS.
+        "HSTS_MAX_AGE": _env_int("HSTS_MAX_AGE", 365 * 24 * 3600),
     }
     config.update(overrides)
     config["DATABASE_URL"] = sqlalchemy_url(config["DATABASE_URL"])
@@ -130,6 +166,7 @@ def load(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     )
     if not config["PLATFORM_HOST"]:
         config["PLATFORM_HOST"] = config["PLATFORM_DOMAIN"]
+    _check_rate_limits(config["RATE_LIMITS"])
     if config["ENV"] == "production" and config["SECRET_KEY"] == DEV_SECRET_KEY:
         raise ConfigError(
             "refusing to start in production with the development secret key: "

@@ -1,4 +1,4 @@
-"""Error pages and the headers every response carries.
+"""Error pages.
 
 An unknown host gets a plain page that names no tenant and no platform. Error pages on a
 tenant's host wear the tenant's brand; a suspended tenant's host shows only the notice.
@@ -18,6 +18,8 @@ MESSAGES = {
     404: (_l("Page not found"), _l("There is no page at this address.")),
     405: (_l("Not allowed"), _l("This page does not accept that kind of request.")),
     413: (_l("Too large"), _l("The upload is larger than allowed.")),
+    # With `Retry-After` (`portal.limits`).
+    429: (_l("Too many attempts"), _l("There were too many attempts in a short time. Wait a minute and try again.")),
     500: (_l("Something went wrong"), _l("We could not complete the request. Please try again.")),
 }
 
@@ -47,12 +49,3 @@ def init_app(app: Flask) -> None:
             _l("Form expired"),
             _l("The form was missing its security token or it expired. Go back, reload the page and submit again."),
         )
-
-    @app.after_request
-    def _security_headers(response):
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        if app.config["HTTPS"]:
-            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
-        return response

@@ -134,6 +134,11 @@ class Merchant(TenantOwned, db.Model):
     onboarding_changed_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=_now())
     review_message: Mapped[str | None] = mapped_column(sa.Text)
     risk_level: Mapped[str | None] = mapped_column(sa.String(10))
+    # The sites that may show the merchant's hosted checkout in a frame: https origins such as
+    # `https://shop.example.com` or `https://*.example.com` (`tenants.frame_domains`); none: no framing.
+    frame_domains: Mapped[list[str]] = mapped_column(
+        sa.ARRAY(sa.Text), default=list, server_default=sa.text("'{}'::text[]")
+    )
 
     __table_args__ = (
         sa.CheckConstraint("status IN ('active', 'suspended')", name="status"),

@@ -232,6 +232,7 @@ ACCESS: dict[str, Access] = {
     "merchant.set_coupon_active": merchant("owner"),
     "merchant.set_payment_link_active": merchant("owner"),
     "merchant.set_webhook_status": merchant("owner"),
+    "merchant.settings": merchant("owner"),  # which sites may frame the checkout
     "merchant.settlement": merchant(*MERCHANT_USERS),
     "merchant.settlement_csv": merchant(*MERCHANT_USERS),
     "merchant.settlement_pdf": merchant(*MERCHANT_USERS),

@@ -89,7 +89,8 @@ _HTTP_MESSAGES = {
     400: "The request could not be understood.",
     403: "This account cannot use the API at the moment.",
     413: "The request body is too large.",
-    429: "Too many requests hit the API too quickly.",
+    # Stripe's `rate_limit` (type invalid_request_error); `Retry-After` says when to try again (`portal.limits`).
+    429: "Too many requests hit the API too quickly. We recommend an exponential backoff of your requests.",
 }
 
 

@@ -187,6 +187,7 @@ from portal.merchant import (  # noqa: E402, F401
     payments,
     payouts,
     reports,
+    settings,
     settlements,
     terminals,
     webhooks,
