@@ -501,6 +501,12 @@ def confirm_intent(
     return _confirm(ctx, pi, RoutingInputs.load(ctx.tenant_id, ctx.merchant_id, ctx.mode), earlier_attempts=earlier)
 
 
+# The risk screening of a confirmation (`risk.screening.screen`, which installs itself here when the
+# app imports it: risk sits above payments). It runs in the first transaction, may add alerts or mark
+# the intent held, and returns a payment error when a rule blocks the payment.
+screen: Callable[[PaymentIntent], dict[str, Any] | None] | None = None
+
+
 def _confirm(
     ctx: MerchantContext, pi: PaymentIntent, inputs: RoutingInputs, *, earlier_attempts: int, created: bool = False
 ) -> PaymentIntent:
@@ -546,6 +552,18 @@ def _confirm(
         _fail(pi, {"type": "invalid_request_error", "code": "payment_method_unavailable", "message": decision.summary})
         db.session.commit()
         raise InvalidRequest(decision.summary, code="payment_method_unavailable", param="payment_method")
+    # Risk rules (`risk.screening`, installed into `screen`): alerts, a hold, or a block before any channel call.
+    refusal = screen(pi) if screen is not None else None
+    if refusal is not None:
+        _fail(pi, refusal)
+        db.session.commit()
+        raise CardError(
+            refusal["message"],
+            code="card_declined",
+            decline_code=refusal["decline_code"],
+            param="payment_method",
+            payment_intent=objects.payment_intent(pi),
+        )
     route = [decision.chosen, *decision.failover]
     given = channel_elements(pi.payer_details)
     needed = catalogue.product(product).required_elements

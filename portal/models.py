@@ -6,8 +6,10 @@ import core.sweeps  # noqa: F401
 import ledger.models  # noqa: F401
 import onboarding.models  # noqa: F401
 import payments.models  # noqa: F401
+import risk.models  # noqa: F401
 import payments.order_models  # noqa: F401
 import payments.terminals  # noqa: F401
 import payments.webhooks  # noqa: F401
+import risk.models  # noqa: F401
 import tenants.api_keys  # noqa: F401
 import tenants.models  # noqa: F401
