@@ -6,7 +6,6 @@ import core.sweeps  # noqa: F401
 import ledger.models  # noqa: F401
 import onboarding.models  # noqa: F401
 import payments.models  # noqa: F401
-import risk.models  # noqa: F401
 import payments.order_models  # noqa: F401
 import payments.terminals  # noqa: F401
 import payments.webhooks  # noqa: F401

@@ -40,6 +40,14 @@ def held(tenant_id: uuid.UUID) -> sa.Select:
     return sa.select(PaymentIntent).where(PaymentIntent.tenant_id == tenant_id, PaymentIntent.risk_review == "held")
 
 
+def held_count(tenant_id: uuid.UUID) -> int:
+    return db.session.scalar(
+        sa.select(sa.func.count())
+        .select_from(PaymentIntent)
+        .where(PaymentIntent.tenant_id == tenant_id, PaymentIntent.risk_review == "held")
+    )
+
+
 def _locked(tenant_id: uuid.UUID, intent_id: str) -> PaymentIntent | None:
     return db.session.execute(
         sa.select(PaymentIntent)

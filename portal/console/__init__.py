@@ -347,6 +347,15 @@ def _role_flags():
     )
 
 
-# Register the channel, routing, fee schedule, clearing, payout and reconciliation views on bp (`fees`,
+# Register the channel, routing, fee schedule, clearing, payout, reconciliation and risk views on bp (`fees`,
 # `clearing` and `payouts` also serve the merchant page).
-from portal.console import channels, clearing, fees, onboarding, payouts, reconciliation, reports  # noqa: E402, F401
+from portal.console import (  # noqa: E402, F401
+    channels,
+    clearing,
+    fees,
+    onboarding,
+    payouts,
+    reconciliation,
+    reports,
+    risk,
+)
