@@ -35,17 +35,25 @@ def _now() -> datetime:
 # --- held payments -------------------------------------------------------------------------
 
 
+# A held payment waits for review once money is on its way (charged, authorised, or being charged).
+CHARGED = ("processing", "requires_capture", "succeeded")
+
+
+def _held_where(tenant_id: uuid.UUID):
+    return (
+        PaymentIntent.tenant_id == tenant_id,
+        PaymentIntent.risk_review == "held",
+        PaymentIntent.status.in_(CHARGED),
+    )
+
+
 def held(tenant_id: uuid.UUID) -> sa.Select:
     """The held payments of the tenant (the review queue), for paging newest first."""
-    return sa.select(PaymentIntent).where(PaymentIntent.tenant_id == tenant_id, PaymentIntent.risk_review == "held")
+    return sa.select(PaymentIntent).where(*_held_where(tenant_id))
 
 
 def held_count(tenant_id: uuid.UUID) -> int:
-    return db.session.scalar(
-        sa.select(sa.func.count())
-        .select_from(PaymentIntent)
-        .where(PaymentIntent.tenant_id == tenant_id, PaymentIntent.risk_review == "held")
-    )
+    return db.session.scalar(sa.select(sa.func.count()).select_from(PaymentIntent).where(*_held_where(tenant_id)))
 
 
 def _locked(tenant_id: uuid.UUID, intent_id: str) -> PaymentIntent | None:
@@ -205,7 +213,7 @@ def platform_overview() -> list[TenantAlerts]:
     )
     holds = (
         sa.select(PaymentIntent.tenant_id, sa.func.count().label("held"))
-        .where(PaymentIntent.risk_review == "held")
+        .where(PaymentIntent.risk_review == "held", PaymentIntent.status.in_(CHARGED))
         .group_by(PaymentIntent.tenant_id)
         .subquery()
     )

@@ -139,11 +139,14 @@ def screen(pi: PaymentIntent) -> dict[str, Any] | None:
         rules = [Rule(*row[1:]) for row in rows if row[1] is not None]
         hits = _evaluate(pi, rules, level, payer, now) if rules else []
     pi.risk_payer = payer
-    if not hits:
-        return None
-    strongest = max(hits, key=lambda hit: STRENGTH[hit.rule.action]).rule.action
+    strongest = max(hits, key=lambda hit: STRENGTH[hit.rule.action]).rule.action if hits else None
     if strongest == "hold":
         pi.risk_review, pi.risk_released_at = "held", None
+    elif pi.risk_review == "held":
+        # Held at an earlier confirmation that charged nothing (it is being confirmed again): this one decides.
+        pi.risk_review = None
+    if not hits:
+        return None
     db.session.flush()  # the intent's row first: the alerts refer to it
     alerts = [
         RiskAlert(

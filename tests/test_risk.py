@@ -433,3 +433,21 @@ def test_another_tenants_rules_do_not_apply(acme, make):
     assert error is None and _alerts(tenant.id) == []
     _, error = _pay(other.id, shop, 5_000)
     assert error is not None and len(_alerts(other.id)) == 1
+
+
+def test_a_refund_of_a_held_payment_waits_with_it(acme):
+    tenant, coffee, _ = acme
+    _rule(tenant.id, "large_amount", action="hold", amount_limit=100_000)
+    held, _ = _pay(tenant.id, coffee, 100_000)
+    with tenant_context(db.session, tenant.id):
+        refund = refunds.create(intents.MerchantContext(tenant.id, coffee, False), payment_intent=held, amount=30_000)
+    later = datetime.now(UTC) + timedelta(days=3)
+    assert _settle(tenant.id, later)["transactions"] == 0  # neither the charge nor its refund
+    with tenant_context(db.session, tenant.id):
+        review.release(tenant.id, held, ADMIN)
+    outcome = _settle(tenant.id, later)
+    assert outcome["transactions"] == 2 and outcome["net"][0]["amount"] == 70_000
+    with tenant_context(db.session, tenant.id):
+        assert db.session.scalar(
+            sa.select(BalanceTransaction.status).where(BalanceTransaction.source == refund.id)
+        ) == ("available")
