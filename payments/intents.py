@@ -16,7 +16,8 @@ failure: the attempt stays `unknown`, the intent `processing`, and a job asks th
 the same idempotency key until the outcome is final (`payments.jobs.resolve_attempt`).
 
 A payment created and confirmed in one request costs two transactions and sixteen
-statements (docs/PERFORMANCE.md lists them); keep it so when changing this module.
+statements (docs/PERFORMANCE.md lists them), plus the risk screening's one (two when a tenant's
+rules look back over recent payments); keep it so when changing this module.
 """
 
 from __future__ import annotations

@@ -131,13 +131,16 @@ def screen(pi: PaymentIntent) -> dict[str, Any] | None:
     blocks it (the caller fails the intent and commits), else None."""
     now = _now()
     payer = payer_of(pi.payer_details)
-    with db.session.no_autoflush:  # the intent's own row is written once, by the caller's flush
-        rows = db.session.execute(
-            _RULES, {"tenant_id": pi.tenant_id, "merchant_id": pi.merchant_id, "currency": pi.currency}
-        ).all()
-        level = rows[0][0] if rows else None
-        rules = [Rule(*row[1:]) for row in rows if row[1] is not None]
-        hits = _evaluate(pi, rules, level, payer, now) if rules else []
+    # On the session's connection: no ORM hooks, and no autoflush (the intent's own row is written
+    # once, by the caller's flush).
+    rows = (
+        db.session.connection()
+        .execute(_RULES, {"tenant_id": pi.tenant_id, "merchant_id": pi.merchant_id, "currency": pi.currency})
+        .all()
+    )
+    level = rows[0][0] if rows else None
+    rules = [Rule(*row[1:]) for row in rows if row[1] is not None]
+    hits = _evaluate(pi, rules, level, payer, now) if rules else []
     pi.risk_payer = payer
     strongest = max(hits, key=lambda hit: STRENGTH[hit.rule.action]).rule.action if hits else None
     if strongest == "hold":
@@ -239,7 +242,7 @@ def _looking_back(
           AND status IN {COUNTED_STATUSES} AND created_at >= :since AND ({subjects})
         """
     )
-    row = db.session.execute(statement, params).one()
+    row = db.session.connection().execute(statement, params).one()
     hits = []
     for number, (rule, band) in enumerate(rules):
         count, total = row[2 * number] + 1, int(row[2 * number + 1]) + pi.amount
@@ -305,17 +308,21 @@ def _large_reason(pi, threshold: int, level) -> str:
 
 
 def _refund_share(pi: PaymentIntent, rule: Rule, now: datetime) -> Hit | None:
-    charges, refunded, last_alert = db.session.execute(
-        _REFUND_SHARE,
-        {
-            "tenant_id": pi.tenant_id,
-            "merchant_id": pi.merchant_id,
-            "rule_id": rule.id,
-            "livemode": pi.livemode,
-            "currency": pi.currency,
-            "since": now - timedelta(minutes=rule.window_minutes),
-        },
-    ).one()
+    charges, refunded, last_alert = (
+        db.session.connection()
+        .execute(
+            _REFUND_SHARE,
+            {
+                "tenant_id": pi.tenant_id,
+                "merchant_id": pi.merchant_id,
+                "rule_id": rule.id,
+                "livemode": pi.livemode,
+                "currency": pi.currency,
+                "since": now - timedelta(minutes=rule.window_minutes),
+            },
+        )
+        .one()
+    )
     charges, refunded = int(charges), int(refunded)
     if refunded == 0 or refunded * 100 <= charges * rule.percent:
         return None
