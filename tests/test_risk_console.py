@@ -239,3 +239,33 @@ def test_the_platform_sees_alerts_of_every_tenant(app, site, acme, make):
     overview = text(table(page, "risk-tenants"))
     assert "Acme Payments 1 1 0 1" in overview
     assert held in text(table(page, "risk-alerts"))
+
+
+def test_a_blocked_payment_is_a_stripe_card_error_on_the_api(app, site, acme, owner_engine):
+    from tenants import api_keys
+    from tenants.audit import Actor
+
+    tenant, coffee = acme
+    admin = signed_in(site, tenant, tenant.admin_email)
+    admin.submit("/console/risk/rules", {**RULE, "action": "block"})
+    with app.app_context(), tenant_context(db.session, tenant.id):
+        _, secret = api_keys.create_key(tenant.id, coffee, "test", "backend", Actor.system())
+        db.session.remove()
+    api = app.test_client()
+    response = api.post(
+        "/v1/payment_intents",
+        data={"amount": "100000", "currency": "usd", "payment_method": "pm_card_visa", "confirm": "true"},
+        headers={"Authorization": f"Bearer {secret}", "Host": tenant.host},
+    )
+    assert response.status_code == 402
+    error = response.get_json()["error"]
+    assert (error["type"], error["code"], error["decline_code"]) == ("card_error", "card_declined", "fraudulent")
+    assert error["payment_intent"]["status"] == "requires_payment_method"
+    assert _count(owner_engine, "SELECT count(*) FROM payment_attempts") == 0
+    # A smaller one goes through.
+    response = api.post(
+        "/v1/payment_intents",
+        data={"amount": "99999", "currency": "usd", "payment_method": "pm_card_visa", "confirm": "true"},
+        headers={"Authorization": f"Bearer {secret}", "Host": tenant.host},
+    )
+    assert response.status_code == 200 and response.get_json()["status"] == "succeeded"
