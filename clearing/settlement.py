@@ -17,6 +17,12 @@ records counts and sums (charges + refunds − fees = net), one journal entry mo
 `merchant_pending` to `merchant_available`, and the run's progress advances. The marking is an
 `UPDATE ... RETURNING`, so the sums are of exactly the rows this transaction took: a second run
 (or the same run resumed after a kill) finds nothing left for that day and changes nothing.
+
+Payments held by a risk rule (`risk`)
+-------------------------------------
+A payment whose `risk_review` is "held" is left out, with its refunds, until the review releases
+(or refunds) it; from then on its money belongs to the business day of the release
+(`risk_released_at`), since the day it was captured may have been settled meanwhile.
 """
 
 from __future__ import annotations
@@ -156,15 +162,22 @@ _PENDING = """
         WHERE tenants.id = :tenant_id
     ), pending AS (
         SELECT bt.tenant_id, bt.id, bt.merchant_id, bt.currency, bt.livemode, bt.type, bt.amount, bt.fee, bt.net,
-               CAST(timezone(cfg.tz, bt.created_at) - CAST(cfg.cutoff AS interval) AS date)
+               CAST(timezone(cfg.tz, GREATEST(bt.created_at, reviewed.risk_released_at))
+                    - CAST(cfg.cutoff AS interval) AS date)
                  + CASE WHEN cfg.cutoff = TIME '00:00' THEN 0 ELSE 1 END AS day,
                COALESCE(terms.delay_days, cfg.delay) AS delay, cfg.tz, cfg.cutoff
         FROM balance_transactions AS bt
         CROSS JOIN cfg
         LEFT JOIN merchant_settlement_terms AS terms
                ON terms.tenant_id = bt.tenant_id AND terms.merchant_id = bt.merchant_id
+        LEFT JOIN refunds AS refund
+               ON bt.type = 'refund' AND refund.tenant_id = bt.tenant_id AND refund.id = bt.source
+        LEFT JOIN payment_intents AS reviewed
+               ON reviewed.tenant_id = bt.tenant_id AND reviewed.id = COALESCE(refund.payment_intent_id, bt.source)
+              AND reviewed.risk_review IS NOT NULL
         WHERE bt.tenant_id = :tenant_id AND bt.status = 'pending' AND bt.settlement_id IS NULL
           AND bt.type IN ('charge', 'refund')
+          AND reviewed.risk_review IS DISTINCT FROM 'held'
     ), due AS (
         SELECT * FROM pending
         WHERE timezone(tz, (day + cutoff)

@@ -16,7 +16,8 @@ failure: the attempt stays `unknown`, the intent `processing`, and a job asks th
 the same idempotency key until the outcome is final (`payments.jobs.resolve_attempt`).
 
 A payment created and confirmed in one request costs two transactions and sixteen
-statements (docs/PERFORMANCE.md lists them); keep it so when changing this module.
+statements (docs/PERFORMANCE.md lists them), plus the risk screening's one (two when a tenant's
+rules look back over recent payments); keep it so when changing this module.
 """
 
 from __future__ import annotations
@@ -501,6 +502,12 @@ def confirm_intent(
     return _confirm(ctx, pi, RoutingInputs.load(ctx.tenant_id, ctx.merchant_id, ctx.mode), earlier_attempts=earlier)
 
 
+# The risk screening of a confirmation (`risk.screening.screen`, which installs itself here when the
+# app imports it: risk sits above payments). It runs in the first transaction, may add alerts or mark
+# the intent held, and returns a payment error when a rule blocks the payment.
+screen: Callable[[PaymentIntent], dict[str, Any] | None] | None = None
+
+
 def _confirm(
     ctx: MerchantContext, pi: PaymentIntent, inputs: RoutingInputs, *, earlier_attempts: int, created: bool = False
 ) -> PaymentIntent:
@@ -546,6 +553,18 @@ def _confirm(
         _fail(pi, {"type": "invalid_request_error", "code": "payment_method_unavailable", "message": decision.summary})
         db.session.commit()
         raise InvalidRequest(decision.summary, code="payment_method_unavailable", param="payment_method")
+    # Risk rules (`risk.screening`, installed into `screen`): alerts, a hold, or a block before any channel call.
+    refusal = screen(pi) if screen is not None else None
+    if refusal is not None:
+        _fail(pi, refusal)
+        db.session.commit()
+        raise CardError(
+            refusal["message"],
+            code="card_declined",
+            decline_code=refusal["decline_code"],
+            param="payment_method",
+            payment_intent=objects.payment_intent(pi),
+        )
     route = [decision.chosen, *decision.failover]
     given = channel_elements(pi.payer_details)
     needed = catalogue.product(product).required_elements

@@ -184,6 +184,12 @@ class PaymentIntent(TenantOwned, db.Model):
     canceled_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
     # The merchant's terminal that created it with its device key (`payments.terminals`), if one did.
     terminal_id: Mapped[str | None] = mapped_column(sa.String(40))
+    # Risk screening (`risk.screening`, at each confirmation): the payer's e-mail as rules compare it
+    # (lower case), and the review state: "held" (its money stays out of settlement), "released",
+    # "refunded"; `risk_released_at`: when the review let its money go to settlement.
+    risk_payer: Mapped[str | None] = mapped_column(sa.String(254))
+    risk_review: Mapped[str | None] = mapped_column(sa.String(10))
+    risk_released_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
 
     __table_args__ = (
         sa.ForeignKeyConstraint(
@@ -211,6 +217,29 @@ class PaymentIntent(TenantOwned, db.Model):
         ),
         # The tenant's reports and its payments list across merchants (`clearing.reports`, `clearing.listings`).
         sa.Index("ix_payment_intents_tenant_id_created_at_id", "tenant_id", "created_at", "id"),
+        # Risk rules look back over a payer's and a card's recent payments; the review queue lists held ones.
+        sa.Index(
+            "ix_payment_intents_risk_payer",
+            "tenant_id",
+            "risk_payer",
+            "created_at",
+            postgresql_where=sa.text("risk_payer IS NOT NULL"),
+        ),
+        sa.Index(
+            "ix_payment_intents_risk_card",
+            "tenant_id",
+            "payment_method",
+            "created_at",
+            postgresql_where=sa.text("payment_method IS NOT NULL"),
+        ),
+        sa.Index(
+            "ix_payment_intents_risk_held",
+            "tenant_id",
+            "created_at",
+            "id",
+            postgresql_where=sa.text("risk_review = 'held'"),
+        ),
+        sa.CheckConstraint("risk_review IN ('held', 'released', 'refunded')", name="risk_review"),
     )
 
 

@@ -42,6 +42,9 @@ def configure_settings(app: Flask, test_config: dict[str, Any] | None) -> None:
     queue.configure(jobs.enqueue)
     # Core packages (channel health, the sandbox channel's state) reach the app's Redis through this hook.
     shared_redis.configure(jobs.redis_connection)
+    # Importing `risk` installs its screening of each confirmation into `payments.intents.screen`.
+    import risk  # noqa: F401
+
     if app.config["PROXY_FIX"]:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
 

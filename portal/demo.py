@@ -1,7 +1,8 @@
 """Demo data for `make run`: a platform admin, two tenants in different themes, two merchants
 each, every account with a known password; the first merchant of each has test payments, charge
 items, a coupon, a payment link and a terminal; each tenant has an applicant waiting in the KYC
-review queue. Loading twice changes nothing.
+review queue and a couple of risk rules (Acme's first merchant has a payment held for review).
+Loading twice changes nothing.
 
 The platform requires two-factor sign-in of platform admins: the demo's admin is enrolled with a
 fixed, published secret (`PLATFORM_ADMIN_TOTP_SECRET`, printed with the logins), so anyone can add
@@ -30,6 +31,7 @@ from payments.errors import PaymentError
 from payments.models import ChannelAccount, PaymentIntent
 from portal import theming
 from portal.sites import platform_base_url, tenant_base_url
+from risk import rules as risk_rules
 from tenants import accounts, provisioning, two_factor
 from tenants.audit import Actor
 from tenants.isolation import platform_scope, tenant_context
@@ -59,6 +61,26 @@ TENANTS = [
         "items": [("Espresso beans 1 kg", "bag", "24.00"), ("Barista class", "hour", "45.00")],
         "coupon": "WELCOME10",
         "applicant": ("Sunrise Bakery", "owner@bakery.example.com", "DE89370400440532013000", "DE"),
+        # Risk rules (`risk.rules`), and one payment the first rule holds, so the review queue has an entry.
+        "risk": [
+            {"name": "Large single payment", "kind": "large_amount", "action": "hold", "amount_limit": 200_000},
+            {
+                "name": "Card testing",
+                "kind": "velocity",
+                "action": "flag",
+                "subject": "card",
+                "window_minutes": 10,
+                "count_limit": 5,
+            },
+            {
+                "name": "Duplicate charge",
+                "kind": "duplicate",
+                "action": "block",
+                "subject": "payer",
+                "window_minutes": 5,
+            },
+        ],
+        "held_payment": 250_000,
     },
     {
         "spec": provisioning.TenantSpec(
@@ -97,6 +119,20 @@ TENANTS = [
         "items": [("牛肉面 Beef noodles", "bowl", "28.00"), ("茶叶 Green tea 250 g", "tin", "88.00")],
         "coupon": "HUANYING10",
         "applicant": ("Dragon Dumplings", "owner@dumplings.example.com", "GB82WEST12345698765432", "GB"),
+        "risk": [
+            {"name": "大额 Large payment", "kind": "large_amount", "action": "hold", "amount_limit": 2_000_000},
+            {
+                "name": "拆分 Structuring",
+                "kind": "structuring",
+                "action": "flag",
+                "subject": "payer",
+                "window_minutes": 1440,
+                "count_limit": 3,
+                "amount_limit": 5_000_000,
+                "percent": 10,
+            },
+        ],
+        "held_payment": None,
     },
 ]
 
@@ -135,7 +171,8 @@ def load() -> None:
             _ensure_fees(tenant_id, entry["fees"])
         _ensure_platform_fee(tenant_id, entry["platform_fee"])
         with tenant_context(db.session, tenant_id):
-            _ensure_payments(tenant_id, entry["merchants"][0][1], entry["channels"][0][1])
+            _ensure_risk(tenant_id, entry["risk"], entry["channels"][0][1])
+            _ensure_payments(tenant_id, entry["merchants"][0][1], entry["channels"][0][1], entry["held_payment"])
             _ensure_catalogue(tenant_id, entry["merchants"][0][1], entry["channels"][0][1], entry)
             _ensure_applicant(tenant_id, *entry["applicant"])
 
@@ -187,8 +224,17 @@ def _ensure_platform_fee(tenant_id, percent: str) -> None:
             db.session.commit()
 
 
-def _ensure_payments(tenant_id, owner_email: str, currency: str) -> None:
-    """A few test payments for the first merchant, so its dashboard has something to show."""
+def _ensure_risk(tenant_id, rules, currency: str) -> None:
+    """A couple of risk rules in the tenant's currency, so the console's Risk pages have something to show."""
+    if risk_rules.rules_of(tenant_id):
+        return
+    for rule in rules:
+        risk_rules.create(tenant_id, risk_rules.RuleInput(currency=currency, **rule), Actor.system())
+
+
+def _ensure_payments(tenant_id, owner_email: str, currency: str, held_amount: int | None = None) -> None:
+    """A few test payments for the first merchant, so its dashboard has something to show (and, with
+    `held_amount`, one a risk rule holds for review)."""
     owner = db.session.execute(
         sa.select(User).where(User.tenant_id == tenant_id, User.email == owner_email)
     ).scalar_one()
@@ -208,6 +254,15 @@ def _ensure_payments(tenant_id, owner_email: str, currency: str) -> None:
             payment_method="pm_card_chargeDeclined",
             confirm=True,
             description="Demo order (declined card)",
+        )
+    if held_amount:
+        intents.create(
+            ctx,
+            amount=held_amount,
+            currency=currency,
+            payment_method="pm_card_visa",
+            confirm=True,
+            description="Demo order (held for review)",
         )
 
 

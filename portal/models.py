@@ -9,5 +9,6 @@ import payments.models  # noqa: F401
 import payments.order_models  # noqa: F401
 import payments.terminals  # noqa: F401
 import payments.webhooks  # noqa: F401
+import risk.models  # noqa: F401
 import tenants.api_keys  # noqa: F401
 import tenants.models  # noqa: F401

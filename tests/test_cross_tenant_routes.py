@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -45,6 +46,8 @@ from payments import balance_operations, channel_accounts, intents, links, refun
 from payments.channels.base import Secret, sign_payload
 from payments.channels.sandbox import SIGNATURE_HEADER
 from payments.models import BalanceTransaction, Event
+from risk import rules as risk_rules
+from risk.models import RiskAlert
 from tenants import api_keys, branding, tokens
 from tenants.audit import Actor
 from tenants.isolation import tenant_context
@@ -106,6 +109,9 @@ class Side:
     applicant_email: str  # its owner (signs in with the test password)
     kyc_document: uuid.UUID  # one of its documents
     signup_token: str  # the e-mail verification link of a sign-up not yet verified
+    risk_rule: uuid.UUID  # a risk rule: hold single payments of 900.00 or more
+    risk_held: str  # a payment of `merchant` that rule held for review
+    risk_alert: uuid.UUID  # the alert it raised
 
 
 @dataclass
@@ -256,6 +262,37 @@ ROUTES: dict[str, Route] = {
         "GET",
         lambda w: {"merchant_id": w.a.applicant, "document_id": w.a.kyc_document},
         lambda w: [{"merchant_id": w.b.applicant, "document_id": w.b.kyc_document}],
+    ),
+    # Risk: B's alert (its payer's payment and why), B's rules (changed or deleted through A's host, B's
+    # payments would be checked differently) and B's held payment (released or refunded, B's money would move).
+    "console.risk_alert": Route(
+        "tenant", "GET", lambda w: {"alert_id": w.a.risk_alert}, lambda w: [{"alert_id": w.b.risk_alert}]
+    ),
+    "console.risk_rule": Route(
+        "tenant", "GET", lambda w: {"rule_id": w.a.risk_rule}, lambda w: [{"rule_id": w.b.risk_rule}]
+    ),
+    "console.update_risk_rule": Route(
+        "tenant",
+        "POST",
+        lambda w: {"rule_id": w.a.risk_rule},
+        lambda w: [{"rule_id": w.b.risk_rule}],
+        data={
+            "name": "taken over",
+            "kind": "large_amount",
+            "action": "flag",
+            "currency": "USD",
+            "subject": "",
+            "amount_limit": "1.00",
+        },
+    ),
+    "console.delete_risk_rule": Route(
+        "tenant", "POST", lambda w: {"rule_id": w.a.risk_rule}, lambda w: [{"rule_id": w.b.risk_rule}]
+    ),
+    "console.release_held_payment": Route(
+        "tenant", "POST", lambda w: {"intent_id": w.a.risk_held}, lambda w: [{"intent_id": w.b.risk_held}]
+    ),
+    "console.refund_held_payment": Route(
+        "tenant", "POST", lambda w: {"intent_id": w.a.risk_held}, lambda w: [{"intent_id": w.b.risk_held}]
     ),
     "console.approve_merchant": Route(
         "tenant",
@@ -874,6 +911,19 @@ def _side(app, make, slug: str, color) -> Side:
                 links.LinkInput(f"{slug} pass", items=[links.LinkItemInput(charge_item, quantity=2)]),
                 owner,
             ).id
+            risk_rule = risk_rules.create(
+                tenant.id,
+                risk_rules.RuleInput(
+                    name=f"{slug} big tickets", kind="large_amount", action="hold", currency="USD", amount_limit=90_000
+                ),
+                admin,
+            ).id
+            risk_held = intents.create(
+                merchant_ctx, amount=95_000, currency="usd", payment_method="pm_card_visa", confirm=True
+            ).id
+            risk_alert = db.session.execute(
+                sa.select(RiskAlert.id).where(RiskAlert.payment_intent_id == risk_held)
+            ).scalar_one()
         webhooks.dispatch(tenant.id)
         with tenant_context(db.session, tenant.id):
             delivery = db.session.execute(sa.select(webhooks.WebhookDelivery.id)).scalars().first()
@@ -965,14 +1015,21 @@ def _side(app, make, slug: str, color) -> Side:
         applicant_email=applicant_email,
         kyc_document=kyc_document,
         signup_token=signup_token,
+        risk_rule=risk_rule,
+        risk_held=risk_held,
+        risk_alert=risk_alert,
     )
 
 
 @pytest.fixture
-def world(app, make) -> World:
+def world(app, make, outbox) -> World:
     a = _side(app, make, "alpha", (200, 0, 0))
     b = _side(app, make, "beta", (0, 0, 200))
     assert a.logo != b.logo
+    # The setup's own e-mails (the alerts of the held payments) are delivered and put aside: the test
+    # looks for e-mails its requests cause.
+    outbox()
+    shutil.rmtree(app.config["MAIL_DIR"], ignore_errors=True)
     return World(a, b, make.platform_admin())
 
 
@@ -1137,6 +1194,20 @@ def _snapshot(owner_engine, tenant_id) -> dict:
                 {"t": tenant_id},
             ).all(),
             "orders": conn.execute(sa.text("SELECT count(*) FROM orders WHERE tenant_id = :t"), {"t": tenant_id}).all(),
+            "risk_rules": conn.execute(
+                sa.text(
+                    "SELECT id, name, action, amount_limit, enabled, updated_at FROM risk_rules"
+                    " WHERE tenant_id = :t ORDER BY id"
+                ),
+                {"t": tenant_id},
+            ).all(),
+            "risk_review": conn.execute(
+                sa.text(
+                    "SELECT id, risk_review, amount_refunded FROM payment_intents"
+                    " WHERE tenant_id = :t AND risk_review IS NOT NULL ORDER BY id"
+                ),
+                {"t": tenant_id},
+            ).all(),
             "api_keys": conn.execute(
                 sa.text(
                     "SELECT id, merchant_id, name, key_hash, expires_at, revoked_at, last_used_at"

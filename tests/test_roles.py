@@ -181,7 +181,9 @@ def test_anonymous_visitors_are_sent_to_sign_in(site, acme, path):
     assert parse_qs(location.query)["next"] == [path]
 
 
-@pytest.mark.parametrize("path", ["/platform/", "/platform/audit", "/platform/health", "/platform/jobs/"])
+@pytest.mark.parametrize(
+    "path", ["/platform/", "/platform/audit", "/platform/health", "/platform/risk", "/platform/jobs/"]
+)
 def test_anonymous_on_the_platform_host_is_sent_to_sign_in(site, path):
     response = site("localhost").get(path)
     assert response.status_code == 302
@@ -190,7 +192,7 @@ def test_anonymous_on_the_platform_host_is_sent_to_sign_in(site, path):
     assert parse_qs(location.query)["next"] == [path]
 
 
-@pytest.mark.parametrize("path", ["/platform/audit", "/platform/health", "/platform/jobs/"])
+@pytest.mark.parametrize("path", ["/platform/audit", "/platform/health", "/platform/risk", "/platform/jobs/"])
 def test_a_platform_admin_opens_the_platform_pages(make, site, path):
     platform = site("localhost")
     platform.login(make.platform_admin())
@@ -221,7 +223,8 @@ def test_signing_in_never_redirects_off_site(site, acme, target):
 
 
 @pytest.mark.parametrize(
-    "path", ["/platform/", "/platform/tenants/new", "/platform/audit", "/platform/health", "/platform/jobs/"]
+    "path",
+    ["/platform/", "/platform/tenants/new", "/platform/audit", "/platform/health", "/platform/risk", "/platform/jobs/"],
 )
 def test_platform_console_does_not_exist_on_a_tenant_host(site, signed_in, acme, path):
     response = signed_in("admin").get(path)

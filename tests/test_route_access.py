@@ -183,6 +183,16 @@ ACCESS: dict[str, Access] = {
     "console.test_route": console("admin", "operator"),
     "console.update_clearing_terms": console("admin", "finance"),
     "console.upload_statement": console("admin", "finance"),
+    "console.risk_alerts": console(*STAFF),
+    "console.risk_alert": console(*STAFF),
+    "console.risk_rules": console(*STAFF),
+    "console.create_risk_rule": console("admin"),
+    "console.risk_rule": console("admin"),
+    "console.update_risk_rule": console("admin"),
+    "console.delete_risk_rule": console("admin"),
+    "console.risk_review": console("admin", "operator"),
+    "console.release_held_payment": console("admin", "operator"),
+    "console.refund_held_payment": console("admin", "operator"),
     "console.security": console("admin"),  # whether staff and merchant users must use two-factor sign-in
     "console.user": console("admin"),
     "console.users": console("admin"),
@@ -288,6 +298,7 @@ ACCESS: dict[str, Access] = {
     "platform.audit_log": platform(),
     "platform.create_export": platform(),
     "platform.health": platform(),
+    "platform.risk": platform(),  # risk alerts of every tenant
     # The jobs dashboard (rq-dashboard); "requeue all" answers GET with 405 (the app takes it only by POST).
     **{
         f"rq_dashboard.{name}": platform()

@@ -1,7 +1,7 @@
 """merchants: the sites allowed to frame the merchant's hosted checkout
 
 Revision ID: 0031
-Revises: 0029
+Revises: 0030
 Create Date: 2026-12-01 00:00:00.000000
 
 """
@@ -11,7 +11,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = "0031"
-down_revision = "0029"
+down_revision = "0030"
 branch_labels = None
 depends_on = None
 

@@ -347,8 +347,8 @@ def _role_flags():
     )
 
 
-# Register the channel, routing, fee schedule, clearing, payout, reconciliation and sign-in security views
-# on bp (`fees`, `clearing` and `payouts` also serve the merchant page).
+# Register the channel, routing, fee schedule, clearing, payout, reconciliation, risk and sign-in security
+# views on bp (`fees`, `clearing` and `payouts` also serve the merchant page).
 from portal.console import (  # noqa: E402, F401
     channels,
     clearing,
@@ -357,5 +357,6 @@ from portal.console import (  # noqa: E402, F401
     payouts,
     reconciliation,
     reports,
+    risk,
     security,
 )

@@ -200,5 +200,5 @@ def resend_invitation(tenant_id: uuid.UUID, user_id: uuid.UUID):
     return redirect(url_for("platform.tenant", tenant_id=item.id))
 
 
-# Register the audit log and health views on bp.
-from portal.platform import audit, health  # noqa: E402, F401
+# Register the audit log, health and risk views on bp.
+from portal.platform import audit, health, risk  # noqa: E402, F401
