@@ -47,7 +47,7 @@ class Database:
             host = host[0]
         env = {
             "PGHOST": str(host),
-            "PGPORT": str(parsed.port or parsed.query.get("port") or 5432),
+            "PGPORT": str(parsed.port or parsed.query.get("port") or ""),  # unset: libpq's default
             "PGUSER": parsed.username or "",
             "PGDATABASE": parsed.database or "",
         }

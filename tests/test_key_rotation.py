@@ -12,9 +12,12 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
 from clearing import payouts
+from clearing.models import ClearingRun
 from core import crypto
 from core.db import db
+from payments import balance_operations
 from payments.channel_accounts import credentials_of
+from payments.intents import MerchantContext
 from payments.models import ChannelAccount
 from tenants import api_keys
 from tenants.audit import Actor
@@ -59,7 +62,7 @@ def _create_endpoint(app, seeded_host: str, api_secret: str):
 
 @pytest.fixture
 def seeded(app, make) -> Seeded:
-    """A secret in every registered column that the use cases write (payout batch lines aside)."""
+    """A secret in every registered column, written by the use cases."""
     tenant = make.tenant("acme")
     merchant = make.merchant(tenant, "Coffee", "owner@coffee.example.com")
     channel = make.channel_account(tenant.id, credentials={"webhook_secret": WEBHOOK_SECRET})
@@ -69,6 +72,14 @@ def seeded(app, make) -> Seeded:
             payouts.set_bank_account(tenant.id, who, holder_name="Owner", account=iban, actor=Actor.system())
         payouts.set_debtor(tenant.id, name="Acme Payments", iban=DEBTOR_IBAN, bic="DEUTDEFF", actor=Actor.system())
         db.session.commit()
+        # A payout sent to the bank in a batch: its line keeps the account as it was.
+        ctx = MerchantContext(tenant.id, merchant, False)
+        balance_operations.create_topup(ctx, amount=100_000, currency="eur")
+        balance_operations.create_payout(ctx, amount=30_000, currency="eur")
+        run = ClearingRun(tenant_id=tenant.id, kind="payout_batch")
+        db.session.add(run)
+        db.session.commit()
+        assert payouts.create_batches(tenant.id, run, "finance@acme.example.com")["payouts"] == 1
         _, api_secret = api_keys.create_key(tenant.id, merchant, "test", "backend", Actor.system())
         db.session.remove()
     created = _create_endpoint(app, tenant.host, api_secret)
@@ -123,7 +134,8 @@ def test_rotation_puts_every_secret_under_the_new_key_and_the_old_key_can_then_g
     assert before["credentials"] == {"webhook_secret": WEBHOOK_SECRET}
     assert before["clearing_settings.debtor_iban_encrypted"] == [DEBTOR_IBAN]
     stored = _tokens(owner_engine)
-    assert all(stored[c.name] for c in crypto.ENCRYPTED_COLUMNS if c.table != "payout_batch_lines")
+    assert all(stored[c.name] for c in crypto.ENCRYPTED_COLUMNS)
+    assert before["payout_batch_lines.account_encrypted"] == [MERCHANT_IBAN]
 
     new = crypto.generate_key()
     keys(new, old)  # step 1 of the procedure: the new key first, the old one still there
@@ -134,7 +146,8 @@ def test_rotation_puts_every_secret_under_the_new_key_and_the_old_key_can_then_g
     assert "merchant_bank_accounts.account_encrypted: 2 value(s), 2 re-encrypted" in result.output
     assert "webhook_endpoints.secret_encrypted: 1 value(s), 1 re-encrypted" in result.output
     assert "idempotency_keys.response_body[secret][encrypted]: 1 value(s), 1 re-encrypted" in result.output
-    assert "keys: ok, 6 value(s) re-encrypted" in result.output
+    assert "payout_batch_lines.account_encrypted: 1 value(s), 1 re-encrypted" in result.output
+    assert "keys: ok, 7 value(s) re-encrypted" in result.output
     rotated = _tokens(owner_engine)
     assert all(Fernet(new.encode()).decrypt(t.encode()) for tokens in rotated.values() for t in tokens)
 
@@ -174,7 +187,7 @@ def test_an_interrupted_rotation_finishes_on_the_next_run(app, seeded, keys, own
     assert "channel_accounts.credentials_encrypted: 1 value(s), 0 re-encrypted, 1 already under the newest key" in (
         resumed.output
     )
-    assert "keys: ok, 5 value(s) re-encrypted" in resumed.output
+    assert "keys: ok, 6 value(s) re-encrypted" in resumed.output
     keys(new)
     assert _plaintexts(app, seeded) == before
 
