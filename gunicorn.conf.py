@@ -10,3 +10,5 @@ import os
 worker_class = "gthread"
 workers = int(os.environ.get("WEB_WORKERS", "2"))
 threads = int(os.environ.get("WEB_THREADS", "16"))
+# The access log with secret-named query parameters (the checkout's client secret) redacted.
+logger_class = "portal.log_redaction.GunicornLogger"

@@ -44,6 +44,9 @@ def configure_settings(app: Flask, test_config: dict[str, Any] | None) -> None:
 
 
 def configure_logging(app: Flask) -> None:
+    from portal import log_redaction
+
+    log_redaction.install()  # no client secret in the development server's request log
     if not app.debug and not app.testing:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

@@ -46,3 +46,11 @@ def test_production_needs_its_own_encryption_key(monkeypatch):
     monkeypatch.delenv("PAYPLAT_ENCRYPTION_KEYS", raising=False)
     with pytest.raises(config.ConfigError, match="PAYPLAT_ENCRYPTION_KEYS is not set"):
         config.load({"ENV": "production", "DATABASE_URL": "postgresql://owner@db.example.com/pay"})
+
+
+def test_production_refuses_to_log_e_mails(monkeypatch):
+    monkeypatch.setenv("PAYPLAT_SECRET_KEY", "x" * 48)
+    monkeypatch.setenv("PAYPLAT_ENCRYPTION_KEYS", Fernet.generate_key().decode())
+    monkeypatch.setenv("PAYPLAT_MAIL_BACKEND", "console")
+    with pytest.raises(config.ConfigError, match="PAYPLAT_MAIL_BACKEND=console writes every e-mail"):
+        config.load({"ENV": "production", "DATABASE_URL": "postgresql://owner@db.example.com/pay"})
