@@ -70,6 +70,37 @@ def decrypt(token: str) -> str:
         raise SecretsNotConfigured("a stored secret cannot be decrypted with the configured keys") from exc
 
 
+def encrypt_bytes(data: bytes) -> bytes:
+    """A file's content as stored (a Fernet token, under the newest key)."""
+    return _current().encrypt(data)
+
+
+def is_encrypted_file(stored: bytes) -> bool:
+    """Whether `stored` is a token: every Fernet token starts with its version byte, 0x80 -> 'gAAAAA'.
+    No PDF, PNG or JPEG does; files written before files were encrypted are kept as they came."""
+    return stored.startswith(b"gAAAAA")
+
+
+def decrypt_bytes(stored: bytes) -> bytes:
+    """A stored file's content: decrypted, or as it is when it was written before encryption."""
+    if not is_encrypted_file(stored):
+        return stored
+    try:
+        return _current().decrypt(stored)
+    except InvalidToken as exc:
+        raise SecretsNotConfigured("a stored file cannot be decrypted with the configured keys") from exc
+
+
+def rotate_bytes(stored: bytes) -> bytes | None:
+    """The content re-encrypted under the newest key (encrypted when it was not); None when it already is.
+    Raises InvalidToken when no configured key opens it."""
+    if not is_encrypted_file(stored):
+        return encrypt_bytes(stored)
+    if is_current(stored.decode("ascii")):
+        return None
+    return _current().rotate(stored)
+
+
 def mask(value: str, keep: int = 4) -> str:
     """'sk_test_51Habcdef0123' -> 'sk_test_…0123': enough to recognise, never enough to use."""
     if not value:
@@ -116,10 +147,15 @@ class RotationReport:
     current: int = 0  # already under the newest key
     changed: int = 0  # rewritten by the app meanwhile (so already under the newest key)
     failed: list[str] = field(default_factory=list)  # the keys of rows no configured key decrypts
+    label: str = ""  # what the report names, when not the column (files)
+
+    @property
+    def name(self) -> str:
+        return self.label or self.column.name
 
     def summary(self) -> str:
         line = (
-            f"{self.column.name}: {self.rows} value(s), {self.rotated} re-encrypted, "
+            f"{self.name}: {self.rows} value(s), {self.rotated} re-encrypted, "
             f"{self.current} already under the newest key"
         )
         if self.changed:

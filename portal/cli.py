@@ -165,14 +165,17 @@ def rotate_keys(batch_size):
     Runs beside the app: each batch is its own short transaction, and values already under the
     newest key are skipped, so it can be interrupted and run again."""
     from core import crypto
+    from onboarding import documents
 
     def progress(report: crypto.RotationReport) -> None:
-        click.echo(f"  {report.column.name}: {report.rows} read, {report.rotated} re-encrypted so far")
+        click.echo(f"  {report.name}: {report.rows} read, {report.rotated} re-encrypted so far")
 
     keys = len(current_app.config["ENCRYPTION_KEYS"])
     click.echo(f"keys: re-encrypting under the newest of {keys} key(s), {batch_size} rows per batch")
     with platform_scope(db.session):
         reports = crypto.rotate(db.session, batch_size=batch_size, progress=progress)
+        upload_dir = Path(current_app.config["UPLOAD_DIR"])
+        reports.append(documents.reencrypt_files(db.session, upload_dir, batch_size=batch_size, progress=progress))
     db.session.remove()
     click.echo("keys: summary")
     for report in reports:
@@ -180,7 +183,7 @@ def rotate_keys(batch_size):
     failed = [(report, key) for report in reports for key in report.failed]
     if failed:
         for report, key in failed:
-            click.echo(f"cannot decrypt {report.column.name} in row {key}: its key is not in PAYPLAT_ENCRYPTION_KEYS")
+            click.echo(f"cannot decrypt {report.name} in row {key}: its key is not in PAYPLAT_ENCRYPTION_KEYS")
         click.echo(f"keys: {len(failed)} value(s) cannot be decrypted; keep every old key until they are fixed")
         raise SystemExit(1)
     total = sum(report.rotated for report in reports)

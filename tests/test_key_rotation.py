@@ -15,6 +15,9 @@ from clearing import payouts
 from clearing.models import ClearingRun
 from core import crypto
 from core.db import db
+from onboarding import documents
+from onboarding import signup as signups
+from onboarding.models import KycDocument
 from payments import balance_operations
 from payments.channel_accounts import credentials_of
 from payments.intents import MerchantContext
@@ -27,6 +30,7 @@ FERNET_TOKEN = re.compile(r"gAAAAA[A-Za-z0-9_\-]{60,}={0,2}")
 WEBHOOK_SECRET = "whsec_channel0123456789abcdefghijklmnop"
 MERCHANT_IBAN = "DE89370400440532013000"
 DEBTOR_IBAN = "GB82WEST12345698765432"
+PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
 
 
 @dataclass
@@ -80,6 +84,20 @@ def seeded(app, make) -> Seeded:
         db.session.add(run)
         db.session.commit()
         assert payouts.create_batches(tenant.id, run, "finance@acme.example.com")["payouts"] == 1
+        # An applicant's identity document: a file, encrypted too.
+        applicant = signups.verify(
+            signups.start(tenant.id, "Noodles", "founder@noodles.example.com", "a-long-password-1", None).signup, None
+        ).merchant_id
+        documents.upload(
+            tenant.id,
+            applicant,
+            "business_licence",
+            "licence.pdf",
+            PDF,
+            upload_dir=app.config["UPLOAD_DIR"],
+            max_bytes=app.config["KYC_DOCUMENT_MAX_BYTES"],
+            actor=Actor.system(),
+        )
         _, api_secret = api_keys.create_key(tenant.id, merchant, "test", "backend", Actor.system())
         db.session.remove()
     created = _create_endpoint(app, tenant.host, api_secret)
@@ -110,8 +128,17 @@ def _plaintexts(app, seeded: Seeded) -> dict[str, object]:
             for table, values in _tokens_in_session().items()
             if table != "channel_accounts.credentials_encrypted"
         }
+        files = [documents.read(app.config["UPLOAD_DIR"], d) for d in db.session.scalars(sa.select(KycDocument))]
         db.session.remove()
-    return {"credentials": credentials, **tokens}
+    return {"credentials": credentials, "files": files, **tokens}
+
+
+def _stored_files(app, seeded: Seeded) -> list[bytes]:
+    return [p.read_bytes() for p in _document_files(app, seeded)]
+
+
+def _document_files(app, seeded: Seeded) -> list:
+    return list((app.config["UPLOAD_DIR"] / "kyc" / str(seeded.tenant_id)).rglob("*.pdf"))
 
 
 def _tokens_in_session() -> dict[str, list[str]]:
@@ -136,6 +163,9 @@ def test_rotation_puts_every_secret_under_the_new_key_and_the_old_key_can_then_g
     stored = _tokens(owner_engine)
     assert all(stored[c.name] for c in crypto.ENCRYPTED_COLUMNS)
     assert before["payout_batch_lines.account_encrypted"] == [MERCHANT_IBAN]
+    assert before["files"] == [PDF]
+    [stored_file] = _stored_files(app, seeded)
+    assert b"%PDF" not in stored_file and Fernet(old.encode()).decrypt(stored_file) == PDF
 
     new = crypto.generate_key()
     keys(new, old)  # step 1 of the procedure: the new key first, the old one still there
@@ -147,9 +177,11 @@ def test_rotation_puts_every_secret_under_the_new_key_and_the_old_key_can_then_g
     assert "webhook_endpoints.secret_encrypted: 1 value(s), 1 re-encrypted" in result.output
     assert "idempotency_keys.response_body[secret][encrypted]: 1 value(s), 1 re-encrypted" in result.output
     assert "payout_batch_lines.account_encrypted: 1 value(s), 1 re-encrypted" in result.output
-    assert "keys: ok, 7 value(s) re-encrypted" in result.output
+    assert "kyc_documents (files): 1 value(s), 1 re-encrypted" in result.output
+    assert "keys: ok, 8 value(s) re-encrypted" in result.output
     rotated = _tokens(owner_engine)
     assert all(Fernet(new.encode()).decrypt(t.encode()) for tokens in rotated.values() for t in tokens)
+    assert [Fernet(new.encode()).decrypt(f) for f in _stored_files(app, seeded)] == [PDF]
 
     keys(new)  # the old key dropped: everything still reads
     assert _plaintexts(app, seeded) == before
@@ -187,7 +219,7 @@ def test_an_interrupted_rotation_finishes_on_the_next_run(app, seeded, keys, own
     assert "channel_accounts.credentials_encrypted: 1 value(s), 0 re-encrypted, 1 already under the newest key" in (
         resumed.output
     )
-    assert "keys: ok, 6 value(s) re-encrypted" in resumed.output
+    assert "keys: ok, 7 value(s) re-encrypted" in resumed.output
     keys(new)
     assert _plaintexts(app, seeded) == before
 
@@ -249,3 +281,14 @@ def test_every_encrypted_column_is_registered(app, seeded, owner_engine):
                 holding.add((table, column))
     assert ("webhook_endpoints", "secret_encrypted") in holding  # the scan sees what it should
     assert holding - registered == set(), "these columns hold encrypted values: register them in core.crypto"
+
+
+def test_a_document_stored_before_encryption_is_encrypted_by_the_rotation(app, seeded, keys):
+    [path] = _document_files(app, seeded)
+    path.write_bytes(PDF)  # as every document was stored before documents were encrypted
+    assert _plaintexts(app, seeded)["files"] == [PDF]  # still served
+    result = _rotate(app)
+    assert result.exit_code == 0, result.output
+    assert "kyc_documents (files): 1 value(s), 1 re-encrypted" in result.output
+    assert crypto.is_encrypted_file(path.read_bytes())
+    assert _plaintexts(app, seeded)["files"] == [PDF]
