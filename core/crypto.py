@@ -22,6 +22,12 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 _box: MultiFernet | None = None
 _newest: Fernet | None = None
+_keys: list[str] = []
+
+
+def configured_keys() -> list[str]:
+    """The keys in use, newest first (the process-wide configuration `create_app` sets)."""
+    return list(_keys)
 
 
 class SecretsNotConfigured(RuntimeError):
@@ -45,6 +51,7 @@ def configure(keys: list[str]) -> None:
     try:
         fernets = [Fernet(key.strip().encode()) for key in keys]
         _box, _newest = MultiFernet(fernets), fernets[0]
+        _keys[:] = [key.strip() for key in keys]
     except ValueError as exc:
         raise SecretsNotConfigured(
             "PAYPLAT_ENCRYPTION_KEYS holds a value that is not a Fernet key: "

@@ -3,7 +3,20 @@
 import pytest
 from cryptography.fernet import Fernet
 
+from core import crypto
+from payments import webhooks
 from portal import config, create_app
+
+
+@pytest.fixture(autouse=True)
+def _session_settings_kept():
+    """`create_app` configures process-wide settings (the encryption keys, whether webhooks may go to
+    private addresses): a production app made here must not leave its own to the session's app."""
+    keys, allow_private = crypto.configured_keys(), webhooks._allow_private_destinations
+    yield
+    if keys:
+        crypto.configure(keys)
+    webhooks.configure(allow_private=allow_private)
 
 
 def test_production_refuses_the_development_secret_key(monkeypatch):
