@@ -93,3 +93,7 @@ def child_exit(server, worker):
 def on_exit(server):
     if _private_metrics_dir:
         shutil.rmtree(_private_metrics_dir, ignore_errors=True)
+
+
+# The access log with secret-named query parameters (the checkout's client secret) redacted.
+logger_class = "portal.log_redaction.GunicornLogger"

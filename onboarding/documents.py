@@ -7,6 +7,9 @@
   of the path is ours; the uploaded name is kept only as a display string, cleaned of path parts
   and control characters.
 - Changes (upload, delete) only while the onboarding is `draft` or `changes_requested`.
+- Encrypted at rest (`core.crypto`, the keys of every stored secret): `read` decrypts;
+  `reencrypt_files`, part of `flask keys rotate`, re-encrypts them under the newest key (and
+  encrypts a file written before documents were encrypted).
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from pathlib import Path
 
 import filetype
 import sqlalchemy as sa
+from cryptography.fernet import InvalidToken
 from PIL import Image, UnidentifiedImageError
 
+from core import crypto
 from core.db import db
 from core.i18n import gettext, lazy_gettext
 from onboarding.models import DOCUMENT_KINDS, KycDocument
@@ -94,6 +99,53 @@ def path_of(upload_dir: Path, document: KycDocument) -> Path | None:
     return path if path.is_file() else None
 
 
+def read(upload_dir: Path, document: KycDocument) -> bytes | None:
+    """The document's content (decrypted); None if its file is gone."""
+    path = path_of(upload_dir, document)
+    return None if path is None else crypto.decrypt_bytes(path.read_bytes())
+
+
+def _write_atomically(path: Path, content: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.rotating")
+    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+        out.write(content)
+    os.replace(temporary, path)
+
+
+def reencrypt_files(session, upload_dir: Path, *, batch_size: int = 500, progress=None) -> crypto.RotationReport:
+    """Every document's file under the newest key (see `core.crypto.rotate`): files are never changed
+    once written, so each is rewritten whole under a temporary name and renamed over the old one.
+    The caller gives a session in platform scope."""
+    report = crypto.RotationReport(crypto.EncryptedColumn("kyc_documents", "file"), label="kyc_documents (files)")
+    last = None
+    while True:
+        query = sa.select(KycDocument).order_by(KycDocument.tenant_id, KycDocument.id).limit(batch_size)
+        if last is not None:
+            query = query.where(sa.tuple_(KycDocument.tenant_id, KycDocument.id) > sa.tuple_(*last))
+        rows = session.execute(query).scalars().all()
+        session.rollback()  # only the files change; no transaction stays open between batches
+        if not rows:
+            return report
+        for document in rows:
+            path = path_of(upload_dir, document)
+            if path is None:
+                continue
+            report.rows += 1
+            try:
+                fresh = crypto.rotate_bytes(path.read_bytes())
+            except InvalidToken:
+                report.failed.append(f"tenant_id={document.tenant_id}, id={document.id}")
+                continue
+            if fresh is None:
+                report.current += 1
+            else:
+                _write_atomically(path, fresh)
+                report.rotated += 1
+        last = (rows[-1].tenant_id, rows[-1].id)
+        if progress is not None:
+            progress(report)
+
+
 def documents_of(tenant_id: uuid.UUID, merchant_id: uuid.UUID) -> list[KycDocument]:
     return list(
         db.session.execute(
@@ -156,7 +208,7 @@ def upload(
     temporary = target / f".{storage_name}.part"
     # Written before the row, removed again if the row is not committed; never executable.
     with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
-        out.write(data)
+        out.write(crypto.encrypt_bytes(data))  # identity documents: encrypted at rest, like every secret
     os.replace(temporary, path)
     try:
         document = KycDocument(

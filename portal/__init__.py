@@ -52,9 +52,10 @@ def configure_settings(app: Flask, test_config: dict[str, Any] | None) -> None:
 def configure_logging(app: Flask) -> None:
     """JSON lines with the request id, the tenant and the job (`portal.logs`); first, so that its
     request hooks run before any other."""
-    from portal import logs
+    from portal import log_redaction, logs
 
     logs.configure(app)
+    log_redaction.install()  # no client secret in the development server's request log
 
 
 def configure_metrics(app: Flask) -> None:

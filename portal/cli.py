@@ -1,11 +1,14 @@
-"""Command line: `flask tenants ...`, `flask platform ...`, `flask ledger check`, `flask demo load`, `flask worker`."""
+"""Command line: `flask tenants ...`, `flask platform ...`, `flask ledger check`, `flask demo load`, `flask worker`,
+`flask keys generate|rotate`, `flask db backup|restore`."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 import sqlalchemy as sa
 from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 import ledger
 from core.db import db
@@ -158,6 +161,102 @@ def verify_audit():
 # --- end of the audit log's commands ---------------------------------------------------------
 
 
+# --- operations: encryption keys, backups (docs/OPERATIONS.md) --------------------------------
+
+keys_cli = AppGroup("keys", help="The encryption keys of secrets at rest (PAYPLAT_ENCRYPTION_KEYS).")
+
+
+@keys_cli.command("generate")
+def generate_key():
+    """Print a new encryption key (to put first in PAYPLAT_ENCRYPTION_KEYS)."""
+    from core import crypto
+
+    click.echo(crypto.generate_key())
+
+
+@keys_cli.command("rotate")
+@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1), help="Rows per transaction.")
+def rotate_keys(batch_size):
+    """Re-encrypt every stored secret under the newest key (the first of PAYPLAT_ENCRYPTION_KEYS).
+
+    Runs beside the app: each batch is its own short transaction, and values already under the
+    newest key are skipped, so it can be interrupted and run again."""
+    from core import crypto
+    from onboarding import documents
+
+    def progress(report: crypto.RotationReport) -> None:
+        click.echo(f"  {report.name}: {report.rows} read, {report.rotated} re-encrypted so far")
+
+    keys = len(current_app.config["ENCRYPTION_KEYS"])
+    click.echo(f"keys: re-encrypting under the newest of {keys} key(s), {batch_size} rows per batch")
+    with platform_scope(db.session):
+        reports = crypto.rotate(db.session, batch_size=batch_size, progress=progress)
+        upload_dir = Path(current_app.config["UPLOAD_DIR"])
+        reports.append(documents.reencrypt_files(db.session, upload_dir, batch_size=batch_size, progress=progress))
+    db.session.remove()
+    click.echo("keys: summary")
+    for report in reports:
+        click.echo(f"  {report.summary()}")
+    failed = [(report, key) for report in reports for key in report.failed]
+    if failed:
+        for report, key in failed:
+            click.echo(f"cannot decrypt {report.name} in row {key}: its key is not in PAYPLAT_ENCRYPTION_KEYS")
+        click.echo(f"keys: {len(failed)} value(s) cannot be decrypted; keep every old key until they are fixed")
+        raise SystemExit(1)
+    total = sum(report.rotated for report in reports)
+    click.echo(f"keys: ok, {total} value(s) re-encrypted; every secret is under the newest key")
+
+
+def _owner_database():
+    from portal import operations
+
+    return operations.Database.from_url(current_app.config["DATABASE_URL"])
+
+
+@click.command("backup")
+@with_appcontext
+@click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
+def backup_database(path):
+    """Back up the app database (pg_dump -Fc) to PATH (default: instance/backups/<db>-<time>.dump)."""
+    from portal import operations
+
+    database = _owner_database()
+    path = path or operations.default_path(Path(current_app.config["INSTANCE_DIR"]) / "backups", database.name)
+    try:
+        size = operations.backup(database, path)
+    except operations.OperationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"backup: wrote {path} ({operations.human_size(size)}) of {database.label}")
+
+
+@click.command("restore")
+@with_appcontext
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def restore_database(path, yes):
+    """Replace the app database's contents with the backup at PATH (all or nothing)."""
+    from portal import operations
+
+    database = _owner_database()
+    try:
+        program = operations.check_archive(database, path)
+        if not yes:
+            click.confirm(
+                f"Replace every table of {database.label} with the backup {path}? Data written since is lost",
+                abort=True,
+            )
+        db.session.remove()
+        db.engine.dispose()  # the app's own idle connections must not hold the tables being replaced
+        operations.restore(database, path, program)
+    except operations.OperationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"restore: {database.label} now holds the backup {path} ({operations.human_size(path.stat().st_size)})")
+
+
 def init_app(app: Flask) -> None:
-    for command in (tenants_cli, platform_cli, ledger_cli, demo_cli, worker, audit_cli):
+    from flask_migrate.cli import db as db_cli  # Flask-Migrate's `flask db` group
+
+    for command in (tenants_cli, platform_cli, ledger_cli, demo_cli, worker, audit_cli, keys_cli):
         app.cli.add_command(command)
+    db_cli.add_command(backup_database)
+    db_cli.add_command(restore_database)

@@ -174,6 +174,11 @@ def load(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         )
     if len(config["SECRET_KEY"]) < 32 and config["ENV"] == "production":
         raise ConfigError("PAYPLAT_SECRET_KEY is too short: use at least 32 random characters")
+    if config["ENV"] == "production" and config["MAIL_BACKEND"] == "console":
+        raise ConfigError(
+            "PAYPLAT_MAIL_BACKEND=console writes every e-mail, with its sign-in and password-reset links, "
+            "to the log: use smtp in production"
+        )
     if not config["ENCRYPTION_KEYS"]:
         if config["ENV"] == "production":
             raise ConfigError(

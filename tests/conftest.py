@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import logscan
 import psycopg
 import pyotp
 import pytest
@@ -35,6 +36,7 @@ from tenants.isolation import platform_scope, tenant_context
 from tenants.models import Merchant, PlatformUser, Tenant, User
 
 PASSWORD = "correct-horse-battery"
+logscan.remember("password", PASSWORD)
 # Overridable so that two suites can run side by side on one server. Under pytest-xdist each worker
 # (gw0, gw1, ...) has a database and a Redis database of its own: `payplat_test_gw1`, Redis db 14.
 XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
@@ -42,6 +44,12 @@ _WORKER_INDEX = int(XDIST_WORKER[2:]) if XDIST_WORKER.startswith("gw") else 0
 TEST_DATABASE = os.environ.get("PAYPLAT_TEST_DATABASE", "payplat_test") + (f"_{XDIST_WORKER}" if XDIST_WORKER else "")
 TEST_REDIS_DB = (int(os.environ.get("PAYPLAT_TEST_REDIS_DB", "15")) - _WORKER_INDEX) % 16
 MIGRATION_LOCK = 7_345_001  # a server-wide advisory lock: workers migrate one at a time (the app role is shared)
+
+
+def pytest_configure(config):
+    # The log scan (tests/logscan.py): every log record of the session, searched at its end for the
+    # secrets the factories below `remember` and for anything shaped like a secret.
+    config.pluginmanager.register(logscan, "logscan")
 
 
 def _server_url() -> str:
@@ -91,6 +99,9 @@ def app(owner_url, tmp_path_factory):
             "RATE_LIMITS": dict.fromkeys(RATE_LIMITS, "100000/second"),
         }
     )
+    logscan.remember("app secret key", application.config["SECRET_KEY"])
+    for key in application.config["ENCRYPTION_KEYS"]:
+        logscan.remember("encryption key", key)
     admin = make_url(owner_url).set(drivername="postgresql", database="postgres").render_as_string(False)
     with application.app_context(), psycopg.connect(admin, autocommit=True) as lock:
         from flask_migrate import upgrade
@@ -214,6 +225,7 @@ class Factory:
 
     def user(self, tenant: TenantInfo, email_: str, role: str, merchant_id=None, password: str | None = PASSWORD):
         with self.app.app_context():
+            logscan.remember("password", password)
             user = provisioning.invite_user(tenant.id, email_, role, Actor.system(), merchant_id=merchant_id)
             with tenant_context(db.session, tenant.id):
                 user = db.session.merge(user)
@@ -229,6 +241,8 @@ class Factory:
         from payments.channel_accounts import ChannelAccountInput, create_channel_account
 
         spec = {"type": "sandbox", "currency": "USD", "products": ["card"], **fields}
+        for value in spec.get("credentials", {}).values():
+            logscan.remember("channel credential", value)
         with self.app.app_context(), tenant_context(db.session, tenant_id):
             account = create_channel_account(
                 tenant_id, ChannelAccountInput(name=name, **spec), set(spec["products"]), Actor.system()
@@ -239,6 +253,7 @@ class Factory:
 
     def merchant(self, tenant: TenantInfo, name: str, owner_email: str, password: str | None = PASSWORD):
         with self.app.app_context():
+            logscan.remember("password", password)
             merchant, owner = provisioning.create_merchant(tenant.id, name, owner_email, Actor.system())
             merchant_id = merchant.id
             with tenant_context(db.session, tenant.id):

@@ -3,7 +3,20 @@
 import pytest
 from cryptography.fernet import Fernet
 
+from core import crypto
+from payments import webhooks
 from portal import config, create_app
+
+
+@pytest.fixture(autouse=True)
+def _session_settings_kept():
+    """`create_app` configures process-wide settings (the encryption keys, whether webhooks may go to
+    private addresses): a production app made here must not leave its own to the session's app."""
+    keys, allow_private = crypto.configured_keys(), webhooks._allow_private_destinations
+    yield
+    if keys:
+        crypto.configure(keys)
+    webhooks.configure(allow_private=allow_private)
 
 
 def test_production_refuses_the_development_secret_key(monkeypatch):
@@ -45,4 +58,12 @@ def test_production_needs_its_own_encryption_key(monkeypatch):
     monkeypatch.setenv("PAYPLAT_SECRET_KEY", "x" * 48)
     monkeypatch.delenv("PAYPLAT_ENCRYPTION_KEYS", raising=False)
     with pytest.raises(config.ConfigError, match="PAYPLAT_ENCRYPTION_KEYS is not set"):
+        config.load({"ENV": "production", "DATABASE_URL": "postgresql://owner@db.example.com/pay"})
+
+
+def test_production_refuses_to_log_e_mails(monkeypatch):
+    monkeypatch.setenv("PAYPLAT_SECRET_KEY", "x" * 48)
+    monkeypatch.setenv("PAYPLAT_ENCRYPTION_KEYS", Fernet.generate_key().decode())
+    monkeypatch.setenv("PAYPLAT_MAIL_BACKEND", "console")
+    with pytest.raises(config.ConfigError, match="PAYPLAT_MAIL_BACKEND=console writes every e-mail"):
         config.load({"ENV": "production", "DATABASE_URL": "postgresql://owner@db.example.com/pay"})

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import logscan
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,3 +73,5 @@ class Workers:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+        for _, log in self.started:  # what the workers logged goes through the log scan too
+            logscan.add_output(f"worker {log.stem}", log.read_text(errors="replace"))

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
+import logscan
 import pytest
 import requests
 import stripe
@@ -83,6 +84,7 @@ def _new_key(app, tenant_id: uuid.UUID, merchant_id: uuid.UUID, mode: str = "tes
     with app.app_context():
         _, secret = api_keys.create_key(tenant_id, merchant_id, mode, f"{mode} backend", Actor.system())
         db.session.remove()
+    logscan.remember("API secret key", secret)
     return secret
 
 
