@@ -139,6 +139,8 @@ ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
     EncryptedColumn("merchant_bank_accounts", "account_encrypted"),  # where payouts go
     EncryptedColumn("payout_batch_lines", "account_encrypted"),  # the same, as a batch was cut
     EncryptedColumn("clearing_settings", "debtor_iban_encrypted"),  # the tenant's account payouts leave from
+    EncryptedColumn("users", "totp_secret"),  # two-factor sign-in: the authenticator's shared secret
+    EncryptedColumn("platform_users", "totp_secret"),
     # The replayable answer that created a webhook endpoint keeps its shown-once secret sealed.
     EncryptedColumn("idempotency_keys", "response_body", ("secret", "encrypted")),
 )

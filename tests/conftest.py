@@ -289,7 +289,10 @@ class Factory:
     @staticmethod
     def _enrol(account) -> Authenticator:
         secret = pyotp.random_base32()
+        logscan.remember("TOTP secret", secret)
         codes = two_factor.enrol_with_secret(account, secret, Actor.system())
+        for code in codes:
+            logscan.remember("recovery code", code)
         authenticator = AUTHENTICATORS[account.email] = Authenticator(secret, codes)
         return authenticator
 
@@ -366,7 +369,6 @@ def site(app):
 @pytest.fixture
 def run_jobs(app):
     """Work every queued job with a real RQ worker (burst mode) and return how many finished."""
-    from rq import SimpleWorker
 
     def work() -> int:
         with app.app_context():
@@ -376,7 +378,8 @@ def run_jobs(app):
                 return sum(queue.finished_job_registry.count for queue in queues)
 
             before = finished()
-            worker = SimpleWorker(queues, connection=jobs.redis_connection(), job_class=jobs.AppJob)
+            # The app's worker class, as `flask worker` runs: it logs jobs by id, never their arguments.
+            worker = jobs.AppWorker(queues, connection=jobs.redis_connection())
             worker.work(burst=True, with_scheduler=False)
             return finished() - before
 

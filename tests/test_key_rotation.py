@@ -102,6 +102,9 @@ def seeded(app, make) -> Seeded:
         db.session.remove()
     created = _create_endpoint(app, tenant.host, api_secret)
     assert created.status_code == 200, created.get_data(as_text=True)
+    # Two-factor sign-in: a tenant user's and a platform admin's authenticator secrets.
+    make.enrol(tenant, "owner@coffee.example.com")
+    make.platform_admin()
     return Seeded(tenant.id, tenant.host, channel, api_secret, created.json["secret"])
 
 
@@ -178,7 +181,9 @@ def test_rotation_puts_every_secret_under_the_new_key_and_the_old_key_can_then_g
     assert "idempotency_keys.response_body[secret][encrypted]: 1 value(s), 1 re-encrypted" in result.output
     assert "payout_batch_lines.account_encrypted: 1 value(s), 1 re-encrypted" in result.output
     assert "kyc_documents (files): 1 value(s), 1 re-encrypted" in result.output
-    assert "keys: ok, 8 value(s) re-encrypted" in result.output
+    assert "users.totp_secret: 1 value(s), 1 re-encrypted" in result.output
+    assert "platform_users.totp_secret: 1 value(s), 1 re-encrypted" in result.output
+    assert "keys: ok, 10 value(s) re-encrypted" in result.output
     rotated = _tokens(owner_engine)
     assert all(Fernet(new.encode()).decrypt(t.encode()) for tokens in rotated.values() for t in tokens)
     assert [Fernet(new.encode()).decrypt(f) for f in _stored_files(app, seeded)] == [PDF]
@@ -219,7 +224,7 @@ def test_an_interrupted_rotation_finishes_on_the_next_run(app, seeded, keys, own
     assert "channel_accounts.credentials_encrypted: 1 value(s), 0 re-encrypted, 1 already under the newest key" in (
         resumed.output
     )
-    assert "keys: ok, 7 value(s) re-encrypted" in resumed.output
+    assert "keys: ok, 9 value(s) re-encrypted" in resumed.output
     keys(new)
     assert _plaintexts(app, seeded) == before
 
