@@ -209,6 +209,25 @@ def test_the_review_queue_releases_and_refunds(app, site, acme, owner_engine):
     assert finance.get("/console/risk/review").status_code == 403
 
 
+def test_the_merchant_sees_that_a_payment_is_held_until_it_is_released(app, site, acme):
+    tenant, coffee = acme
+    signed_in(site, tenant, tenant.admin_email).submit("/console/risk/rules", RULE)
+    held = _pay(app, tenant.id, coffee, 120_000)
+    passed = _pay(app, tenant.id, coffee, 5_000)
+    owner = signed_in(site, tenant, "owner@coffee.example.com")
+
+    listed = body(owner.get("/merchant/payments?mode=test"))
+    rows = {row for row in listed.split("<tr") if held in row or passed in row}
+    assert [held in row for row in rows if "Held for review" in row] == [True]
+    page = body(owner.get(f"/merchant/payments/{held}"))
+    assert "Held for review" in page and "the money is not settled to you" in page
+    assert "Held for review" not in body(owner.get(f"/merchant/payments/{passed}"))
+
+    operator = signed_in(site, tenant, "operator@acme.example.com")
+    operator.submit(f"/console/risk/review/{held}/release", form_page="/console/risk/review")
+    assert "Held for review" not in body(owner.get(f"/merchant/payments/{held}"))
+
+
 def test_another_tenants_alert_and_payment_are_404(app, site, acme, make, owner_engine):
     tenant, coffee = acme
     other = make.tenant("other")
