@@ -23,6 +23,19 @@ from tenants import branding
 from tenants.models import Merchant, Tenant, User
 
 ALERT_ROLES = ("admin", "finance")
+RISK_ALERT_ROLES = ("admin",)
+
+
+def _staff(tenant_id: uuid.UUID, roles: tuple[str, ...]):
+    """The tenant's active staff (not merchant users) with one of `roles`: who an alert is e-mailed to."""
+    return db.session.execute(
+        sa.select(User).where(
+            User.tenant_id == tenant_id,
+            User.merchant_id.is_(None),
+            User.role.in_(roles),
+            User.is_active,
+        )
+    ).scalars()
 
 
 def reconciliation_shorts(tenant_id: str, import_id: str) -> int:
@@ -42,14 +55,7 @@ def reconciliation_shorts(tenant_id: str, import_id: str) -> int:
         .group_by(SuspenseItem.currency)
         .order_by(SuspenseItem.currency)
     ).all()
-    recipients = db.session.execute(
-        sa.select(User).where(
-            User.tenant_id == tenant.id,
-            User.merchant_id.is_(None),
-            User.role.in_(ALERT_ROLES),
-            User.is_active,
-        )
-    ).scalars()
+    recipients = _staff(tenant.id, ALERT_ROLES)
     base = tenant_base_url(tenant)
     brand = BrandView.of(branding.brand(tenant.id, "published"))
     sent = 0
@@ -77,9 +83,6 @@ def reconciliation_shorts(tenant_id: str, import_id: str) -> int:
     return sent
 
 
-RISK_ALERT_ROLES = ("admin",)
-
-
 def risk_alerts(tenant_id: str, alert_ids: list[str]) -> int:
     """E-mail the tenant's admins the risk alerts one payment raised (`risk.screening`). Returns how
     many e-mails were queued."""
@@ -102,14 +105,7 @@ def risk_alerts(tenant_id: str, alert_ids: list[str]) -> int:
             )
         ).all()
     )
-    recipients = db.session.execute(
-        sa.select(User).where(
-            User.tenant_id == tenant.id,
-            User.merchant_id.is_(None),
-            User.role.in_(RISK_ALERT_ROLES),
-            User.is_active,
-        )
-    ).scalars()
+    recipients = _staff(tenant.id, RISK_ALERT_ROLES)
     base = tenant_base_url(tenant)
     brand = BrandView.of(branding.brand(tenant.id, "published"))
     sent = 0
