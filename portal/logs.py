@@ -146,6 +146,10 @@ def configure(app: Flask) -> None:
     werkzeug_log = logging.getLogger("werkzeug")
     if not any(isinstance(f, StripQueryStrings) for f in werkzeug_log.filters):
         werkzeug_log.addFilter(StripQueryStrings())
+    # httpx logs every request's whole URL at INFO: a merchant's webhook URL may carry a token, a
+    # checkout link its client secret. The app's channel and webhook code logs what it needs itself.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     root = logging.getLogger()
     theirs = [h for h in root.handlers if not getattr(h, _OURS, False)]
     # Like logging.basicConfig: a root logger someone else configured (pytest's capture) is left alone.

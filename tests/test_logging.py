@@ -8,6 +8,7 @@ import io
 import json
 import logging
 
+import httpx
 import pytest
 
 from core.db import db
@@ -164,3 +165,13 @@ def test_an_exception_is_logged_in_the_same_line(json_lines):
     assert line["level"] == "ERROR"
     assert line["message"] == "it failed"
     assert "ValueError: boom" in line["exc_info"]
+
+
+def test_httpx_does_not_log_the_urls_it_requests(app, caplog):
+    """httpx writes each request's whole URL at INFO; a merchant's webhook URL may carry a token and a
+    checkout link carries its client secret, so its request lines stay out of the log."""
+    caplog.set_level(logging.INFO)
+    secret = "pi_3Nlogged_secret_9f8e7d"
+    with httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://localhost") as client:
+        assert client.get(f"/checkout/pi_3Nlogged?client_secret={secret}").status_code == 404
+    assert not [record for record in caplog.records if secret in record.getMessage()]
