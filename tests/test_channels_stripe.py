@@ -1432,9 +1432,16 @@ def test_notifications_need_the_webhook_secret(make_adapter):
 @pytest.fixture
 def loud_logs(monkeypatch):
     """The migrations' logging.config.fileConfig (run once per session) disables the loggers that existed
-    before it, ours and httpx's among them: turn them back on, so that what they log is checked."""
-    for name in ("payments.channels.stripe", "httpx", "httpcore", "httpcore.connection", "httpcore.http11"):
+    before it, ours and httpx's among them, and the app keeps httpx's request lines out of its log
+    (`portal.logs`): turn them all back on, so that what they would log is checked too."""
+    names = ("payments.channels.stripe", "httpx", "httpcore", "httpcore.connection", "httpcore.http11")
+    levels = {name: logging.getLogger(name).level for name in names}
+    for name in names:
         monkeypatch.setattr(logging.getLogger(name), "disabled", False)
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def test_secrets_never_reach_messages_reprs_or_logs(caplog, loud_logs, localstripe, stand_in, make_adapter):
