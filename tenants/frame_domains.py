@@ -94,13 +94,6 @@ def parse(text: str) -> list[str]:
     return origins
 
 
-def allowed(tenant_id: uuid.UUID, merchant_id: uuid.UUID) -> list[str]:
-    value = db.session.execute(
-        sa.select(Merchant.frame_domains).where(Merchant.tenant_id == tenant_id, Merchant.id == merchant_id)
-    ).scalar_one_or_none()
-    return list(value or [])
-
-
 def set_allowed(tenant_id: uuid.UUID, merchant_id: uuid.UUID, text: str, actor: audit.Actor) -> list[str]:
     """Replace the merchant's list with the sites in `text` (empty: no site may frame the checkout);
     audited when it changes."""
